@@ -1,0 +1,1 @@
+"""Pure domain: records, statuses, the DAG, ids and hashing. No I/O."""

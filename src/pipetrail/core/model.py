@@ -1,0 +1,275 @@
+"""Plain typed records: pipeline specs as defined, and runs, tasks, metrics and artifacts as recorded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pipetrail.core.hashing import digest_json
+from pipetrail.core.status import RunStatus, TaskStatus
+
+__all__ = [
+    "ArtifactLink",
+    "ArtifactRecord",
+    "EventRecord",
+    "InputSpec",
+    "MetricPoint",
+    "ParamSpec",
+    "PipelineSpec",
+    "RunRecord",
+    "StepSpec",
+    "TaskRecord",
+]
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """One argument of a step fed by an upstream step (``output`` set when it names a named output)."""
+
+    arg: str
+    step: str
+    output: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"arg": self.arg, "step": self.step, "output": self.output}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """A pipeline parameter: its name, declared type label, JSON default and the steps that read it."""
+
+    name: str
+    type: str
+    default: Any
+    steps: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "default": self.default, "steps": list(self.steps)}
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """A step as defined: its inputs, parameters, named outputs, options and source."""
+
+    name: str
+    inputs: tuple[InputSpec, ...] = ()
+    params: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    source: str = ""
+    source_hash: str = ""
+    module: str = ""
+    qualname: str = ""
+    file: str | None = None
+    line: int | None = None
+    retries: int = 0
+    timeout_s: float | None = None
+
+    @property
+    def upstream(self) -> tuple[str, ...]:
+        """Names of the steps this one reads from, in argument order, without repeats."""
+        return tuple(dict.fromkeys(i.step for i in self.inputs))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "inputs": [i.to_dict() for i in self.inputs],
+            "params": list(self.params),
+            "outputs": list(self.outputs),
+            "source": self.source,
+            "source_hash": self.source_hash,
+            "module": self.module,
+            "qualname": self.qualname,
+            "file": self.file,
+            "line": self.line,
+            "retries": self.retries,
+            "timeout_s": self.timeout_s,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepSpec:
+        return cls(
+            name=data["name"],
+            inputs=tuple(InputSpec(**i) for i in data.get("inputs", ())),
+            params=tuple(data.get("params", ())),
+            outputs=tuple(data.get("outputs", ())),
+            source=data.get("source", ""),
+            source_hash=data.get("source_hash", ""),
+            module=data.get("module", ""),
+            qualname=data.get("qualname", ""),
+            file=data.get("file"),
+            line=data.get("line"),
+            retries=int(data.get("retries", 0)),
+            timeout_s=data.get("timeout_s"),
+        )
+
+
+@dataclass(frozen=True)
+class PipelineSpec:
+    """A whole pipeline as defined: the DAG exactly as it will run, hashable into a version."""
+
+    name: str
+    steps: tuple[StepSpec, ...]
+    params: tuple[ParamSpec, ...] = ()
+    file: str | None = None
+
+    @property
+    def version(self) -> str:
+        """Hash of the steps' code and wiring: equal for equal pipelines, whatever the comments say."""
+        shape = [
+            {
+                "name": s.name,
+                "inputs": [i.to_dict() for i in s.inputs],
+                "params": list(s.params),
+                "outputs": list(s.outputs),
+                "source_hash": s.source_hash,
+            }
+            for s in self.steps
+        ]
+        return digest_json({"pipeline": self.name, "steps": shape})[:16]
+
+    def step(self, name: str) -> StepSpec:
+        """The step called ``name``; KeyError listing the valid names otherwise."""
+        for spec in self.steps:
+            if spec.name == name:
+                return spec
+        raise KeyError(f"no step {name!r} in pipeline {self.name!r}; steps: {self.step_names}")
+
+    @property
+    def step_names(self) -> list[str]:
+        return [s.name for s in self.steps]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "file": self.file,
+            "steps": [s.to_dict() for s in self.steps],
+            "params": [p.to_dict() for p in self.params],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PipelineSpec:
+        return cls(
+            name=data["name"],
+            steps=tuple(StepSpec.from_dict(s) for s in data["steps"]),
+            params=tuple(
+                ParamSpec(p["name"], p["type"], p.get("default"), tuple(p.get("steps", ())))
+                for p in data.get("params", ())
+            ),
+            file=data.get("file"),
+        )
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A pipeline run as recorded in the store."""
+
+    id: int
+    pipeline: str
+    version: str
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    user: str
+    host: str
+    trigger: str
+    params: dict[str, Any]
+    param_types: dict[str, str]
+    variables: dict[str, str]
+    user_tags: tuple[str, ...]
+    system_tags: tuple[str, ...]
+    origin_run_id: int | None = None
+    error: str | None = None
+    git: dict[str, Any] | None = None
+    code_key: str | None = None
+    environment_hash: str | None = None
+    dag: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pathspec(self) -> str:
+        return f"{self.pipeline}/{self.id}"
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class TaskRecord:
+    """One attempt of one task (Mage: block run)."""
+
+    id: int
+    run_id: int
+    step: str
+    task_index: int
+    attempt: int
+    status: TaskStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    gpu_peak_memory_bytes: int | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    failed_upstream: str | None = None
+    host: str | None = None
+    pid: int | None = None
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """A status change of a run or task, with its time; the history is append-only."""
+
+    run_id: int
+    task_id: int | None
+    status: str
+    at: datetime
+    previous: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class MetricPoint:
+    """One value of a named metric series."""
+
+    name: str
+    value: float
+    step: int | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class ArtifactRecord:
+    """Stored content: hash, size and how it was serialized."""
+
+    key: str
+    size: int
+    serializer: str
+    content_type: str
+    type_name: str
+
+
+@dataclass(frozen=True)
+class ArtifactLink:
+    """A lineage edge: a task consumed (``input``) or produced (``output``) an artifact."""
+
+    task_id: int
+    run_id: int
+    direction: str
+    name: str
+    kind: str
+    artifact: ArtifactRecord
+    source_uri: str | None = None
+    producer_task_id: int | None = None

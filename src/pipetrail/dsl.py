@@ -1,0 +1,304 @@
+"""The ``@step`` decorator and the ``Pipeline`` builder: plain functions into validated specs."""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import textwrap
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, overload
+
+from pipetrail.core.graph import Dag
+from pipetrail.core.hashing import digest_bytes, fingerprint_source
+from pipetrail.core.ids import validate_name
+from pipetrail.core.model import InputSpec, ParamSpec, PipelineSpec, StepSpec
+from pipetrail.core.params import coerce_text, to_json_value, type_label, validate_value
+from pipetrail.errors import CycleError, DefinitionError, ParameterError
+
+__all__ = ["Pipeline", "Step", "parse_duration", "step"]
+
+
+class Step:
+    """A step: a plain function plus its options. Calling it calls the function unchanged."""
+
+    def __init__(
+        self,
+        func: Callable[..., Any],
+        *,
+        name: str | None = None,
+        outputs: Sequence[str] = (),
+        retries: int = 0,
+        timeout: str | float | None = None,
+    ) -> None:
+        if not callable(func):
+            raise DefinitionError(f"@step expects a function, got {type(func).__name__}")
+        self.func = func
+        self.name = validate_name("step", name or func.__name__)
+        if isinstance(outputs, str):
+            outputs = (outputs,)
+        self.outputs = tuple(validate_name("output", o) for o in outputs)
+        if len(set(self.outputs)) != len(self.outputs):
+            raise DefinitionError(f"step {self.name!r} declares an output name twice: {self.outputs}")
+        if not isinstance(retries, int) or retries < 0:
+            raise DefinitionError(f"step {self.name!r}: retries must be an integer >= 0, got {retries!r}")
+        self.retries = retries
+        self.timeout_s = parse_duration(timeout, what=f"timeout of step {self.name!r}")
+        functools.update_wrapper(self, func)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.func(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"<Step {self.name}>"
+
+
+@overload
+def step(func: Callable[..., Any], /) -> Step: ...
+
+
+@overload
+def step(
+    *,
+    name: str | None = None,
+    outputs: Sequence[str] = (),
+    retries: int = 0,
+    timeout: str | float | None = None,
+) -> Callable[[Callable[..., Any]], Step]: ...
+
+
+def step(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    outputs: Sequence[str] = (),
+    retries: int = 0,
+    timeout: str | float | None = None,
+) -> Step | Callable[[Callable[..., Any]], Step]:
+    """Make a function a pipeline step.
+
+    Arguments without defaults are inputs: each names an upstream step (its return value) or a
+    named output of one. Arguments with defaults are pipeline parameters, overridable per run.
+
+    Args:
+        func: the function, when used as a bare ``@step``.
+        name: the step's name; the function's name by default.
+        outputs: names for the items of a returned tuple (or keys of a returned dict); each is
+            stored as its own artifact and can be consumed by name downstream.
+        retries: how many more attempts a failing step gets.
+        timeout: ``"10m"``, ``"30s"``, ``"2h"`` or seconds.
+    """
+    if func is not None:
+        return Step(func)
+
+    def decorate(f: Callable[..., Any]) -> Step:
+        return Step(f, name=name, outputs=outputs, retries=retries, timeout=timeout)
+
+    return decorate
+
+
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(value: str | float | None, *, what: str) -> float | None:
+    """``"10m"`` → 600.0; numbers are seconds; None stays None.
+
+    Raises:
+        DefinitionError: naming ``what`` and the bad value.
+    """
+    if value is None:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u)), "s")
+        number = text[: -len(unit)] if text.endswith(unit) else text
+        try:
+            seconds = float(number) * _UNITS[unit]
+        except ValueError:
+            raise DefinitionError(
+                f"{what}: cannot read {value!r} as a duration; use e.g. '30s', '10m' or '2h'"
+            ) from None
+    else:
+        raise DefinitionError(f"{what}: expected a duration like '10m', got {value!r}")
+    if seconds <= 0:
+        raise DefinitionError(f"{what}: must be positive, got {value!r}")
+    return seconds
+
+
+class Pipeline:
+    """A named DAG of steps, validated when built.
+
+    Raises:
+        DefinitionError: a duplicate name, an input that names nothing, a cycle, conflicting
+            parameter declarations or a default of the wrong type, each naming the step and argument.
+    """
+
+    def __init__(self, name: str, steps: Iterable[Step | Callable[..., Any]]) -> None:
+        self.name = validate_name("pipeline", name)
+        self.steps: dict[str, Step] = {}
+        for item in steps:
+            s = item if isinstance(item, Step) else Step(item)
+            if s.name in self.steps:
+                raise DefinitionError(f"pipeline {name!r}: two steps are named {s.name!r}")
+            self.steps[s.name] = s
+        if not self.steps:
+            raise DefinitionError(f"pipeline {name!r} has no steps")
+        self._param_defaults: dict[str, Any] = {}
+        self.spec = self._build_spec()
+        try:
+            self.dag = Dag(self.spec.step_names, {s.name: s.upstream for s in self.spec.steps})
+        except CycleError as exc:
+            raise CycleError(f"pipeline {name!r}: {exc}") from None
+
+    def _build_spec(self) -> PipelineSpec:
+        producers: dict[str, tuple[str, str]] = {}
+        for s in self.steps.values():
+            for output in s.outputs:
+                if output in self.steps:
+                    raise DefinitionError(
+                        f"step {s.name!r}: output {output!r} has the same name as a step"
+                    )
+                if output in producers:
+                    raise DefinitionError(
+                        f"output {output!r} is declared by both step {producers[output][0]!r} "
+                        f"and step {s.name!r}"
+                    )
+                producers[output] = (s.name, output)
+        params: dict[str, dict[str, Any]] = {}
+        specs = [self._step_spec(s, producers, params) for s in self.steps.values()]
+        file = next((spec.file for spec in specs if spec.file), None)
+        param_specs = tuple(
+            ParamSpec(n, p["type"], to_json_value(p["default"]), tuple(p["steps"]))
+            for n, p in params.items()
+        )
+        return PipelineSpec(self.name, tuple(specs), param_specs, file)
+
+    def _step_spec(
+        self,
+        s: Step,
+        producers: Mapping[str, tuple[str, str]],
+        params: dict[str, dict[str, Any]],
+    ) -> StepSpec:
+        signature = inspect.signature(s.func)
+        inputs: list[InputSpec] = []
+        names: list[str] = []
+        for arg in signature.parameters.values():
+            where = f"argument {arg.name!r} of step {s.name!r}"
+            if arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD):
+                raise DefinitionError(f"{where}: *args and **kwargs cannot be wired; name each input")
+            if arg.kind is arg.POSITIONAL_ONLY:
+                raise DefinitionError(f"{where}: positional-only arguments cannot be wired by name")
+            if arg.default is inspect.Parameter.empty:
+                if arg.name == s.name:
+                    raise DefinitionError(f"{where}: a step cannot consume its own output")
+                if arg.name in self.steps:
+                    inputs.append(InputSpec(arg.name, arg.name))
+                elif arg.name in producers:
+                    producer, output = producers[arg.name]
+                    if producer == s.name:
+                        raise DefinitionError(f"{where}: a step cannot consume its own output")
+                    inputs.append(InputSpec(arg.name, producer, output))
+                else:
+                    known = sorted([*self.steps, *producers])
+                    hint = difflib.get_close_matches(arg.name, known, n=1)
+                    suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                    raise DefinitionError(
+                        f"{where} names no step or output of pipeline {self.name!r}{suggestion} "
+                        f"(inputs must be named after an upstream step or output: {known}; "
+                        "give the argument a default to make it a parameter)"
+                    )
+                continue
+            if arg.name in self.steps or arg.name in producers:
+                raise DefinitionError(
+                    f"{where} has a default but is named after an upstream step or output; "
+                    "remove the default to consume it, or rename the parameter"
+                )
+            label = type_label(arg.annotation, arg.default)
+            if arg.default is not None:
+                try:
+                    validate_value(arg.name, label, arg.default, where=f"step {s.name!r}")
+                except ParameterError as exc:
+                    raise DefinitionError(f"default of {where}: {exc}") from None
+            declared = params.get(arg.name)
+            if declared is None:
+                params[arg.name] = {"type": label, "default": arg.default, "steps": [s.name]}
+                self._param_defaults[arg.name] = arg.default
+            else:
+                if declared["type"] != label or to_json_value(declared["default"]) != to_json_value(
+                    arg.default
+                ):
+                    raise DefinitionError(
+                        f"parameter {arg.name!r} is declared differently by step "
+                        f"{declared['steps'][0]!r} ({declared['type']} = {declared['default']!r}) and "
+                        f"step {s.name!r} ({label} = {arg.default!r}); a parameter shared by "
+                        "steps needs one type and one default"
+                    )
+                declared["steps"].append(s.name)
+            names.append(arg.name)
+        source, file, line = _source_of(s.func)
+        return StepSpec(
+            name=s.name,
+            inputs=tuple(inputs),
+            params=tuple(names),
+            outputs=s.outputs,
+            source=source,
+            source_hash=fingerprint_source(source) if source else digest_bytes(s.name.encode()),
+            module=getattr(s.func, "__module__", "") or "",
+            qualname=getattr(s.func, "__qualname__", s.name),
+            file=file,
+            line=line,
+            retries=s.retries,
+            timeout_s=s.timeout_s,
+        )
+
+    @property
+    def version(self) -> str:
+        """Hash of the steps' code and wiring."""
+        return self.spec.version
+
+    def resolve_params(
+        self, overrides: Mapping[str, Any] | None = None, *, from_text: bool = False
+    ) -> dict[str, Any]:
+        """Every parameter's value for a run: defaults, replaced by ``overrides``.
+
+        Args:
+            overrides: name → value (or → text when ``from_text``, as given by ``-p name=value``).
+            from_text: coerce each override from command-line text to the declared type.
+
+        Raises:
+            ParameterError: an unknown name (with the valid names) or a value of the wrong type.
+        """
+        values = dict(self._param_defaults)
+        by_name = {p.name: p for p in self.spec.params}
+        for name, raw in (overrides or {}).items():
+            param = by_name.get(name)
+            if param is None:
+                valid = sorted(by_name) or ["(none)"]
+                hint = difflib.get_close_matches(name, list(by_name), n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise ParameterError(
+                    f"unknown parameter {name!r} for pipeline {self.name!r}{suggestion} "
+                    f"(parameters: {', '.join(valid)})"
+                )
+            where = "step " + ", ".join(repr(s) for s in param.steps)
+            if from_text and isinstance(raw, str):
+                values[name] = coerce_text(name, param.type, raw, where=where)
+            else:
+                values[name] = validate_value(name, param.type, raw, where=where)
+        return values
+
+    def __repr__(self) -> str:
+        return f"<Pipeline {self.name} steps={list(self.steps)}>"
+
+
+def _source_of(func: Callable[..., Any]) -> tuple[str, str | None, int | None]:
+    try:
+        lines, line = inspect.getsourcelines(func)
+        file = inspect.getsourcefile(func)
+    except (OSError, TypeError):
+        return "", None, None
+    source = textwrap.dedent("".join(lines))
+    return source, file, line

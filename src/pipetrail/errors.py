@@ -1,0 +1,104 @@
+"""The whole pipetrail exception tree.
+
+::
+
+    PipetrailError
+    ├── UsageError                      bad input from a person; the CLI exits 2
+    │   ├── DefinitionError             a pipeline that cannot be built (cycle, missing input, …)
+    │   │   └── CycleError
+    │   ├── ParameterError (ValueError) unknown, malformed or ill-typed parameter
+    │   ├── PipelineLoadError           a pipeline file or name that cannot be loaded
+    │   ├── ConfigError                 a setting with a bad value
+    │   └── NotFoundError (LookupError) a run, step or artifact that is not in the store
+    ├── StoreError                      the metadata store failed (wraps SQLAlchemy errors)
+    │   └── MigrationError
+    ├── ArtifactError                   the artifact store failed
+    │   ├── SerializationError          an output that no serializer can store
+    │   └── IntegrityError              stored bytes whose hash does not match their key
+    └── StepFailedError                 raised inside a worker to carry a step's failure
+
+Every message names the object, the bad value and, where there is one, the fix.
+Adapters re-raise library errors as these, ``from`` the original.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ArtifactError",
+    "ConfigError",
+    "CycleError",
+    "DefinitionError",
+    "IntegrityError",
+    "MigrationError",
+    "NotFoundError",
+    "ParameterError",
+    "PipelineLoadError",
+    "PipetrailError",
+    "SerializationError",
+    "StepFailedError",
+    "StoreError",
+    "UsageError",
+]
+
+
+class PipetrailError(Exception):
+    """Root of every error pipetrail raises on purpose."""
+
+
+class UsageError(PipetrailError):
+    """Bad input from a person: the command line exits with code 2."""
+
+
+class DefinitionError(UsageError):
+    """A pipeline definition that cannot be built or run as written."""
+
+
+class CycleError(DefinitionError):
+    """The steps' inputs form a cycle."""
+
+
+class ParameterError(UsageError, ValueError):
+    """A pipeline parameter that is unknown, malformed or of the wrong type."""
+
+
+class PipelineLoadError(UsageError):
+    """A pipeline file or pipeline name that cannot be loaded."""
+
+
+class ConfigError(UsageError):
+    """A setting whose value cannot be used."""
+
+
+class NotFoundError(UsageError, LookupError):
+    """A run, step, task or artifact that is not in the store."""
+
+
+class StoreError(PipetrailError):
+    """The metadata store could not do what was asked."""
+
+
+class MigrationError(StoreError):
+    """The metadata store's schema could not be brought up to date."""
+
+
+class ArtifactError(PipetrailError):
+    """The artifact store could not do what was asked."""
+
+
+class SerializationError(ArtifactError):
+    """A value that no registered serializer can store."""
+
+
+class IntegrityError(ArtifactError):
+    """Stored bytes whose content hash differs from the key they are stored under."""
+
+
+class StepFailedError(PipetrailError):
+    """A step's user code raised; carries the formatted exception across processes."""
+
+    def __init__(self, step: str, exc_type: str, message: str, traceback: str) -> None:
+        super().__init__(f"step {step!r} failed: {exc_type}: {message}")
+        self.step = step
+        self.exc_type = exc_type
+        self.message = message
+        self.traceback = traceback
