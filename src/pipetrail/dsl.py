@@ -39,9 +39,13 @@ class Step:
             outputs = (outputs,)
         self.outputs = tuple(validate_name("output", o) for o in outputs)
         if len(set(self.outputs)) != len(self.outputs):
-            raise DefinitionError(f"step {self.name!r} declares an output name twice: {self.outputs}")
+            raise DefinitionError(
+                f"step {self.name!r} declares an output name twice: {self.outputs}"
+            )
         if not isinstance(retries, int) or retries < 0:
-            raise DefinitionError(f"step {self.name!r}: retries must be an integer >= 0, got {retries!r}")
+            raise DefinitionError(
+                f"step {self.name!r}: retries must be an integer >= 0, got {retries!r}"
+            )
         self.retries = retries
         self.timeout_s = parse_duration(timeout, what=f"timeout of step {self.name!r}")
         functools.update_wrapper(self, func)
@@ -188,7 +192,9 @@ class Pipeline:
         for arg in signature.parameters.values():
             where = f"argument {arg.name!r} of step {s.name!r}"
             if arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD):
-                raise DefinitionError(f"{where}: *args and **kwargs cannot be wired; name each input")
+                raise DefinitionError(
+                    f"{where}: *args and **kwargs cannot be wired; name each input"
+                )
             if arg.kind is arg.POSITIONAL_ONLY:
                 raise DefinitionError(f"{where}: positional-only arguments cannot be wired by name")
             if arg.default is inspect.Parameter.empty:

@@ -35,7 +35,9 @@ def digest_bytes(data: bytes | bytearray | memoryview) -> str:
 
 def canonical_json(value: Any) -> bytes:
     """Encode ``value`` as JSON with sorted keys and no whitespace, so equal values give equal bytes."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=True
+    ).encode()
 
 
 def digest_json(value: Any) -> str:

@@ -45,7 +45,12 @@ class ParamSpec:
     steps: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "type": self.type, "default": self.default, "steps": list(self.steps)}
+        return {
+            "name": self.name,
+            "type": self.type,
+            "default": self.default,
+            "steps": list(self.steps),
+        }
 
 
 @dataclass(frozen=True)

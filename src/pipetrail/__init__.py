@@ -1,0 +1,43 @@
+"""pipetrail: define pipelines in plain Python, run them, and keep a complete record of every run."""
+
+from __future__ import annotations
+
+from pipetrail.client import Run, Step, Task, list_runs
+from pipetrail.dsl import Pipeline, step
+from pipetrail.errors import (
+    DefinitionError,
+    ParameterError,
+    PipetrailError,
+)
+from pipetrail.runtime.context import (
+    current,
+    log_artifact,
+    log_input,
+    log_metric,
+    log_metrics,
+    set_tag,
+)
+from pipetrail.workspace import open_workspace, run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DefinitionError",
+    "ParameterError",
+    "Pipeline",
+    "PipetrailError",
+    "Run",
+    "Step",
+    "Task",
+    "__version__",
+    "current",
+    "list_runs",
+    "log_artifact",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "open_workspace",
+    "run",
+    "set_tag",
+    "step",
+]

@@ -1,0 +1,1 @@
+"""The ``pipetrail`` command line."""

@@ -1,0 +1,5 @@
+"""``python -m pipetrail.cli``."""
+
+from pipetrail.cli.main import main
+
+main()

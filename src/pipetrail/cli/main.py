@@ -1,0 +1,267 @@
+"""The ``pipetrail`` command: a thin shell over the workspace, the engine and the client."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+
+from pipetrail.errors import PipetrailError, StoreError, UsageError
+
+__all__ = ["cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _errors(func: F) -> F:
+    """Turn pipetrail errors into one line on stderr and the right exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except StoreError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+        except PipetrailError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{option} expects NAME=VALUE, got {item!r}")
+        result[name.strip()] = value
+    return result
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pipetrail")
+def cli() -> None:
+    """pipetrail: run pipelines and keep a complete record of every run."""
+
+
+@cli.command("run")
+@click.argument("target", metavar="FILE[:PIPELINE]")
+@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter.")
+@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Set a runtime variable.")
+@click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add a user tag (repeatable).")
+@click.option(
+    "--executor",
+    type=click.Choice(["process", "inline"]),
+    default=None,
+    help="Where steps run: warm worker processes (default) or this process.",
+)
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Most tasks at once.")
+@click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON; no live display.")
+@click.option("--quiet", "-q", is_flag=True, help="No live display; print only the outcome.")
+@_errors
+def run_command(
+    target: str,
+    params: tuple[str, ...],
+    variables: tuple[str, ...],
+    tags: tuple[str, ...],
+    executor: str | None,
+    max_parallel: int | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run the pipeline in FILE (naming PIPELINE when the file defines several)."""
+    from pipetrail.runtime.engine import RunRequest
+    from pipetrail.runtime.loader import load_pipeline
+
+    # Everything is validated before the store is opened: bad input writes nothing.
+    overrides = _pairs(params, "-p/--param")
+    runtime_vars = _pairs(variables, "--var")
+    for tag in tags:
+        if not tag.strip():
+            raise UsageError("--tag expects a non-empty tag")
+    pipeline = load_pipeline(target)
+    resolved = pipeline.resolve_params(overrides, from_text=True)
+
+    from pipetrail.cli.render import console, print_run_outcome, run_to_json
+    from pipetrail.workspace import open_workspace
+
+    workspace = open_workspace()
+    observer = None
+    live = None
+    if not (as_json or quiet):
+        from pipetrail.cli.live import LiveRunDisplay
+
+        live = LiveRunDisplay(console())
+        observer = live
+    engine = workspace.engine(executor=executor, observer=observer)
+    request = RunRequest(
+        pipeline=pipeline,
+        params=resolved,
+        variables=runtime_vars,
+        tags=tuple(t.strip() for t in tags),
+        trigger="cli",
+        max_parallel=max_parallel,
+    )
+    try:
+        record = engine.run(request)
+    finally:
+        if live is not None:
+            live.stop()
+    from pipetrail.client import Run
+
+    run = Run(record.id, reader=workspace.reader())
+    if as_json:
+        click.echo(json.dumps(run_to_json(run), indent=2, default=str))
+    else:
+        print_run_outcome(run)
+    if record.status.value == "completed":
+        sys.exit(EXIT_OK)
+    sys.exit(EXIT_INTERRUPTED if "Ctrl-C" in (record.error or "") else EXIT_FAILED)
+
+
+@cli.group("runs")
+def runs_group() -> None:
+    """List, inspect and read the logs of recorded runs."""
+
+
+def _since(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    stripped = text.strip().lower()
+    if stripped[-1:] in units and stripped[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(stripped[:-1]) * units[stripped[-1]])
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since expects a duration like '30m', '2h', '7d' or an ISO date, got {text!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@runs_group.command("list")
+@click.option("--pipeline", default=None, help="Only runs of this pipeline.")
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(["initial", "running", "completed", "failed", "cancelled"]),
+    help="Only runs in this status (repeatable).",
+)
+@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all must match).")
+@click.option("--since", default=None, help="Only runs created since: 30m, 2h, 7d or an ISO date.")
+@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@_errors
+def runs_list(
+    pipeline: str | None,
+    statuses: tuple[str, ...],
+    tags: tuple[str, ...],
+    since: str | None,
+    limit: int,
+    as_json: bool,
+) -> None:
+    """Recorded runs, newest first."""
+    from pipetrail.client import list_runs
+    from pipetrail.core.status import RunStatus
+
+    since_at = _since(since)
+    workspace = _workspace()
+    runs = list_runs(
+        pipeline=pipeline,
+        statuses=tuple(RunStatus(s) for s in statuses),
+        tags=tags,
+        since=since_at,
+        limit=limit,
+        reader=workspace.reader(),
+    )
+    from pipetrail.cli.render import print_run_list, run_summary_json
+
+    if as_json:
+        click.echo(json.dumps([run_summary_json(r) for r in runs], indent=2, default=str))
+    else:
+        print_run_list(runs)
+
+
+@runs_group.command("show")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--json", "as_json", is_flag=True, help="Print everything recorded as JSON.")
+@_errors
+def runs_show(run_ref: str, as_json: bool) -> None:
+    """Everything recorded about RUN (``iris/42`` or ``42``)."""
+    from pipetrail.cli.render import print_run, run_to_json
+    from pipetrail.client import Run
+
+    run = Run(run_ref, reader=_workspace().reader())
+    if as_json:
+        click.echo(json.dumps(run_to_json(run), indent=2, default=str))
+    else:
+        print_run(run)
+
+
+def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
+    from pipetrail.cli.render import print_logs
+    from pipetrail.client import Run
+
+    run = Run(run_ref, reader=_workspace().reader())
+    if step is not None and step not in run:
+        raise UsageError(
+            f"run {run.pathspec} has no step {step!r}; steps: {', '.join(s.name for s in run)}"
+        )
+    print_logs(run, step, stream, attempt)
+
+
+_stream_option = click.option(
+    "--stream", type=click.Choice(["all", "stdout", "stderr"]), default="all", show_default=True
+)
+_attempt_option = click.option("--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt.")
+
+
+@runs_group.command("logs")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("step", required=False)
+@_stream_option
+@_attempt_option
+@_errors
+def runs_logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
+    """Captured stdout/stderr of RUN's tasks (or of STEP's)."""
+    _logs(run_ref, step, stream, attempt)
+
+
+@cli.command("logs")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("step", required=False)
+@_stream_option
+@_attempt_option
+@_errors
+def logs_command(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
+    """Captured stdout/stderr of RUN's tasks (or of STEP's)."""
+    _logs(run_ref, step, stream, attempt)
+
+
+def _workspace() -> Any:
+    from pipetrail.workspace import open_workspace
+
+    return open_workspace()
+
+
+def main() -> None:
+    """Entry point of the ``pipetrail`` console script."""
+    try:
+        cli.main(prog_name="pipetrail")
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(EXIT_INTERRUPTED)

@@ -1,0 +1,1 @@
+"""Provenance capture: code, environment and resource facts, captured and never stored here."""

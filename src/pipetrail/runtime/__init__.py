@@ -1,0 +1,1 @@
+"""Executes runs: the engine, the executors and the context a step sees."""

@@ -1,0 +1,304 @@
+"""What a step sees while it runs: ``current`` and the ``log_*`` functions, backed by a StepContext."""
+
+from __future__ import annotations
+
+import math
+import mimetypes
+import os
+import threading
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipetrail.core.model import ArtifactRecord
+from pipetrail.errors import UsageError
+from pipetrail.storage.metadata.base import MetricRow, NewLink
+
+__all__ = [
+    "ArtifactRef",
+    "Current",
+    "MetricBuffer",
+    "StepContext",
+    "activate",
+    "current",
+    "log_artifact",
+    "log_input",
+    "log_metric",
+    "log_metrics",
+    "set_tag",
+]
+
+
+@dataclass(frozen=True)
+class ArtifactRef:
+    """What ``log_artifact`` and ``log_input`` return: the name and content hash recorded."""
+
+    name: str
+    key: str
+    size: int
+
+
+class MetricBuffer:
+    """Collects metric points where they are produced and writes them in batches.
+
+    A background thread flushes every ``interval`` seconds; the task flushes at its end, so a
+    step that raises still has every point it logged in the store.
+    """
+
+    def __init__(
+        self,
+        write: Callable[[list[MetricRow]], None],
+        *,
+        interval: float = 0.5,
+        max_pending: int = 20_000,
+    ) -> None:
+        self._write = write
+        self._interval = interval
+        self._max_pending = max_pending
+        self._pending: list[MetricRow] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._closed = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="pipetrail-metrics", daemon=True)
+        self._thread.start()
+
+    def add(self, row: MetricRow) -> None:
+        with self._lock:
+            self._pending.append(row)
+            full = len(self._pending) >= self._max_pending
+        if full:
+            self.flush()
+
+    def extend(self, rows: list[MetricRow]) -> None:
+        with self._lock:
+            self._pending.extend(rows)
+            full = len(self._pending) >= self._max_pending
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write everything pending now, in the order it was logged."""
+        with self._flush_lock:
+            with self._lock:
+                batch, self._pending = self._pending, []
+            if batch:
+                self._write(batch)
+
+    def close(self) -> None:
+        """Stop the timer thread and write what is left."""
+        self._closed = True
+        self._wake.set()
+        self._thread.join(timeout=5)
+        self.flush()
+
+    def _loop(self) -> None:
+        while not self._closed:
+            self._wake.wait(self._interval)
+            if self._closed:
+                return
+            try:
+                self.flush()
+            except Exception as exc:  # the final flush at step end reports it
+                self._error = exc
+
+
+@dataclass
+class StepContext:
+    """The state of one running task; created by the runtime, read through ``current``."""
+
+    pipeline: str
+    run_id: int
+    step: str
+    task_id: int
+    task_index: int
+    attempt: int
+    params: Mapping[str, Any]
+    variables: Mapping[str, str]
+    metrics: MetricBuffer
+    store_value: Callable[[Any], ArtifactRecord]
+    store_file: Callable[[Path], ArtifactRecord]
+    digest_path: Callable[[Path], tuple[str, int]]
+    links: list[NewLink] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+
+    @property
+    def pathspec(self) -> str:
+        return f"{self.pipeline}/{self.run_id}/{self.step}/{self.task_index}"
+
+    @property
+    def run_pathspec(self) -> str:
+        return f"{self.pipeline}/{self.run_id}"
+
+
+_active: ContextVar[StepContext | None] = ContextVar("pipetrail_step", default=None)
+
+
+class activate:  # noqa: N801 - used as a context manager, reads like a function
+    """Make ``context`` the one ``current`` and the ``log_*`` functions use, inside a ``with``."""
+
+    def __init__(self, context: StepContext) -> None:
+        self._context = context
+
+    def __enter__(self) -> StepContext:
+        self._token = _active.set(self._context)
+        return self._context
+
+    def __exit__(self, *exc: object) -> None:
+        _active.reset(self._token)
+
+
+def _context(what: str) -> StepContext:
+    context = _active.get()
+    if context is None:
+        raise UsageError(
+            f"pipetrail.{what} was called outside a running step; call it from inside a "
+            "@pt.step function while the pipeline runs"
+        )
+    return context
+
+
+class Current:
+    """``pt.current``: the run id, pathspec, step, attempt, parameters and variables of this task."""
+
+    @property
+    def is_running(self) -> bool:
+        """Whether code is running inside a pipetrail step."""
+        return _active.get() is not None
+
+    @property
+    def pipeline_name(self) -> str:
+        return _context("current.pipeline_name").pipeline
+
+    @property
+    def run_id(self) -> int:
+        return _context("current.run_id").run_id
+
+    @property
+    def pathspec(self) -> str:
+        """``pipeline/run/step/task`` of the running task."""
+        return _context("current.pathspec").pathspec
+
+    @property
+    def run_pathspec(self) -> str:
+        return _context("current.run_pathspec").run_pathspec
+
+    @property
+    def step_name(self) -> str:
+        return _context("current.step_name").step
+
+    @property
+    def task_id(self) -> int:
+        return _context("current.task_id").task_index
+
+    @property
+    def attempt(self) -> int:
+        return _context("current.attempt").attempt
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """Every parameter of the run, resolved."""
+        return _context("current.params").params
+
+    @property
+    def vars(self) -> Mapping[str, str]:
+        """The run's runtime variables (``--var k=v``)."""
+        return _context("current.vars").variables
+
+    def __repr__(self) -> str:
+        context = _active.get()
+        return f"<current {context.pathspec}>" if context else "<current: not in a step>"
+
+
+current = Current()
+
+
+def log_metric(name: str, value: float, step: int | None = None) -> None:
+    """Record one point of the metric series ``name`` (``step`` is an epoch/iteration number).
+
+    Raises:
+        UsageError: outside a step, for an empty name or a value that is not a real number.
+    """
+    context = _context("log_metric")
+    context.metrics.add(_metric_row(context, name, value, step, datetime.now(UTC)))
+
+
+def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
+    """Record one point of each metric in ``values`` at the same ``step`` and time."""
+    context = _context("log_metrics")
+    now = datetime.now(UTC)
+    context.metrics.extend([_metric_row(context, n, v, step, now) for n, v in values.items()])
+
+
+def _metric_row(
+    context: StepContext, name: str, value: Any, step: int | None, now: datetime
+) -> MetricRow:
+    if not isinstance(name, str) or not name or len(name) > 250:
+        raise UsageError(f"metric name must be a non-empty string of at most 250 characters, got {name!r}")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise UsageError(
+            f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}"
+        ) from None
+    if isinstance(value, bool) or math.isnan(number):
+        raise UsageError(f"metric {name!r}: value must be a real number, got {value!r}")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
+        raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+    return MetricRow(context.run_id, context.task_id, name, number, step, now)
+
+
+def log_artifact(path_or_object: Any, name: str | None = None) -> ArtifactRef:
+    """Store a file (given by path) or a Python value as an artifact of this task.
+
+    Files keep their bytes and get a content type from their extension (a ``.png`` shows as an
+    image); values are serialized by type. Identical content is stored once.
+    """
+    context = _context("log_artifact")
+    if isinstance(path_or_object, (str, os.PathLike)):
+        path = Path(path_or_object)
+        if not path.exists():
+            raise UsageError(f"log_artifact: no file or folder at {str(path)!r}")
+        record = context.store_file(path)
+        artifact_name = name or path.name
+        source: str | None = str(path.resolve())
+    else:
+        record = context.store_value(path_or_object)
+        artifact_name = name or f"artifact_{len(context.links)}"
+        source = None
+    context.links.append(NewLink("output", artifact_name, "logged", record, source_uri=source))
+    return ArtifactRef(artifact_name, record.key, record.size)
+
+
+def log_input(path: str | os.PathLike[str], name: str | None = None) -> ArtifactRef:
+    """Record an external file or folder this task reads, by content hash, as a lineage input."""
+    context = _context("log_input")
+    target = Path(path)
+    if not target.exists():
+        raise UsageError(f"log_input: no file or folder at {str(target)!r}")
+    key, size = context.digest_path(target)
+    kind = "directory" if target.is_dir() else "file"
+    content_type = "inode/directory" if kind == "directory" else _content_type(target)
+    record = ArtifactRecord(key, size, "external", content_type, kind)
+    resolved = str(target.resolve())
+    context.links.append(NewLink("input", name or target.name, "external", record, source_uri=resolved))
+    return ArtifactRef(name or target.name, key, size)
+
+
+def set_tag(tag: str) -> None:
+    """Add a user tag to the run."""
+    context = _context("set_tag")
+    if not isinstance(tag, str) or not tag.strip() or len(tag) > 500:
+        raise UsageError(f"a tag must be a non-empty string of at most 500 characters, got {tag!r}")
+    context.tags.append(tag.strip())
+
+
+def _content_type(path: Path) -> str:
+    guessed, _ = mimetypes.guess_type(path.name)
+    return guessed or "application/octet-stream"
+
+

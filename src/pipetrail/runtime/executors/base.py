@@ -1,0 +1,26 @@
+"""The Executor protocol: submit a task attempt, get a future of its outcome, shut down."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from typing import Protocol
+
+from pipetrail.runtime.task import TaskPayload
+from pipetrail.storage.metadata.base import TaskOutcome
+
+__all__ = ["Executor"]
+
+
+class Executor(Protocol):
+    """Runs task attempts; ``max_workers`` bounds how many run at once."""
+
+    name: str
+    max_workers: int
+
+    def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:
+        """Start one attempt; the future resolves to how it ended."""
+        ...
+
+    def shutdown(self, *, cancel: bool = False) -> None:
+        """Release workers; with ``cancel``, stop running tasks too."""
+        ...

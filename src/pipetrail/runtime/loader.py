@@ -1,0 +1,111 @@
+"""Load a pipeline from ``FILE[:PIPELINE]``: import the file as a module and find the Pipeline."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from pathlib import Path
+from types import ModuleType
+
+from pipetrail.core.hashing import digest_bytes
+from pipetrail.dsl import Pipeline
+from pipetrail.errors import DefinitionError, PipelineLoadError
+
+__all__ = ["load_pipeline", "load_pipeline_file", "split_target"]
+
+_modules: dict[tuple[str, float], ModuleType] = {}
+
+
+def split_target(target: str) -> tuple[Path, str | None]:
+    """``"flows/iris.py:iris"`` → (Path("flows/iris.py"), "iris")."""
+    file, sep, name = target.rpartition(":")
+    # A lone "C:\\x.py"-style colon or no colon at all means: no pipeline name given.
+    if not sep or not file or "/" in name or "\\" in name or name.endswith(".py"):
+        return Path(target), None
+    return Path(file), name or None
+
+
+def load_pipeline(target: str) -> Pipeline:
+    """Load the pipeline named by ``FILE[:PIPELINE]``.
+
+    Raises:
+        PipelineLoadError: the file is missing or fails to import, or the pipeline is not in it.
+        DefinitionError: the pipeline in the file is not valid.
+    """
+    file, name = split_target(target)
+    return load_pipeline_file(file, name)
+
+
+def load_pipeline_file(file: Path, name: str | None = None) -> Pipeline:
+    """Import ``file`` (once per process and version of the file) and return its pipeline."""
+    module = _import_file(file)
+    found: dict[str, Pipeline] = {}
+    for attr, value in vars(module).items():
+        if isinstance(value, Pipeline):
+            found.setdefault(value.name, value)
+            if name is not None and attr == name:
+                return value
+    if name is not None:
+        if name in found:
+            return found[name]
+        listing = ", ".join(sorted(found)) or "none"
+        raise PipelineLoadError(
+            f"no pipeline {name!r} in {str(file)!r} (pipelines there: {listing})"
+        )
+    if len(found) == 1:
+        return next(iter(found.values()))
+    if not found:
+        raise PipelineLoadError(
+            f"no pipeline in {str(file)!r}: define one with pt.Pipeline(name, [steps]) "
+            "at module level"
+        )
+    raise PipelineLoadError(
+        f"{str(file)!r} defines several pipelines ({', '.join(sorted(found))}); "
+        f"pick one with {file}:NAME"
+    )
+
+
+def _import_file(file: Path) -> ModuleType:
+    if not file.exists():
+        raise PipelineLoadError(f"no such file: {str(file)!r}")
+    if not file.is_file() or file.suffix != ".py":
+        raise PipelineLoadError(f"not a Python file: {str(file)!r}")
+    path = file.resolve()
+    key = (str(path), path.stat().st_mtime)
+    cached = _modules.get(key)
+    if cached is not None:
+        return cached
+    module_name = f"pipetrail_user_{path.stem}_{digest_bytes(str(path).encode())[:8]}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PipelineLoadError(f"cannot import {str(file)!r}")
+    module = importlib.util.module_from_spec(spec)
+    # The file's folder goes on the path so that it can import its neighbours.
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except DefinitionError:
+        sys.modules.pop(module_name, None)
+        raise
+    except SyntaxError as exc:
+        sys.modules.pop(module_name, None)
+        raise PipelineLoadError(
+            f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}"
+        ) from None
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        where = _user_frame(exc, str(path))
+        raise PipelineLoadError(
+            f"importing {str(file)!r} failed{where}: {type(exc).__name__}: {exc}"
+        ) from exc
+    _modules[key] = module
+    return module
+
+
+def _user_frame(exc: BaseException, path: str) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    return f" at line {frames[-1].lineno}" if frames else ""

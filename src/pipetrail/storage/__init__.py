@@ -1,0 +1,1 @@
+"""Storage ports and adapters: the artifact store and the metadata store."""

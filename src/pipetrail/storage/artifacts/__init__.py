@@ -1,0 +1,1 @@
+"""Artifact storage: a content-addressed store and the serializers that fill it."""

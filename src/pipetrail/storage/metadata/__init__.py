@@ -1,0 +1,1 @@
+"""The metadata store: runs, tasks, events, params, metrics, tags and lineage."""

@@ -1,0 +1,141 @@
+"""The MetadataStore port: what the engine and the client need of a store, and its input records."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pipetrail.core.model import (
+    ArtifactLink,
+    ArtifactRecord,
+    EventRecord,
+    MetricPoint,
+    PipelineSpec,
+    RunRecord,
+    TaskRecord,
+)
+from pipetrail.core.status import RunStatus, TaskStatus
+
+__all__ = ["MetadataStore", "MetricRow", "NewLink", "NewRun", "RunQuery", "TaskOutcome"]
+
+
+@dataclass(frozen=True)
+class NewRun:
+    """Everything known about a run before it starts."""
+
+    spec: PipelineSpec
+    params: dict[str, Any]
+    param_types: dict[str, str]
+    variables: dict[str, str]
+    user: str
+    host: str
+    trigger: str
+    user_tags: tuple[str, ...] = ()
+    system_tags: tuple[str, ...] = ()
+    git: dict[str, Any] | None = None
+    code_key: str | None = None
+    environment: tuple[str, dict[str, Any]] | None = None
+    origin_run_id: int | None = None
+    runner_pid: int | None = None
+
+
+@dataclass(frozen=True)
+class NewLink:
+    """A lineage edge to record: a task consumed or produced ``artifact``."""
+
+    direction: str  # "input" | "output"
+    name: str
+    kind: str  # "output" (a step's return value), "logged" (log_artifact), "upstream", "external"
+    artifact: ArtifactRecord
+    source_uri: str | None = None
+    producer_task_id: int | None = None
+
+
+@dataclass(frozen=True)
+class TaskOutcome:
+    """How a task attempt ended: status, timing, resources, logs, error and lineage."""
+
+    status: TaskStatus
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    gpu_peak_memory_bytes: int | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    links: tuple[NewLink, ...] = ()
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric point to append."""
+
+    run_id: int
+    task_id: int
+    name: str
+    value: float
+    step: int | None
+    timestamp: datetime
+
+
+@dataclass(frozen=True)
+class RunQuery:
+    """Filters for listing runs."""
+
+    pipeline: str | None = None
+    statuses: tuple[RunStatus, ...] = ()
+    tags: tuple[str, ...] = ()
+    since: datetime | None = None
+    limit: int | None = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class MetadataStore(Protocol):
+    """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
+
+    def create_run(self, new: NewRun) -> RunRecord: ...
+    def set_run_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> RunRecord: ...
+    def heartbeat(self, run_id: int) -> None: ...
+    def add_tags(self, run_id: int, tags: Iterable[str], *, system: bool = False) -> None: ...
+    def get_run(self, run_id: int) -> RunRecord: ...
+    def list_runs(self, query: RunQuery) -> list[RunRecord]: ...
+    def get_environment(self, env_hash: str) -> dict[str, Any]: ...
+    def events(self, run_id: int) -> list[EventRecord]: ...
+    def create_tasks(
+        self, run_id: int, steps: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], int]: ...
+    def set_task_status(
+        self,
+        task_id: int,
+        status: TaskStatus,
+        *,
+        message: str | None = None,
+        failed_upstream: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None: ...
+    def finish_task(self, task_id: int, outcome: TaskOutcome) -> None: ...
+    def tasks(self, run_id: int) -> list[TaskRecord]: ...
+    def get_task(self, task_id: int) -> TaskRecord: ...
+    def logs(self, task_id: int) -> dict[str, str]: ...
+    def links(self, run_id: int) -> list[ArtifactLink]: ...
+    def artifact(self, key: str) -> ArtifactRecord: ...
+    def add_metrics(self, rows: Sequence[MetricRow]) -> None: ...
+    def latest_metrics(self, run_id: int) -> dict[str, float]: ...
+    def metric_history(
+        self, run_id: int, name: str | None = None
+    ) -> list[tuple[int, MetricPoint]]: ...
+    def close(self) -> None: ...

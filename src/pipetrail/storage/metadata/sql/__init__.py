@@ -1,0 +1,1 @@
+"""The SQL implementation of the metadata store (SQLite and PostgreSQL as equals)."""

@@ -1,0 +1,155 @@
+"""Engine and connection setup from a URL; SQLite pragmas; the only dialect-aware module."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+from pipetrail.errors import ConfigError
+
+__all__ = [
+    "WRITE_OPTION",
+    "for_update",
+    "is_memory_sqlite",
+    "make_engine",
+    "migration_lock",
+    "sqlite_path",
+    "upsert",
+]
+
+#: Execution option that marks a connection as about to write.
+WRITE_OPTION = "pipetrail_write"
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url``: SQLite gets WAL, NORMAL sync, foreign keys and a busy timeout.
+
+    Raises:
+        ConfigError: naming the URL when it cannot be parsed or its driver is not installed.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(f"cannot read database URL {url!r}: {exc}") from None
+    backend = parsed.get_backend_name()
+    kwargs: dict[str, Any] = {}
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
+        if database in ("", ":memory:"):
+            from sqlalchemy.pool import StaticPool
+
+            # One shared connection, or every checkout would see a new empty database.
+            kwargs["poolclass"] = StaticPool
+    elif backend == "postgresql":
+        if parsed.drivername == "postgresql":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        kwargs.update(pool_pre_ping=True, pool_size=5, max_overflow=5)
+    try:
+        engine = create_engine(parsed, **kwargs)
+    except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:
+        hint = " (install pipetrail[postgres])" if backend == "postgresql" else ""
+        raise ConfigError(f"no driver for database URL {url!r}{hint}: {exc}") from None
+    if backend == "sqlite":
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy manage transactions itself (pysqlite's own BEGIN handling is unreliable).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    # NORMAL in WAL mode survives an application crash; only power loss can drop the last commit.
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=60000")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # Writers take the lock up front (IMMEDIATE), so concurrent writers queue on busy_timeout
+    # instead of failing with "database is locked" when a read transaction upgrades. Readers
+    # stay DEFERRED and never wait for writers in WAL mode.
+    if conn.get_execution_options().get(WRITE_OPTION):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def upsert(
+    conn: Connection,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] = (),
+    where_newer: str | None = None,
+) -> None:
+    """Insert ``rows``; on a clash of ``keys`` update ``update`` columns (or do nothing).
+
+    Args:
+        where_newer: a column; when given, a clashing row is only updated if the new value
+            of that column is not older than the stored one.
+    """
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(table)
+    if update:
+        condition = None
+        if where_newer is not None:
+            condition = stmt.excluded[where_newer] >= table.c[where_newer]
+        stmt = stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={c: stmt.excluded[c] for c in update},
+            where=condition,
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
+    conn.execute(stmt, list(rows))
+
+
+def for_update(conn: Connection) -> bool:
+    """Whether ``SELECT … FOR UPDATE`` means anything here (SQLite locks the whole database)."""
+    return conn.dialect.name == "postgresql"
+
+
+@contextlib.contextmanager
+def migration_lock(conn: Connection) -> Iterator[None]:
+    """Hold a lock so that only one process migrates a store at a time."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_lock(726317)"))
+        try:
+            yield
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(726317)"))
+    else:
+        # SQLite: the IMMEDIATE transaction opened by the caller already holds the write lock.
+        yield
+
+
+def is_memory_sqlite(url: str) -> bool:
+    """Whether ``url`` names an in-memory SQLite database (which needs one shared connection)."""
+    parsed = make_url(url)
+    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
+
+
+def sqlite_path(url: str) -> str | None:
+    """The database file of a SQLite URL, or None."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    return os.path.abspath(parsed.database)

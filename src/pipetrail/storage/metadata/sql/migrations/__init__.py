@@ -1,0 +1,1 @@
+"""Alembic environment and the one version tree of the metadata store."""

@@ -1,0 +1,223 @@
+"""Declarative tables of the metadata store, with a constraint naming convention; used only in sql/."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from pipetrail.storage.metadata.sql.types import BigId, JsonDoc, UtcDateTime
+
+__all__ = [
+    "artifact",
+    "artifact_link",
+    "block_run",
+    "environment",
+    "latest_metric",
+    "metadata",
+    "metric",
+    "pipeline",
+    "pipeline_run",
+    "pipeline_version",
+    "run_event",
+    "run_param",
+    "run_tag",
+    "task_log",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+pipeline = Table(
+    "pipeline",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+pipeline_version = Table(
+    "pipeline_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline_id", Integer, ForeignKey("pipeline.id"), nullable=False),
+    Column("version", String(64), nullable=False),
+    Column("dag", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    UniqueConstraint("pipeline_id", "version"),
+)
+
+environment = Table(
+    "environment",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hash", String(64), nullable=False, unique=True),
+    Column("data", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+pipeline_run = Table(
+    "pipeline_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("pipeline_id", Integer, ForeignKey("pipeline.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("pipeline_version.id"), nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("duration_s", Float),
+    Column("user", String(200), nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("trigger", String(32), nullable=False),
+    Column("origin_run_id", Integer, ForeignKey("pipeline_run.id")),
+    Column("params", JsonDoc, nullable=False),
+    Column("param_types", JsonDoc, nullable=False),
+    Column("variables", JsonDoc, nullable=False),
+    Column("git", JsonDoc),
+    Column("code_key", String(64)),
+    Column("environment_id", Integer, ForeignKey("environment.id")),
+    Column("error", Text),
+    Column("heartbeat_at", UtcDateTime),
+    Column("runner_host", String(255)),
+    Column("runner_pid", Integer),
+    Index(None, "pipeline_id", "created_at"),
+    Index(None, "status", "created_at"),
+    Index(None, "created_at"),
+)
+
+run_param = Table(
+    "run_param",
+    metadata,
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), primary_key=True),
+    Column("key", String(500), primary_key=True),
+    Column("type", String(16), nullable=False),
+    Column("value_num", Float),
+    Column("value_text", Text),
+    Index(None, "key", "value_num"),
+)
+
+run_tag = Table(
+    "run_tag",
+    metadata,
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), primary_key=True),
+    Column("tag", String(500), primary_key=True),
+    Column("system", Boolean, nullable=False),
+    Index(None, "tag"),
+)
+
+block_run = Table(
+    "block_run",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
+    Column("step", String(200), nullable=False),
+    Column("task_index", Integer, nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("status", String(32), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("started_at", UtcDateTime),
+    Column("finished_at", UtcDateTime),
+    Column("duration_s", Float),
+    Column("cpu_time_s", Float),
+    Column("peak_memory_bytes", BigId),
+    Column("gpu_peak_memory_bytes", BigId),
+    Column("exception_type", String(500)),
+    Column("exception_message", Text),
+    Column("traceback", Text),
+    Column("failed_upstream", String(200)),
+    Column("host", String(255)),
+    Column("pid", Integer),
+    UniqueConstraint("run_id", "step", "task_index", "attempt"),
+)
+
+task_log = Table(
+    "task_log",
+    metadata,
+    Column("block_run_id", Integer, ForeignKey("block_run.id"), primary_key=True),
+    Column("stream", String(8), primary_key=True),
+    Column("text", Text, nullable=False),
+)
+
+run_event = Table(
+    "run_event",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
+    Column("block_run_id", Integer, ForeignKey("block_run.id")),
+    Column("status", String(32), nullable=False),
+    Column("previous", String(32)),
+    Column("at", UtcDateTime, nullable=False),
+    Column("message", Text),
+    Index(None, "run_id", "id"),
+)
+
+metric = Table(
+    "metric",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
+    Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
+    Column("name", String(250), nullable=False),
+    Column("step", BigId),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Column("value", Float, nullable=False),
+    Index(None, "run_id", "name", "id"),
+)
+
+latest_metric = Table(
+    "latest_metric",
+    metadata,
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), primary_key=True),
+    Column("name", String(250), primary_key=True),
+    Column("value", Float, nullable=False),
+    Column("step", BigId),
+    Column("timestamp", UtcDateTime, nullable=False),
+    Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
+    Index(None, "name", "value"),
+)
+
+artifact = Table(
+    "artifact",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("size", BigId, nullable=False),
+    Column("serializer", String(32), nullable=False),
+    Column("content_type", String(100), nullable=False),
+    Column("type_name", String(300), nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+)
+
+artifact_link = Table(
+    "artifact_link",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
+    Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("name", String(300), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("artifact_key", String(64), ForeignKey("artifact.key"), nullable=False),
+    Column("source_uri", Text),
+    Column("producer_block_run_id", Integer, ForeignKey("block_run.id")),
+    Index(None, "artifact_key"),
+    Index(None, "block_run_id"),
+    Index(None, "run_id"),
+)

@@ -1,0 +1,157 @@
+"""The composition root: Settings into concrete stores, executors, an engine and a client."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from pipetrail import client
+from pipetrail.config import Settings, load_settings
+from pipetrail.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pipetrail.dsl import Pipeline
+    from pipetrail.runtime.engine import Engine, RunObserver
+    from pipetrail.runtime.executors.base import Executor
+    from pipetrail.runtime.task import TaskServices
+    from pipetrail.storage.artifacts.cas import ContentAddressedStore
+    from pipetrail.storage.metadata.sql.store import SqlMetadataStore
+
+__all__ = ["Workspace", "build_task_services", "open_workspace", "run"]
+
+
+class Workspace:
+    """One metadata store and one artifact store, opened from Settings.
+
+    Heavy modules (SQLAlchemy, fsspec) are imported here, on first use, not at ``import pipetrail``.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from pipetrail.storage.artifacts.cas import ContentAddressedStore
+        from pipetrail.storage.artifacts.serializers import default_registry
+        from pipetrail.storage.metadata.sql.store import SqlMetadataStore
+
+        self.settings = settings
+        self.store: SqlMetadataStore = SqlMetadataStore(settings.db_url)
+        self.cas: ContentAddressedStore = ContentAddressedStore(settings.artifacts_url)
+        self.registry = default_registry()
+
+    def services(self) -> TaskServices:
+        from pipetrail.runtime.task import TaskServices
+
+        return TaskServices(self.store, self.cas, self.registry)
+
+    def executor(self, name: str, pipeline: Pipeline, max_workers: int | None = None) -> Executor:
+        """The executor called ``name`` for ``pipeline``.
+
+        Raises:
+            ConfigError: an unknown executor name.
+        """
+        if name == "inline":
+            from pipetrail.runtime.executors.inline import InlineExecutor
+
+            return InlineExecutor(self.services(), pipeline)
+        if name == "process":
+            if pipeline.spec.file is None:
+                # Nothing for a worker to import (a notebook, the REPL): run in this process.
+                from pipetrail.runtime.executors.inline import InlineExecutor
+
+                return InlineExecutor(self.services(), pipeline)
+            from pipetrail.runtime.executors.pool import ProcessExecutor
+
+            factory = functools.partial(build_task_services, self.settings)
+            return ProcessExecutor(factory, max_workers or self.settings.max_workers)
+        raise ConfigError(f"unknown executor {name!r}; use 'process' or 'inline'")
+
+    def engine(
+        self,
+        *,
+        executor: str | None = None,
+        max_workers: int | None = None,
+        observer: RunObserver | None = None,
+    ) -> Engine:
+        from pipetrail.runtime.engine import Engine
+
+        name = executor or self.settings.executor
+        return Engine(
+            self.services(),
+            lambda pipeline: self.executor(name, pipeline, max_workers),
+            observer,
+        )
+
+    def reader(self) -> client.Reader:
+        return client.Reader(self.store, self.cas, self.registry)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def open_workspace(settings: Settings | None = None) -> Workspace:
+    """Open the stores named by ``settings`` (by default: PIPETRAIL_* and pyproject.toml)."""
+    return Workspace(settings or load_settings())
+
+
+def build_task_services(settings: Settings) -> TaskServices:
+    """A worker process's stores: the same ones, without migrating (the runner did)."""
+    from pipetrail.runtime.task import TaskServices
+    from pipetrail.storage.artifacts.cas import ContentAddressedStore
+    from pipetrail.storage.artifacts.serializers import default_registry
+    from pipetrail.storage.metadata.sql.store import SqlMetadataStore
+
+    return TaskServices(
+        SqlMetadataStore(settings.db_url, migrate_schema=False),
+        ContentAddressedStore(settings.artifacts_url),
+        default_registry(),
+    )
+
+
+def run(
+    pipeline: Pipeline,
+    params: Mapping[str, Any] | None = None,
+    *,
+    variables: Mapping[str, str] | None = None,
+    tags: tuple[str, ...] | list[str] = (),
+    executor: str | None = None,
+    max_parallel: int | None = None,
+    workspace: Workspace | None = None,
+) -> client.Run:
+    """Run ``pipeline`` and return the recorded run.
+
+    Args:
+        pipeline: a ``pt.Pipeline``.
+        params: parameter overrides (validated against the steps' declarations).
+        variables: runtime variables, readable as ``pt.current.vars``.
+        tags: user tags.
+        executor: ``process`` or ``inline``; the setting's default otherwise.
+        max_parallel: most tasks at once.
+        workspace: the stores to record into; the configured ones by default.
+    """
+    from pipetrail.runtime.engine import RunRequest
+
+    resolved = pipeline.resolve_params(params or {})
+    ws = workspace or _default_workspace()
+    engine = ws.engine(executor=executor)
+    record = engine.run(
+        RunRequest(
+            pipeline=pipeline,
+            params=resolved,
+            variables=dict(variables or {}),
+            tags=tuple(tags),
+            trigger="api",
+            max_parallel=max_parallel,
+        )
+    )
+    return client.Run(record.pathspec, reader=ws.reader())
+
+
+@functools.cache
+def _default_workspace() -> Workspace:
+    return open_workspace()
+
+
+def _default_reader() -> client.Reader:
+    return _default_workspace().reader()
+
+
+client.set_default_reader(_default_reader)

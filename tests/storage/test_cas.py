@@ -1,0 +1,324 @@
+"""Contract suite for ContentAddressedStore, on a local folder and on fsspec's memory filesystem."""
+
+from __future__ import annotations
+
+import array
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+import fsspec
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipetrail.core.hashing import digest_bytes
+from pipetrail.errors import ArtifactError, ConfigError, IntegrityError, NotFoundError
+from pipetrail.storage.artifacts import cas
+from pipetrail.storage.artifacts.cas import ContentAddressedStore, digest_file, digest_tree
+
+MIB = 1024 * 1024
+
+BAD_KEYS = [
+    "../../etc/passwd",
+    "/etc/passwd",
+    "",
+    "ab",
+    "a" * 63,
+    "a" * 65,
+    "A" * 64,
+    "g" * 64,
+    "../" + "a" * 61,
+    "aa/" + "a" * 61,
+    "a" * 63 + "\n",
+]
+
+
+@pytest.fixture(params=["local", "memory"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContentAddressedStore]:
+    """The same contract, run against each backend."""
+    if request.param == "local":
+        yield ContentAddressedStore(str(tmp_path / "cas"))
+        return
+    url = f"memory://pipetrail-test-{uuid.uuid4().hex}/cas"
+    yield ContentAddressedStore(url)
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def stored_files(store: ContentAddressedStore) -> dict[str, int]:
+    """Every file under the store's root (temporary files included), with its size."""
+    fs, root = fsspec.core.url_to_fs(store.url)
+    if not fs.exists(root):
+        return {}
+    return {path: int(info["size"]) for path, info in fs.find(root, detail=True).items()}
+
+
+def corrupt(store: ContentAddressedStore, key: str, data: bytes) -> None:
+    """Overwrite the bytes stored under ``key`` behind the store's back."""
+    fs, path = fsspec.core.url_to_fs(store.path_of(key))
+    fs.pipe_file(path, data)
+
+
+def test_round_trip(store: ContentAddressedStore) -> None:
+    data = b"hello, artifacts"
+    result = store.put_bytes(data)
+    assert result.key == digest_bytes(data)
+    assert result.size == len(data)
+    assert not result.existed
+    assert store.exists(result.key)
+    assert store.size(result.key) == len(data)
+    assert store.get_bytes(result.key) == data
+    assert store.get_bytes(result.key, verify=True) == data
+    with store.open(result.key) as fileobj:
+        assert fileobj.read() == data
+
+
+def test_key_is_sharded_under_root(store: ContentAddressedStore) -> None:
+    key = store.put_bytes(b"sharded").key
+    assert store.path_of(key).endswith(f"/cas/{key[:2]}/{key[2:]}")
+    assert [path.rsplit("/", 2)[-2:] for path in stored_files(store)] == [[key[:2], key[2:]]]
+
+
+def test_empty_content(store: ContentAddressedStore) -> None:
+    result = store.put_bytes(b"")
+    assert result.key == digest_bytes(b"")
+    assert (result.size, store.get_bytes(result.key, verify=True)) == (0, b"")
+
+
+def test_put_stream_mixes_small_and_large_writes(store: ContentAddressedStore) -> None:
+    pieces = [b"x", b"y" * 100, b"z" * (2 * MIB), b"", b"w" * 10, b"v" * (9 * MIB), b"tail"]
+    pieces += [bytes([i]) * 1000 for i in range(256)]  # many small writes, coalesced
+
+    def write(fileobj: BinaryIO) -> None:
+        for piece in pieces:
+            assert fileobj.write(piece) == len(piece)
+        assert fileobj.tell() == sum(map(len, pieces))
+
+    result = store.put_stream(write)
+    data = b"".join(pieces)
+    assert (result.key, result.size) == (digest_bytes(data), len(data))
+    assert store.get_bytes(result.key, verify=True) == data
+
+
+def test_put_stream_accepts_any_buffer(store: ContentAddressedStore) -> None:
+    numbers = array.array("d", [1.5, 2.5, 3.5])
+
+    def write(fileobj: BinaryIO) -> None:
+        fileobj.write(memoryview(numbers))
+
+    result = store.put_stream(write)
+    assert store.get_bytes(result.key) == numbers.tobytes()
+    assert result.size == len(numbers.tobytes())
+
+
+def test_put_file_and_digest_file_agree(
+    store: ContentAddressedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cas, "CHUNK_SIZE", 4096)  # several chunks without a large file
+    data = bytes(range(256)) * 100 + b"end"
+    source = tmp_path / "input.bin"
+    source.write_bytes(data)
+    result = store.put_file(source)
+    assert (result.key, result.size) == (digest_bytes(data), len(data))
+    assert digest_file(source) == (result.key, len(data))
+    assert store.digest_file(str(source)) == (result.key, len(data))
+    assert store.get_bytes(result.key) == data
+    assert store.put_file(str(source)).existed
+
+
+def test_put_file_missing(store: ContentAddressedStore, tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="nope.bin"):
+        store.put_file(tmp_path / "nope.bin")
+
+
+def test_dedupe_adds_no_bytes(store: ContentAddressedStore) -> None:
+    data = b"same content" * 100_000
+    first = store.put_bytes(data)
+    before = stored_files(store)
+    second = store.put_bytes(data)
+    assert not first.existed
+    assert second.existed
+    assert second.key == first.key
+    assert stored_files(store) == before
+    assert len(before) == 1
+    assert sum(before.values()) == len(data)
+
+
+def test_failed_write_leaves_nothing(store: ContentAddressedStore) -> None:
+    def write(fileobj: BinaryIO) -> None:
+        fileobj.write(b"a" * (3 * MIB))
+        fileobj.write(b"partial")
+        raise RuntimeError("serializer blew up")
+
+    with pytest.raises(RuntimeError, match="serializer blew up"):
+        store.put_stream(write)
+    assert stored_files(store) == {}
+    assert not store.exists(digest_bytes(b"a" * (3 * MIB) + b"partial"))
+
+
+def test_interrupted_write_leaves_nothing(store: ContentAddressedStore) -> None:
+    def write(fileobj: BinaryIO) -> None:
+        fileobj.write(b"b" * 1000)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        store.put_stream(write)
+    assert stored_files(store) == {}
+
+
+def test_verify_detects_corruption(store: ContentAddressedStore) -> None:
+    data = b"precious bytes"
+    key = store.put_bytes(data).key
+    corrupt(store, key, b"Precious bytes")
+    assert store.get_bytes(key) == b"Precious bytes"  # unverified reads trust the key
+    with pytest.raises(IntegrityError, match=key):
+        store.get_bytes(key, verify=True)
+
+
+def test_truncated_content_is_replaced_on_next_put(store: ContentAddressedStore) -> None:
+    data = b"0123456789" * 1000
+    key = store.put_bytes(data).key
+    corrupt(store, key, data[:10])
+    result = store.put_bytes(data)
+    assert not result.existed
+    assert store.get_bytes(key, verify=True) == data
+
+
+@pytest.mark.parametrize("key", BAD_KEYS)
+def test_bad_keys_are_rejected(store: ContentAddressedStore, key: str) -> None:
+    for read in (store.open, store.get_bytes, store.size, store.path_of):
+        with pytest.raises(NotFoundError, match="64 lowercase hexadecimal"):
+            read(key)
+    assert not store.exists(key)
+
+
+def test_missing_key(store: ContentAddressedStore) -> None:
+    key = digest_bytes(b"never stored")
+    assert not store.exists(key)
+    for read in (store.open, store.get_bytes, store.size):
+        with pytest.raises(NotFoundError, match=key):
+            read(key)
+
+
+def test_concurrent_writers_of_same_content(store: ContentAddressedStore) -> None:
+    data = b"contended" * (MIB // 4)
+    writers = 8
+    barrier = threading.Barrier(writers)
+    results: list[cas.PutResult] = []
+    lock = threading.Lock()
+
+    def put() -> None:
+        barrier.wait()
+        result = store.put_bytes(data)
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=put) for _ in range(writers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(results) == writers
+    assert {result.key for result in results} == {digest_bytes(data)}
+    assert any(not result.existed for result in results)
+    assert list(stored_files(store).values()) == [len(data)]
+    assert store.get_bytes(results[0].key, verify=True) == data
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.binary(max_size=4096))
+def test_round_trip_property(store: ContentAddressedStore, data: bytes) -> None:
+    result = store.put_bytes(data)
+    assert result.key == digest_bytes(data)
+    assert result.size == len(data)
+    assert store.get_bytes(result.key, verify=True) == data
+    assert store.put_bytes(data).existed
+
+
+def test_filesystem_errors_are_artifact_errors(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_bytes(b"")
+    store = ContentAddressedStore(str(blocker))
+    with pytest.raises(ArtifactError, match="not-a-folder") as caught:
+        store.put_bytes(b"data")
+    assert isinstance(caught.value.__cause__, OSError)
+
+
+def test_unknown_protocol_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="nosuchfs://"):
+        ContentAddressedStore("nosuchfs://bucket")
+
+
+def test_url_and_local_path(tmp_path: Path) -> None:
+    store = ContentAddressedStore(str(tmp_path))
+    key = store.put_bytes(b"local").key
+    assert store.url == str(tmp_path)
+    assert Path(store.path_of(key)).read_bytes() == b"local"
+    assert repr(store) == f"ContentAddressedStore({str(tmp_path)!r})"
+
+
+def test_nothing_is_created_until_first_write(tmp_path: Path) -> None:
+    store = ContentAddressedStore(str(tmp_path / "lazy"))
+    assert not store.exists(digest_bytes(b""))
+    assert not (tmp_path / "lazy").exists()
+
+
+def test_fsync_store_round_trips(tmp_path: Path) -> None:
+    store = ContentAddressedStore(str(tmp_path), fsync=True)
+    result = store.put_bytes(b"durable")
+    assert store.get_bytes(result.key, verify=True) == b"durable"
+
+
+def make_tree(root: Path, files: dict[str, bytes]) -> Path:
+    """Write ``files`` (relative path → content) under ``root``, in the order given."""
+    for relative, content in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(content)
+    return root
+
+
+TREE = {"a.txt": b"alpha", "sub/b.bin": b"\x00\x01" * 1000, "sub/deeper/c": b"", "z": b"zed"}
+
+
+def test_digest_tree_is_deterministic(tmp_path: Path) -> None:
+    first = make_tree(tmp_path / "one", TREE)
+    second = make_tree(tmp_path / "two", dict(reversed(TREE.items())))
+    (second / "empty-folder").mkdir()
+    digest, size = digest_tree(first)
+    assert digest_tree(second) == (digest, size)
+    assert size == sum(map(len, TREE.values()))
+    assert ContentAddressedStore.digest_tree(str(first)) == (digest, size)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"sub/b.bin": b"\x00\x01" * 999 + b"\x00\x02"},  # one byte
+        {"sub/new": b""},  # an added empty file
+        {"a.txt": b"alpha "},  # one byte longer
+    ],
+)
+def test_digest_tree_changes_with_content(tmp_path: Path, change: dict[str, bytes]) -> None:
+    base = digest_tree(make_tree(tmp_path / "base", TREE))[0]
+    assert digest_tree(make_tree(tmp_path / "changed", {**TREE, **change}))[0] != base
+
+
+def test_digest_tree_changes_with_names(tmp_path: Path) -> None:
+    base = digest_tree(make_tree(tmp_path / "base", TREE))[0]
+    renamed = {("a2.txt" if name == "a.txt" else name): data for name, data in TREE.items()}
+    assert digest_tree(make_tree(tmp_path / "renamed", renamed))[0] != base
+
+
+def test_digest_tree_needs_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(NotFoundError, match="missing"):
+        digest_tree(tmp_path / "missing")
+    (tmp_path / "file").write_bytes(b"x")
+    with pytest.raises(NotFoundError, match="file"):
+        digest_tree(tmp_path / "file")
+    with pytest.raises(NotFoundError, match="missing"):
+        digest_file(tmp_path / "missing")
