@@ -131,7 +131,7 @@ def test_put_file_and_digest_file_agree(
 
 
 def test_put_file_missing(store: ContentAddressedStore, tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match="nope.bin"):
+    with pytest.raises(NotFoundError, match=r"nope\.bin"):
         store.put_file(tmp_path / "nope.bin")
 
 
@@ -229,7 +229,9 @@ def test_concurrent_writers_of_same_content(store: ContentAddressedStore) -> Non
     assert store.get_bytes(results[0].key, verify=True) == data
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(data=st.binary(max_size=4096))
 def test_round_trip_property(store: ContentAddressedStore, data: bytes) -> None:
     result = store.put_bytes(data)

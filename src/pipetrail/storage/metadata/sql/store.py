@@ -191,8 +191,8 @@ class SqlMetadataStore:
         message: str | None = None,
     ) -> RunRecord:
         """Move a run to ``status`` (checked against the state machine) and record the event."""
-        now = _now()
         with self._write() as conn:
+            now = _now()
             query = select(pipeline_run.c.status, pipeline_run.c.started_at).where(
                 pipeline_run.c.id == run_id
             )
@@ -391,9 +391,9 @@ class SqlMetadataStore:
         pid: int | None = None,
     ) -> None:
         """Move a task through one or more statuses up to ``status``, each an event."""
-        now = _now()
         with self._write() as conn:
             run_id, current = self._task_state(conn, task_id)
+            now = _now()
             path = _path(current, status)
             values: dict[str, Any] = {"status": status.value}
             if status is TaskStatus.RUNNING:
@@ -411,9 +411,9 @@ class SqlMetadataStore:
 
     def finish_task(self, task_id: int, outcome: TaskOutcome) -> None:
         """Record a task's end, its resources, logs, error and artifact links in one transaction."""
-        now = _now()
         with self._write() as conn:
             run_id, current = self._task_state(conn, task_id)
+            now = _now()
             path = _path(current, outcome.status)
             started = outcome.started_at
             finished = outcome.finished_at or now
@@ -451,7 +451,7 @@ class SqlMetadataStore:
                 outcome.exception_message
                 and f"{outcome.exception_type}: {outcome.exception_message}"
             )
-            self._task_events(conn, run_id, task_id, current, path, finished, message)
+            self._task_events(conn, run_id, task_id, current, path, now, message)
 
     def _links(
         self, conn: Connection, run_id: int, task_id: int, links: Sequence[NewLink], now: datetime
