@@ -278,7 +278,9 @@ class Run:
         for step in self.steps:
             if step.name == name:
                 return step
-        raise KeyError(f"run {self.pathspec} has no step {name!r}; steps: {[s.name for s in self.steps]}")
+        raise KeyError(
+            f"run {self.pathspec} has no step {name!r}; steps: {[s.name for s in self.steps]}"
+        )
 
     def __contains__(self, name: object) -> bool:
         return any(s.name == name for s in self.steps)
@@ -290,12 +292,9 @@ class Run:
         links = [
             link
             for link in self._link_records()
-            if link.direction == "output" and last.get(self._step_of(link.task_id)) == link.task_id
+            if link.direction == "output" and link.task_id in set(last.values())
         ]
         return DataArtifacts(self._reader, links)
-
-    def _step_of(self, task_id: int) -> str | None:
-        return next((t.step for t in self._task_records() if t.id == task_id), None)
 
     def __repr__(self) -> str:
         return f"Run('{self.pathspec}', status={self.status!r})"

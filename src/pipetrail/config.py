@@ -82,7 +82,9 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             if workers < 1:
                 raise ValueError
         except ValueError:
-            raise ConfigError(f"max_workers must be a positive integer, got {workers_text!r}") from None
+            raise ConfigError(
+                f"max_workers must be a positive integer, got {workers_text!r}"
+            ) from None
     return Settings.for_home(
         home,
         **{k: v for k, v in {"db_url": db_text, "artifacts_url": artifacts_text}.items() if v},

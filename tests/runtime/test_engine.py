@@ -13,7 +13,7 @@ from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.workspace import Workspace
 from tests.conftest import FlowWriter
 
-DIAMOND = '''
+DIAMOND = """
 import os, time
 
 @pt.step
@@ -38,9 +38,9 @@ def join(left, right, load):
     return len(load)
 
 pipeline = pt.Pipeline("diamond", [load, left, right, join])
-'''
+"""
 
-FAILING = '''
+FAILING = """
 @pt.step
 def root():
     return 1
@@ -67,7 +67,7 @@ def independent(root):
     return root + 1
 
 pipeline = pt.Pipeline("failing", [root, boom, after_boom, last, independent])
-'''
+"""
 
 
 def _run(ws: Workspace, file: Path, executor: str, params: dict[str, object] | None = None) -> Run:
@@ -101,7 +101,7 @@ def test_diamond_completes_and_records_everything(
     assert [i["step"] for i in steps["join"]["inputs"]] == ["left", "right", "load"]
     # The code snapshot holds the pipeline file itself.
     code = run.code
-    assert code is not None and any("pt.Pipeline(\"diamond\"" in text for text in code.values())
+    assert code is not None and any('pt.Pipeline("diamond"' in text for text in code.values())
     env = run.environment
     assert env is not None and env["python_version"].count(".") == 2
     assert "sqlalchemy" in env["packages"]
@@ -192,7 +192,9 @@ def test_unserializable_output_names_step_output_and_type(
     assert "'gen'" in task.exception and "generator" in task.exception
 
 
-def test_retries_make_new_attempts(workspace: Workspace, flow_file: FlowWriter, tmp_path: Path) -> None:
+def test_retries_make_new_attempts(
+    workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
+) -> None:
     marker = tmp_path / "attempts"
     file = flow_file(
         f"""
@@ -309,7 +311,9 @@ pipeline = pt.Pipeline("who", [who])
 """
     )
     pipeline = load_pipeline_file(file)
-    run = pt.run(pipeline, {"lr": 0.5}, variables={"env": "dev"}, executor="process", workspace=workspace)
+    run = pt.run(
+        pipeline, {"lr": 0.5}, variables={"env": "dev"}, executor="process", workspace=workspace
+    )
     seen = run.data.who
     assert seen == {
         "run": run.id,

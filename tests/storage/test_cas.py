@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import array
+import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Iterator
@@ -227,6 +229,25 @@ def test_concurrent_writers_of_same_content(store: ContentAddressedStore) -> Non
     assert any(not result.existed for result in results)
     assert list(stored_files(store).values()) == [len(data)]
     assert store.get_bytes(results[0].key, verify=True) == data
+
+
+def test_concurrent_processes_add_one_file(tmp_path: Path) -> None:
+    root = tmp_path / "cas"
+    code = (
+        "import sys\n"
+        "from pipetrail.storage.artifacts.cas import ContentAddressedStore\n"
+        "result = ContentAddressedStore(sys.argv[1]).put_bytes(b'shared' * 500_000)\n"
+        "print(result.key, result.existed)\n"
+    )
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    outputs = [process.communicate(timeout=60)[0].split() for process in processes]
+    assert all(process.returncode == 0 for process in processes)
+    assert {key for key, _ in outputs} == {digest_bytes(b"shared" * 500_000)}
+    assert sorted(existed for _, existed in outputs) == ["False", "True", "True", "True"]
+    assert [path.name for path in root.rglob("*") if path.is_file()] == [outputs[0][0][2:]]
 
 
 @settings(

@@ -58,8 +58,12 @@ def cli() -> None:
 
 @cli.command("run")
 @click.argument("target", metavar="FILE[:PIPELINE]")
-@click.option("-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter.")
-@click.option("--var", "variables", multiple=True, metavar="KEY=VALUE", help="Set a runtime variable.")
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter."
+)
+@click.option(
+    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="Set a runtime variable."
+)
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add a user tag (repeatable).")
 @click.option(
     "--executor",
@@ -67,8 +71,12 @@ def cli() -> None:
     default=None,
     help="Where steps run: warm worker processes (default) or this process.",
 )
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None, help="Most tasks at once.")
-@click.option("--json", "as_json", is_flag=True, help="Print the finished run as JSON; no live display.")
+@click.option(
+    "--max-parallel", type=click.IntRange(min=1), default=None, help="Most tasks at once."
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print the finished run as JSON; no live display."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No live display; print only the outcome.")
 @_errors
 def run_command(
@@ -161,7 +169,9 @@ def _since(text: str | None) -> datetime | None:
     type=click.Choice(["initial", "running", "completed", "failed", "cancelled"]),
     help="Only runs in this status (repeatable).",
 )
-@click.option("--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all must match).")
+@click.option(
+    "--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all must match)."
+)
 @click.option("--since", default=None, help="Only runs created since: 30m, 2h, 7d or an ISO date.")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
@@ -227,7 +237,9 @@ def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> N
 _stream_option = click.option(
     "--stream", type=click.Choice(["all", "stdout", "stderr"]), default="all", show_default=True
 )
-_attempt_option = click.option("--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt.")
+_attempt_option = click.option(
+    "--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt."
+)
 
 
 @runs_group.command("logs")

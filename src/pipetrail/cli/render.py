@@ -116,7 +116,9 @@ def print_run(run: Run) -> None:
         header.add_row("error", Text(run.error, style="red"))
     git = run.git
     if git:
-        dirty = " (dirty, diff " + str(git.get("diff_hash", ""))[:12] + ")" if git.get("dirty") else ""
+        dirty = (
+            " (dirty, diff " + str(git.get("diff_hash", ""))[:12] + ")" if git.get("dirty") else ""
+        )
         header.add_row("git", f"{str(git.get('commit', ''))[:12]} on {git.get('branch')}{dirty}")
     env = run.environment
     if env:
@@ -129,7 +131,11 @@ def print_run(run: Run) -> None:
         )
     code = run.code
     if code is not None:
-        header.add_row("code", ", ".join(sorted(code)) + f" (snapshot {run.record.code_key[:12] if run.record.code_key else ''})")
+        header.add_row(
+            "code",
+            ", ".join(sorted(code))
+            + f" (snapshot {run.record.code_key[:12] if run.record.code_key else ''})",
+        )
     header.add_row("user tags", ", ".join(sorted(run.user_tags)) or "-")
     header.add_row("system tags", ", ".join(sorted(run.system_tags)))
     out.print(Panel(header, title=f"[bold]{run.pathspec}[/]", expand=False))
@@ -182,7 +188,9 @@ def print_run(run: Run) -> None:
     links = [link for step in run for task in step.tasks for link in task.outputs + task.inputs]
     if links:
         names = {t.id: s.name for s in run for t in s.tasks}
-        table = Table(title="artifacts and inputs", box=None, header_style="bold", title_justify="left")
+        table = Table(
+            title="artifacts and inputs", box=None, header_style="bold", title_justify="left"
+        )
         for column in ("STEP", "DIR", "NAME", "KIND", "TYPE", "SIZE", "HASH"):
             table.add_column(column)
         for link in links:
@@ -198,9 +206,13 @@ def print_run(run: Run) -> None:
         out.print(table)
     failed = [s for s in run if s.task is not None and s.task.status == "failed"]
     for step in failed:
-        task = step.task
-        if task is not None and task.traceback:
-            out.print(Panel(Text(task.traceback.rstrip()), title=f"[red]{step.name} failed[/]", expand=False))
+        last = step.task
+        if last is not None and last.traceback:
+            out.print(
+                Panel(
+                    Text(last.traceback.rstrip()), title=f"[red]{step.name} failed[/]", expand=False
+                )
+            )
 
 
 def print_run_outcome(run: Run) -> None:

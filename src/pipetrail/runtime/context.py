@@ -138,7 +138,7 @@ class StepContext:
 _active: ContextVar[StepContext | None] = ContextVar("pipetrail_step", default=None)
 
 
-class activate:  # noqa: N801 - used as a context manager, reads like a function
+class activate:
     """Make ``context`` the one ``current`` and the ``log_*`` functions use, inside a ``with``."""
 
     def __init__(self, context: StepContext) -> None:
@@ -238,7 +238,9 @@ def _metric_row(
     context: StepContext, name: str, value: Any, step: int | None, now: datetime
 ) -> MetricRow:
     if not isinstance(name, str) or not name or len(name) > 250:
-        raise UsageError(f"metric name must be a non-empty string of at most 250 characters, got {name!r}")
+        raise UsageError(
+            f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -285,7 +287,9 @@ def log_input(path: str | os.PathLike[str], name: str | None = None) -> Artifact
     content_type = "inode/directory" if kind == "directory" else _content_type(target)
     record = ArtifactRecord(key, size, "external", content_type, kind)
     resolved = str(target.resolve())
-    context.links.append(NewLink("input", name or target.name, "external", record, source_uri=resolved))
+    context.links.append(
+        NewLink("input", name or target.name, "external", record, source_uri=resolved)
+    )
     return ArtifactRef(name or target.name, key, size)
 
 
@@ -300,5 +304,3 @@ def set_tag(tag: str) -> None:
 def _content_type(path: Path) -> str:
     guessed, _ = mimetypes.guess_type(path.name)
     return guessed or "application/octet-stream"
-
-

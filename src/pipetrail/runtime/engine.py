@@ -93,7 +93,7 @@ class Engine:
         env = capture_environment()
         git = capture_git(Path(spec.file).parent) if spec.file else None
         code_key = self._store_code(spec)
-        system_tags = (
+        system_tags: tuple[str, ...] = (
             f"user:{user}",
             f"runtime:python{platform.python_version()}",
             f"pipeline_version:{spec.version}",
@@ -105,7 +105,9 @@ class Engine:
         params = {name: to_json_value(value) for name, value in request.params.items()}
         declared = {p.name: p.type for p in spec.params}
         param_types = {
-            name: declared.get(name, "any") if declared.get(name, "any") != "any" else type(value).__name__
+            name: declared.get(name, "any")
+            if declared.get(name, "any") != "any"
+            else type(value).__name__
             for name, value in request.params.items()
         }
         run = store.create_run(
@@ -170,7 +172,9 @@ class _RunLoop:
         self.task_ids = {step: created[(step, 0, 0)] for step in self.order}
         self.run = self.store.set_run_status(self.run.id, RunStatus.RUNNING)
         self.observer.run_started(self.run, self.spec)
-        heartbeat = threading.Thread(target=self._heartbeat, name="pipetrail-heartbeat", daemon=True)
+        heartbeat = threading.Thread(
+            target=self._heartbeat, name="pipetrail-heartbeat", daemon=True
+        )
         heartbeat.start()
         executor = self.engine._executor_factory(self.pipeline)
         try:
@@ -286,7 +290,9 @@ class _RunLoop:
             if status in (TaskStatus.INITIAL, TaskStatus.QUEUED, TaskStatus.RUNNING):
                 current = self.store.get_task(self.task_ids[step]).status
                 if current in (TaskStatus.INITIAL, TaskStatus.QUEUED, TaskStatus.RUNNING):
-                    self.store.set_task_status(self.task_ids[step], TaskStatus.CANCELLED, message=reason)
+                    self.store.set_task_status(
+                        self.task_ids[step], TaskStatus.CANCELLED, message=reason
+                    )
                 self.status[step] = TaskStatus.CANCELLED
                 self.observer.task_changed(step, self.attempts[step], TaskStatus.CANCELLED)
 

@@ -93,9 +93,7 @@ def _import_file(file: Path) -> ModuleType:
         raise
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
-        raise PipelineLoadError(
-            f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}"
-        ) from None
+        raise PipelineLoadError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         where = _user_frame(exc, str(path))

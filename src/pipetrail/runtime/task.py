@@ -200,7 +200,9 @@ def _store_named(services: TaskServices, step: str, name: str, value: Any) -> Ar
 
 def _store_value(services: TaskServices, value: Any) -> ArtifactRecord:
     stored = dump_to_store(services.cas, value, services.registry)
-    return ArtifactRecord(stored.key, stored.size, stored.serializer, stored.content_type, stored.type_name)
+    return ArtifactRecord(
+        stored.key, stored.size, stored.serializer, stored.content_type, stored.type_name
+    )
 
 
 def _store_path(services: TaskServices, path: Path) -> ArtifactRecord:

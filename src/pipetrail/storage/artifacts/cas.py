@@ -283,7 +283,7 @@ class ContentAddressedStore:
         removed and the exception propagates unchanged.
 
         Args:
-            write: Called once with a write-only binary file object; must not close it early.
+            write: Called once with a write-only binary file object.
 
         Raises:
             ArtifactError: The filesystem failed.

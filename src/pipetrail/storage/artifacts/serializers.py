@@ -112,10 +112,22 @@ class NpySerializer:
         return not obj.dtype.hasobject and getattr(type(obj.dtype), "_legacy", True) is True
 
     def dump(self, obj: Any, fileobj: BinaryIO) -> None:
-        """Write ``obj`` in ``.npy`` format."""
+        """Write ``obj`` in ``.npy`` format, the same bytes as ``numpy.save``."""
         import numpy as np
 
-        np.lib.format.write_array(fileobj, obj, allow_pickle=False)
+        contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
+        if not contiguous or obj.dtype.names is not None:
+            # Strided arrays need a copy anyway; structured ones may need a newer header version.
+            np.lib.format.write_array(fileobj, obj, allow_pickle=False)
+            return
+        # write_array copies the data chunk by chunk into a file object that is not a real
+        # file; a contiguous array can be handed over as one zero-copy buffer instead.
+        header = np.lib.format.header_data_from_array_1_0(obj)
+        try:
+            np.lib.format.write_array_header_1_0(fileobj, header)
+        except ValueError:  # header too long for version 1.0
+            np.lib.format.write_array_header_2_0(fileobj, header)
+        fileobj.write(memoryview(obj.ravel(order="K").view(np.uint8)))
 
     def load(self, fileobj: BinaryIO) -> Any:
         """Read an ``.npy`` array, refusing pickled content."""

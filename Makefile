@@ -1,0 +1,54 @@
+# pipetrail — two commands set everything up on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
+
+.PHONY: demo test lint bench bench-quick clean help
+
+help:
+	@echo "make demo   - set up .venv, run the example ML pipeline, print where to look"
+	@echo "make test   - install test tools, run linters and the whole test suite (SQLite + PostgreSQL)"
+	@echo "make bench  - run the benchmark suite, print a table, write bench-results/latest.json"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# Reinstall only when the project's declared dependencies change.
+$(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[examples,postgres]'
+	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install -e '.[examples,postgres,dev]'
+	@touch $@ $(VENV)/.installed-demo
+
+demo: $(VENV)/.installed-demo
+	@$(BIN)/pipetrail run examples/iris.py --tag demo; status=$$?; \
+	echo; \
+	echo "The run is recorded in $(PIPETRAIL_HOME). Look at it with:"; \
+	echo "  $(BIN)/pipetrail runs list"; \
+	echo "  $(BIN)/pipetrail runs show iris/<id>     (the id printed above; --json for scripts)"; \
+	echo "  $(BIN)/pipetrail logs iris/<id> train"; \
+	echo "Try a failing run:  $(BIN)/pipetrail run examples/iris.py -p dataset=nope"; \
+	exit $$status
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests examples benchmarks
+	$(BIN)/ruff format --check src tests examples benchmarks
+	$(BIN)/mypy --strict src tests
+	$(BIN)/lint-imports
+
+test: $(VENV)/.installed-dev lint
+	$(BIN)/python -m pytest -n 2 -q
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run.py
+
+bench-quick: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run.py --quick
+
+clean:
+	rm -rf $(VENV) .pipetrail bench-results .pytest_cache .mypy_cache .ruff_cache

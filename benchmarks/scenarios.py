@@ -1,0 +1,517 @@
+"""The benchmark scenarios: each builds its own workload in a fresh home and returns figures."""
+
+from __future__ import annotations
+
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import flowgen
+
+if TYPE_CHECKING:
+    from pipetrail.client import Run
+    from pipetrail.dsl import Pipeline
+    from pipetrail.storage.artifacts.serializers import StoredValue
+    from pipetrail.workspace import Workspace
+
+__all__ = ["SCENARIOS", "Figure", "Outcome", "VerificationError"]
+
+MB = 1024 * 1024
+
+
+class VerificationError(Exception):
+    """A scenario ran but its result is wrong (a missing point, a failed run, a duplicated blob)."""
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured number, with the target it is judged against (if any).
+
+    Attributes:
+        name: ``scenario.figure``.
+        value: the measurement.
+        unit: ``ms``, ``s``, ``points/s``, ``MB/s``, ``bytes``.
+        target: ``"<"``, ``">"`` or ``"=="``, with ``threshold``; None means information only.
+        threshold: the number ``value`` is compared with.
+        note: how it was measured, in a few words.
+    """
+
+    name: str
+    value: float
+    unit: str
+    target: str | None = None
+    threshold: float | None = None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        """``PASS``, ``MISS`` or ``INFO`` (no target)."""
+        if self.target is None or self.threshold is None:
+            return "INFO"
+        ok = {
+            "<": self.value < self.threshold,
+            ">": self.value > self.threshold,
+            "==": self.value == self.threshold,
+        }[self.target]
+        return "PASS" if ok else "MISS"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "value": self.value,
+            "unit": self.unit,
+            "target": None if self.target is None else f"{self.target} {self.threshold:g}",
+            "verdict": self.verdict,
+            "note": self.note,
+        }
+
+
+@dataclass
+class Outcome:
+    """What a scenario returns: figures for the table, details for the JSON file."""
+
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Workload sizes: full by default, tiny with ``--quick``."""
+
+    chain_steps: int
+    chain_repeats: int
+    branches: int
+    fanout_repeats: int
+    metric_points: int
+    array_mb: int
+    import_repeats: int
+    read_repeats: int
+
+    @classmethod
+    def pick(cls, quick: bool) -> Sizes:
+        if quick:
+            return cls(5, 2, 10, 2, 10_000, 20, 3, 5)
+        return cls(20, 5, 100, 3, 100_000, 200, 5, 20)
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+def _workspace(home: Path) -> Workspace:
+    from pipetrail.config import Settings
+    from pipetrail.workspace import Workspace
+
+    return Workspace(Settings.for_home(home / "store"))
+
+
+def _load(file: Path, name: str) -> Pipeline:
+    from pipetrail.runtime.loader import load_pipeline_file
+
+    return load_pipeline_file(file, name)
+
+
+def _timed_run(
+    pipeline: Pipeline, ws: Workspace, executor: str, params: dict[str, Any] | None = None
+) -> tuple[Run, float]:
+    import pipetrail as pt
+
+    started = time.perf_counter()
+    run = pt.run(pipeline, params or {}, executor=executor, workspace=ws)
+    wall = time.perf_counter() - started
+    steps = list(run)
+    if run.status != "completed":
+        failed = [(s.name, s.status) for s in steps if s.status != "completed"]
+        raise VerificationError(
+            f"run {run.pathspec} ended {run.status!r} ({run.error}); steps not completed: {failed}"
+        )
+    if len(steps) != len(pipeline.steps):
+        raise VerificationError(
+            f"run {run.pathspec} recorded {len(steps)} steps, expected {len(pipeline.steps)}"
+        )
+    return run, wall
+
+
+def _dag_overhead(
+    name: str, executor: str, pipeline: Pipeline, ws: Workspace, repeats: int
+) -> Outcome:
+    """Runs of a DAG of no-op steps: per-step overhead cold, repeated and steady-state."""
+    n = len(pipeline.steps)
+    limit = 5.0 if executor == "inline" else 50.0
+    runs: list[dict[str, float]] = []
+    for _ in range(repeats):
+        run, wall = _timed_run(pipeline, ws, executor)
+        starts = sorted(s.task.started_at for s in run if s.task and s.task.started_at)
+        if len(starts) != n:
+            raise VerificationError(f"run {run.pathspec}: {len(starts)} of {n} tasks have a start")
+        span = (starts[-1] - starts[0]).total_seconds()
+        recorded = run.duration or 0.0
+        runs.append(
+            {
+                "wall_s": wall,
+                "recorded_duration_s": recorded,
+                "prepare_s": wall - recorded,
+                "first_task_start_s": (starts[0] - run.started_at).total_seconds()
+                if run.started_at
+                else float("nan"),
+                "start_span_s": span,
+            }
+        )
+    first, rest = runs[0], runs[1:] or runs
+    med = statistics.median
+    per_step_rest = med(r["wall_s"] for r in rest) / n * 1000
+    steady = med(r["start_span_s"] for r in runs) / (n - 1) * 1000
+    figures = [
+        Figure(
+            f"{name}.first_run_per_step",
+            first["wall_s"] / n * 1000,
+            "ms",
+            "<",
+            limit,
+            "1st run wall / steps (cold: lazy imports"
+            + (", forkserver + pool start)" if executor == "process" else ")"),
+        ),
+        Figure(
+            f"{name}.per_step",
+            per_step_rest,
+            "ms",
+            "<",
+            limit,
+            f"median of runs 2..{repeats}: wall / steps"
+            + (" (each run starts its own pool)" if executor == "process" else ""),
+        ),
+        Figure(
+            f"{name}.steady_per_step",
+            steady,
+            "ms",
+            "<",
+            limit,
+            "(last task start - first task start) / (steps-1): no prepare, no pool start",
+        ),
+        Figure(
+            f"{name}.total",
+            med(r["wall_s"] for r in rest),
+            "s",
+            note=f"median wall of runs 2..{repeats}, {n} steps",
+        ),
+        Figure(
+            f"{name}.prepare",
+            med(r["prepare_s"] for r in rest) * 1000,
+            "ms",
+            note="wall - recorded run duration (provenance + run row + executor start)",
+        ),
+    ]
+    return Outcome(figures, {"steps": n, "executor": executor, "runs": runs})
+
+
+# -- scenarios ---------------------------------------------------------------------------------
+
+
+def chain(home: Path, sizes: Sizes, executor: str) -> Outcome:
+    """A chain of no-op steps."""
+    pipeline = _load(flowgen.write_chain(home / "flows", sizes.chain_steps), "chain")
+    ws = _workspace(home)
+    try:
+        return _dag_overhead(f"chain20_{executor}", executor, pipeline, ws, sizes.chain_repeats)
+    finally:
+        ws.close()
+
+
+def fanout(home: Path, sizes: Sizes, executor: str) -> Outcome:
+    """One root, many independent no-op branches, one join taking them all."""
+    pipeline = _load(flowgen.write_fanout(home / "flows", sizes.branches), "fanout")
+    ws = _workspace(home)
+    try:
+        outcome = _dag_overhead(
+            f"fanout100_{executor}", executor, pipeline, ws, sizes.fanout_repeats
+        )
+    finally:
+        ws.close()
+    outcome.details["branches"] = sizes.branches
+    return outcome
+
+
+def metrics(home: Path, sizes: Sizes) -> Outcome:
+    """One inline step logging many points; throughput from run start to all points stored."""
+    pipeline = _load(flowgen.write_metrics(home / "flows"), "metrics")
+    timings: dict[str, float] = pipeline.steps["log_points"].func.__globals__["TIMINGS"]
+    ws = _workspace(home)
+    try:
+        points = sizes.metric_points
+        run, wall = _timed_run(pipeline, ws, "inline", {"points": points})
+        stored = ws.store.count_metrics(run.id)
+        if stored != points:
+            raise VerificationError(
+                f"run {run.pathspec}: logged {points} metric points, the store has {stored}"
+            )
+        history = ws.store.metric_history(run.id, "loss")
+        steps = [p.step for _, p in history]
+        if steps != list(range(points)):
+            raise VerificationError(
+                f"run {run.pathspec}: stored metric steps are not 0..{points - 1}"
+            )
+    finally:
+        ws.close()
+    loop = timings.get("loop_s", float("nan"))
+    return Outcome(
+        [
+            Figure(
+                "metrics_100k.points_per_s",
+                points / wall,
+                "points/s",
+                ">",
+                200_000,
+                f"{points} points / wall of pt.run (run start -> all points stored)",
+            ),
+            Figure(
+                "metrics_100k.log_metric_call",
+                loop / points * 1e6,
+                "us",
+                note="time inside the step's log_metric loop / points",
+            ),
+            Figure("metrics_100k.total", wall, "s", note="pt.run wall, count verified"),
+        ],
+        {"points": points, "wall_s": wall, "loop_s": loop, "stored": stored},
+    )
+
+
+def artifact(home: Path, sizes: Sizes) -> Outcome:
+    """Store one big float64 array twice in the CAS: throughput and dedupe."""
+    import numpy as np
+
+    from pipetrail.storage.artifacts.serializers import dump_to_store, load_from_store
+
+    array = np.random.default_rng(0).random(sizes.array_mb * MB // 8)
+    ws = _workspace(home)
+    root = Path(ws.settings.artifacts_url)
+    try:
+        before = _disk_bytes(root)
+        timings: list[float] = []
+        stored: list[StoredValue] = []
+        on_disk: list[int] = []
+        for _ in range(2):
+            started = time.perf_counter()
+            stored.append(dump_to_store(ws.cas, array, ws.registry))
+            timings.append(time.perf_counter() - started)
+            # Read right after the store returns: a temp file not yet removed counts as added.
+            on_disk.append(_disk_bytes(root))
+        first, second = stored
+        after_first, after_second = on_disk
+        leftovers = _tmp_files(root)
+        started = time.perf_counter()
+        loaded = load_from_store(ws.cas, first.key, first.serializer, ws.registry)
+        load_s = time.perf_counter() - started
+        if first.key != second.key or first.size != second.size:
+            raise VerificationError(f"same array stored under two keys: {first.key} {second.key}")
+        if first.existed or not second.existed:
+            raise VerificationError(
+                f"dedupe flags wrong: first.existed={first.existed}, second.existed={second.existed}"
+            )
+        if not np.array_equal(loaded, array):
+            raise VerificationError(f"array loaded from {first.key} differs from the one stored")
+        if leftovers:
+            raise VerificationError(f"temporary files left in the store: {leftovers}")
+    finally:
+        ws.close()
+    mb = array.nbytes / MB
+    added = after_second - after_first
+    return Outcome(
+        [
+            Figure("artifact_200mb.first_store", mb / timings[0], "MB/s", ">", 300, f"{mb:.0f} MB"),
+            Figure(
+                "artifact_200mb.second_store",
+                mb / timings[1],
+                "MB/s",
+                ">",
+                300,
+                "same array again (hash + dedupe)",
+            ),
+            Figure(
+                "artifact_200mb.second_store_added",
+                float(added),
+                "bytes",
+                "==",
+                0,
+                "bytes on disk added by the second store",
+            ),
+            Figure(
+                "artifact_200mb.first_store_added",
+                float(after_first - before),
+                "bytes",
+                note=f"payload {first.size} bytes (.npy)",
+            ),
+            Figure("artifact_200mb.load", mb / load_s, "MB/s", note="load_from_store, no verify"),
+        ],
+        {
+            "array_bytes": array.nbytes,
+            "stored_size": first.size,
+            "key": first.key,
+            "store_s": timings,
+            "load_s": load_s,
+            "disk_bytes": {
+                "before": before,
+                "after_first": after_first,
+                "after_second": after_second,
+            },
+        },
+    )
+
+
+def import_time(home: Path, sizes: Sizes) -> Outcome:
+    """``python -c "import pipetrail"`` and ``pipetrail --help`` wall times, in subprocesses."""
+    python = sys.executable
+    script = Path(python).parent / "pipetrail"
+    help_cmd = (
+        [str(script), "--help"] if script.exists() else [python, "-m", "pipetrail.cli", "--help"]
+    )
+    env = {**os.environ, "PIPETRAIL_HOME": str(home / "store")}
+    n = sizes.import_repeats
+    baseline = _median_wall([python, "-c", "pass"], n, home, env)
+    imp = _median_wall([python, "-c", "import pipetrail"], n, home, env)
+    helped = _median_wall(help_cmd, n, home, env)
+    profile = subprocess.run(
+        [python, "-X", "importtime", "-c", "import pipetrail"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    help_profile = subprocess.run(
+        [python, "-X", "importtime", "-m", "pipetrail.cli", "--help"],
+        cwd=home,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stderr
+    return Outcome(
+        [
+            Figure("import_time.import_pipetrail", imp, "s", "<", 0.3, f"median of {n}, wall"),
+            Figure(
+                "import_time.pipetrail_help", helped, "s", "<", 0.3, f"median of {n}: {help_cmd[0]}"
+            ),
+            Figure("import_time.python_startup", baseline, "s", note='python -c "pass", for scale'),
+        ],
+        {
+            "help_command": help_cmd,
+            "import_top": _importtime_top(profile),
+            "help_top": _importtime_top(help_profile),
+        },
+    )
+
+
+def run_record_read(home: Path, sizes: Sizes) -> Outcome:
+    """Client read latency: open a finished run by pathspec and read what a user looks at."""
+    import pipetrail as pt
+
+    pipeline = _load(flowgen.write_chain(home / "flows", sizes.chain_steps), "chain")
+    ws = _workspace(home)
+    try:
+        run, _ = _timed_run(pipeline, ws, "inline")
+        timings: list[float] = []
+        open_only: list[float] = []
+        for _ in range(sizes.read_repeats):
+            started = time.perf_counter()
+            handle = pt.Run(run.pathspec, reader=ws.reader())
+            opened = time.perf_counter()
+            _ = (handle.status, handle.params, handle.metrics)
+            steps = [(s.name, s.status, s.task.duration if s.task else None) for s in handle]
+            timings.append(time.perf_counter() - started)
+            open_only.append(opened - started)
+            if len(steps) != sizes.chain_steps or handle.status != "completed":
+                raise VerificationError(f"read back {len(steps)} steps of {run.pathspec}")
+    finally:
+        ws.close()
+    med = statistics.median
+    return Outcome(
+        [
+            Figure(
+                "run_record_read.full_read",
+                med(timings) * 1000,
+                "ms",
+                note=f"Run(pathspec) + status/params/metrics + {sizes.chain_steps} steps' tasks",
+            ),
+            Figure(
+                "run_record_read.open", med(open_only) * 1000, "ms", note="pt.Run(pathspec) only"
+            ),
+        ],
+        {"repeats": sizes.read_repeats, "full_read_s": timings, "open_s": open_only},
+    )
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+
+
+def _disk_bytes(root: Path) -> int:
+    """Apparent bytes of the files under ``root``, each inode counted once (hard links)."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            info = os.lstat(os.path.join(folder, name))
+            if (info.st_dev, info.st_ino) not in seen:
+                seen.add((info.st_dev, info.st_ino))
+                total += info.st_size
+    return total
+
+
+def _tmp_files(root: Path) -> list[str]:
+    tmp = root / "tmp"
+    return sorted(p.name for p in tmp.iterdir()) if tmp.is_dir() else []
+
+
+def _median_wall(cmd: list[str], repeats: int, cwd: Path, env: dict[str, str]) -> float:
+    walls = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+        walls.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise VerificationError(f"{cmd} exited {done.returncode}: {done.stderr[-500:]}")
+    return statistics.median(walls)
+
+
+_IMPORTTIME = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
+
+
+def _importtime_top(stderr: str, top: int = 10) -> dict[str, Any]:
+    """Heaviest modules (cumulative) and packages (summed self time) from ``-X importtime``."""
+    modules: list[tuple[str, int, int]] = []
+    for line in stderr.splitlines():
+        match = _IMPORTTIME.match(line)
+        if match:
+            modules.append((match.group(4), int(match.group(1)), int(match.group(2))))
+    packages: dict[str, int] = {}
+    for name, self_us, _ in modules:
+        root = name.split(".")[0]
+        packages[root] = packages.get(root, 0) + self_us
+    heaviest = sorted(modules, key=lambda m: m[2], reverse=True)[:top]
+    return {
+        "total_ms": max((m[2] for m in modules), default=0) / 1000,
+        "packages_self_ms": {
+            k: v / 1000
+            for k, v in sorted(packages.items(), key=lambda kv: kv[1], reverse=True)[:top]
+        },
+        "modules_cumulative_ms": {name: cum / 1000 for name, _, cum in heaviest},
+    }
+
+
+ScenarioFn = Callable[[Path, Sizes], Outcome]
+
+SCENARIOS: dict[str, ScenarioFn] = {
+    "chain20_inline": lambda home, sizes: chain(home, sizes, "inline"),
+    "chain20_process": lambda home, sizes: chain(home, sizes, "process"),
+    "fanout100_inline": lambda home, sizes: fanout(home, sizes, "inline"),
+    "fanout100_process": lambda home, sizes: fanout(home, sizes, "process"),
+    "metrics_100k": metrics,
+    "artifact_200mb": artifact,
+    "import_time": import_time,
+    "run_record_read": run_record_read,
+}

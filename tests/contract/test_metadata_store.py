@@ -1,0 +1,199 @@
+"""The metadata store's contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select
+
+import pipetrail as pt
+from pipetrail.core.status import InvalidTransitionError, RunStatus, TaskStatus
+from pipetrail.errors import NotFoundError, StoreError
+from pipetrail.storage.metadata.base import MetricRow, NewRun, RunQuery, TaskOutcome
+from pipetrail.storage.metadata.sql import migrate
+from pipetrail.storage.metadata.sql.store import SqlMetadataStore
+from pipetrail.storage.metadata.sql.tables import run_param
+from pipetrail.workspace import Workspace
+
+
+@pt.step
+def only(lr: float = 0.1):  # type: ignore[no-untyped-def]
+    return lr
+
+
+PIPELINE = pt.Pipeline("contract", [only])
+
+
+def _new_run(**overrides: object) -> NewRun:
+    values: dict[str, object] = {
+        "spec": PIPELINE.spec,
+        "params": {"lr": 0.1, "opt": {"name": "adam", "betas": [0.9, 0.99]}, "flag": True},
+        "param_types": {"lr": "float", "opt": "dict", "flag": "bool"},
+        "variables": {"env": "dev"},
+        "user": "ana",
+        "host": "box",
+        "trigger": "cli",
+        "user_tags": ("exp", "user:ana"),
+        "system_tags": ("user:ana",),
+        "environment": ("e" * 64, {"python_version": "3.11.7", "packages": {"x": "1"}}),
+    }
+    values.update(overrides)
+    return NewRun(**values)  # type: ignore[arg-type]
+
+
+def test_schema_matches_the_models_after_migrating(workspace: Workspace) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.config import Config
+    from alembic.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from pipetrail.storage.metadata.sql.tables import metadata
+
+    with workspace.store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), metadata) == []
+    config = Config()
+    config.set_main_option("script_location", str(migrate._SCRIPTS))
+    assert ScriptDirectory.from_config(config).get_current_head() == migrate.HEAD_REVISION
+    assert migrate.current_revision(workspace.store.engine) == migrate.HEAD_REVISION
+
+
+def test_create_run_records_identity_params_tags(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    assert run.status is RunStatus.INITIAL and run.pipeline == "contract"
+    assert run.params["opt"] == {"name": "adam", "betas": [0.9, 0.99]}
+    assert run.user_tags == ("exp",), "a user tag equal to a system tag is not doubled"
+    assert run.system_tags == ("user:ana",)
+    assert run.version == PIPELINE.version and run.dag["steps"][0]["name"] == "only"
+    assert run.created_at.tzinfo is not None
+    with store.engine.connect() as conn:
+        rows = {
+            r.key: r for r in conn.execute(select(run_param).where(run_param.c.run_id == run.id))
+        }
+    assert rows["opt.betas.1"].value_num == 0.99
+    assert rows["opt.name"].value_text == "adam"
+    assert rows["flag"].type == "bool" and rows["lr"].type == "number"
+
+
+def test_long_nested_params_are_kept_whole(workspace: Workspace) -> None:
+    huge = {"vocab": ["w" * 50] * 2000}
+    run = workspace.store.create_run(_new_run(params={"cfg": huge}, param_types={"cfg": "dict"}))
+    assert workspace.store.get_run(run.id).params == {"cfg": huge}
+
+
+def test_environments_are_stored_once(workspace: Workspace) -> None:
+    store = workspace.store
+    first = store.create_run(_new_run())
+    second = store.create_run(_new_run())
+    assert first.environment_hash == second.environment_hash
+    assert store.count_environments() == 1
+
+
+def test_run_transitions_follow_the_state_machine(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    running = store.set_run_status(run.id, RunStatus.RUNNING)
+    assert running.started_at is not None
+    done = store.set_run_status(run.id, RunStatus.COMPLETED)
+    assert done.finished_at is not None and done.duration_s is not None
+    with pytest.raises(InvalidTransitionError, match="from 'completed' to 'running'"):
+        store.set_run_status(run.id, RunStatus.RUNNING)
+    assert [e.status for e in store.events(run.id)] == ["initial", "running", "completed"]
+
+
+def test_task_lifecycle_and_outcome(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    ids = store.create_tasks(run.id, [("only", 0, 0)])
+    task_id = ids[("only", 0, 0)]
+    store.set_task_status(task_id, TaskStatus.QUEUED)
+    store.set_task_status(task_id, TaskStatus.RUNNING, host="h", pid=7)
+    started = datetime.now(UTC)
+    store.finish_task(
+        task_id,
+        TaskOutcome(
+            TaskStatus.FAILED,
+            started_at=started,
+            finished_at=started + timedelta(seconds=2),
+            cpu_time_s=1.5,
+            peak_memory_bytes=123,
+            exception_type="ValueError",
+            exception_message="bad",
+            traceback="Traceback…",
+            stdout="out",
+            stderr="err",
+        ),
+    )
+    task = store.get_task(task_id)
+    assert task.status is TaskStatus.FAILED and task.duration_s == 2.0
+    assert (task.cpu_time_s, task.peak_memory_bytes, task.pid) == (1.5, 123, 7)
+    assert store.logs(task_id) == {"stdout": "out", "stderr": "err"}
+    history = [(e.previous, e.status) for e in store.events(run.id) if e.task_id == task_id]
+    assert history == [
+        (None, "initial"),
+        ("initial", "queued"),
+        ("queued", "running"),
+        ("running", "failed"),
+    ]
+    with pytest.raises(InvalidTransitionError):
+        store.set_task_status(task_id, TaskStatus.RUNNING)
+
+
+def test_metrics_history_and_latest(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
+    base = datetime.now(UTC)
+    store.add_metrics(
+        [
+            MetricRow(run.id, task_id, "loss", 1.0 / (i + 1), i, base + timedelta(seconds=i))
+            for i in range(5)
+        ]
+    )
+    # A late batch with an older timestamp does not replace the latest value.
+    store.add_metrics([MetricRow(run.id, task_id, "loss", 99.0, 0, base - timedelta(seconds=10))])
+    assert store.latest_metrics(run.id) == {"loss": 0.2}
+    assert [p.value for _, p in store.metric_history(run.id, "loss")][:5] == [
+        1.0,
+        0.5,
+        1 / 3,
+        0.25,
+        0.2,
+    ]
+
+
+def test_list_runs_filters(workspace: Workspace) -> None:
+    store = workspace.store
+    a = store.create_run(_new_run(user_tags=("keep",)))
+    b = store.create_run(_new_run())
+    store.set_run_status(b.id, RunStatus.RUNNING)
+    store.set_run_status(b.id, RunStatus.FAILED, error="boom")
+    assert [r.id for r in store.list_runs(RunQuery())] == [b.id, a.id]
+    assert [r.id for r in store.list_runs(RunQuery(statuses=(RunStatus.FAILED,)))] == [b.id]
+    assert [r.id for r in store.list_runs(RunQuery(tags=("keep",)))] == [a.id]
+    assert store.list_runs(RunQuery(pipeline="other")) == []
+    future = datetime.now(UTC) + timedelta(hours=1)
+    assert store.list_runs(RunQuery(since=future)) == []
+    assert store.get_run(b.id).error == "boom"
+
+
+def test_missing_things_are_not_found(workspace: Workspace) -> None:
+    with pytest.raises(NotFoundError, match="no run with id 12345"):
+        workspace.store.get_run(12345)
+    with pytest.raises(NotFoundError):
+        workspace.store.get_task(12345)
+
+
+def test_naive_timestamps_are_rejected(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
+    with pytest.raises(StoreError, match="naive datetime"):
+        store.add_metrics([MetricRow(run.id, task_id, "x", 1.0, None, datetime.now())])
+    assert store.metric_history(run.id) == [], "a failed batch leaves nothing half-written"
+
+
+def test_bad_database_url_is_a_config_error() -> None:
+    with pytest.raises(pt.PipetrailError, match="cannot read database URL"):
+        SqlMetadataStore("not a url")

@@ -1,0 +1,167 @@
+"""The ``pipetrail`` command as a user types it: exit codes, messages, and what lands in the store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import FlowWriter
+
+FLOW = """
+@pt.step
+def load(n: int = 3):
+    print("rows:", n)
+    return list(range(n))
+
+@pt.step
+def train(load, lr: float = 0.1, epochs: int = 3):
+    for epoch in range(epochs):
+        pt.log_metric("loss", 1.0 / (epoch + 1), step=epoch)
+    return sum(load) * lr
+
+pipeline = pt.Pipeline("cli_flow", [load, train])
+"""
+
+BROKEN = """
+@pt.step
+def load():
+    return 1
+
+@pt.step
+def train(load):
+    raise RuntimeError("model diverged")
+
+pipeline = pt.Pipeline("broken", [load, train])
+"""
+
+
+def pipetrail(
+    *args: str, home: Path, cwd: Path, db: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIPETRAIL_HOME": str(home), "COLUMNS": "200"}
+    env.pop("PIPETRAIL_DB", None)
+    if db:
+        env["PIPETRAIL_DB"] = db
+    return subprocess.run(
+        [sys.executable, "-m", "pipetrail.cli", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest) -> str | None:
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    from pipetrail.storage.metadata.sql.store import SqlMetadataStore
+
+    store = SqlMetadataStore(url)
+    store.delete_everything()
+    store.close()
+    return url
+
+
+def test_run_show_list_logs(flow_file: FlowWriter, tmp_path: Path, db: str | None) -> None:
+    home = tmp_path / "home"
+    file = flow_file(FLOW, "flow")
+    done = pipetrail(
+        "run", f"{file}:cli_flow", "-p", "lr=0.5", "-p", "epochs=4",
+        "--tag", "phase:experiment", "--var", "env=dev", home=home, cwd=tmp_path, db=db,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "cli_flow/" in done.stdout and "completed" in done.stdout
+    assert "pipetrail runs show cli_flow/" in done.stdout
+
+    shown = pipetrail("runs", "show", "1", "--json", home=home, cwd=tmp_path, db=db)
+    assert shown.returncode == 0, shown.stderr
+    record = json.loads(shown.stdout)
+    assert record["status"] == "completed"
+    assert record["params"] == {"n": 3, "lr": 0.5, "epochs": 4}
+    assert record["param_types"] == {"n": "int", "lr": "float", "epochs": "int"}
+    assert record["variables"] == {"env": "dev"}
+    assert record["user_tags"] == ["phase:experiment"]
+    assert record["trigger"] == "cli"
+    assert record["metrics"] == {"loss": 0.25}
+    assert [s["name"] for s in record["steps"]] == ["load", "train"]
+    assert record["code_files"] == ["flow.py"]
+    assert record["environment"]["packages"]["click"]
+
+    text = pipetrail("runs", "show", "cli_flow/1", home=home, cwd=tmp_path, db=db)
+    assert text.returncode == 0 and "phase:experiment" in text.stdout and "loss" in text.stdout
+
+    listed = pipetrail(
+        "runs", "list", "--json", "--status", "completed", home=home, cwd=tmp_path, db=db
+    )
+    assert [r["pathspec"] for r in json.loads(listed.stdout)] == ["cli_flow/1"]
+    none = pipetrail("runs", "list", "--json", "--tag", "nope", home=home, cwd=tmp_path, db=db)
+    assert json.loads(none.stdout) == []
+
+    logs = pipetrail("logs", "1", "load", home=home, cwd=tmp_path, db=db)
+    assert logs.returncode == 0 and "rows: 3" in logs.stdout
+
+
+def test_failed_run_exits_1_and_explains(flow_file: FlowWriter, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    done = pipetrail("run", str(flow_file(BROKEN)), home=home, cwd=tmp_path)
+    assert done.returncode == 1
+    assert "step 'train' failed" in done.stdout
+    assert "RuntimeError: model diverged" in done.stdout
+    assert "pipetrail logs broken/1 train" in done.stdout
+    # The user's frame is shown, pipetrail's own are not.
+    assert 'raise RuntimeError("model diverged")' in done.stdout
+    assert "pipetrail/runtime" not in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "missing.py"], "no such file: 'missing.py'"),
+        (["run", "{flow}:nope"], "no pipeline 'nope'"),
+        (["run", "{flow}", "-p", "lr"], "-p/--param expects NAME=VALUE, got 'lr'"),
+        (
+            ["run", "{flow}", "-p", "lr=fast"],
+            "parameter 'lr' of step 'train' expects a number, got 'fast'",
+        ),
+        (["run", "{flow}", "-p", "learning_rate=1"], "unknown parameter 'learning_rate'"),
+        (["run", "{flow}", "--var", "oops"], "--var expects NAME=VALUE"),
+        (["run", "{bad_def}"], "argument 'trian' of step 'evaluate' names no step or output"),
+    ],
+)
+def test_bad_input_exits_2_and_writes_nothing(
+    flow_file: FlowWriter, tmp_path: Path, args: list[str], message: str
+) -> None:
+    flow = flow_file(FLOW)
+    bad_def = flow_file(
+        "@pt.step\ndef train():\n    return 1\n\n@pt.step\ndef evaluate(trian):\n    return 1\n\n"
+        "pipeline = pt.Pipeline('bad', [train, evaluate])\n"
+    )
+    home = tmp_path / "home"
+    argv = [a.format(flow=flow, bad_def=bad_def) for a in args]
+    done = pipetrail(*argv, home=home, cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert message in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not home.exists(), "bad input must not create or touch the store"
+
+
+def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
+    done = pipetrail("runs", "show", "99", home=tmp_path / "home", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "no run with id 99" in done.stderr
+
+
+def test_help_lists_commands(tmp_path: Path) -> None:
+    done = pipetrail("--help", home=tmp_path / "home", cwd=tmp_path)
+    assert done.returncode == 0
+    for command in ("run", "runs", "logs"):
+        assert command in done.stdout
