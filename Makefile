@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip --disable-pip-version-check -q
+PIP := $(BIN)/python -m pip --disable-pip-version-check -q -q
 export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
 
 .PHONY: demo test lint bench bench-quick clean help
@@ -28,11 +28,11 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.installed-demo
 	@$(BIN)/pipetrail run examples/iris.py --tag demo; status=$$?; \
 	echo; \
-	echo "The run is recorded in $(PIPETRAIL_HOME). Look at it with:"; \
+	echo "The run is recorded in $(PIPETRAIL_HOME)."; \
+	echo "The commands above are in $(BIN)/ (or: source $(BIN)/activate). Also try:"; \
 	echo "  $(BIN)/pipetrail runs list"; \
-	echo "  $(BIN)/pipetrail runs show iris/<id>     (the id printed above; --json for scripts)"; \
-	echo "  $(BIN)/pipetrail logs iris/<id> train"; \
-	echo "Try a failing run:  $(BIN)/pipetrail run examples/iris.py -p dataset=nope"; \
+	echo "  $(BIN)/pipetrail run examples/iris.py -p lr=0.05 -p epochs=60   # another run"; \
+	echo "  $(BIN)/pipetrail run examples/iris.py -p dataset=nope           # a failing run"; \
 	exit $$status
 
 lint: $(VENV)/.installed-dev

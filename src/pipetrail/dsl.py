@@ -9,8 +9,9 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, overload
 
+from pipetrail.core.fingerprint import fingerprint_source
 from pipetrail.core.graph import Dag
-from pipetrail.core.hashing import digest_bytes, fingerprint_source
+from pipetrail.core.hashing import digest_bytes
 from pipetrail.core.ids import validate_name
 from pipetrail.core.model import InputSpec, ParamSpec, PipelineSpec, StepSpec
 from pipetrail.core.params import coerce_text, to_json_value, type_label, validate_value

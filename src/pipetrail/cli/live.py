@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 from rich.console import Console
 from rich.live import Live
@@ -17,23 +18,37 @@ from pipetrail.core.status import TASK_TERMINAL, TaskStatus
 __all__ = ["LiveRunDisplay"]
 
 
+@dataclass
+class _Row:
+    status: TaskStatus = TaskStatus.INITIAL
+    attempt: int = 0
+    start: float | None = None
+    end: float | None = None
+    recorded: float | None = None
+
+    def duration(self, now: float) -> float | None:
+        if self.recorded is not None:
+            # The time the task itself took, as recorded, not the time the runner waited.
+            return self.recorded
+        if self.start is None:
+            return None
+        return (self.end if self.end is not None else now) - self.start
+
+
 class LiveRunDisplay:
     """A RunObserver that redraws a table of steps a few times a second."""
 
     def __init__(self, console: Console) -> None:
         self._console = console
         self._lock = threading.Lock()
-        self._steps: dict[str, dict[str, object]] = {}
+        self._steps: dict[str, _Row] = {}
         self._title = ""
         self._live: Live | None = None
 
     def run_started(self, run: RunRecord, spec: PipelineSpec) -> None:
         with self._lock:
             self._title = f"{run.pathspec}"
-            self._steps = {
-                s.name: {"status": TaskStatus.INITIAL, "attempt": 0, "start": None, "end": None}
-                for s in spec.steps
-            }
+            self._steps = {s.name: _Row() for s in spec.steps}
         # Not a terminal (CI, a pipe): no redraws, just the outcome at the end.
         if self._console.is_terminal:
             self._live = Live(
@@ -46,16 +61,17 @@ class LiveRunDisplay:
             )
             self._live.start()
 
-    def task_changed(self, step: str, attempt: int, status: TaskStatus) -> None:
+    def task_changed(
+        self, step: str, attempt: int, status: TaskStatus, duration_s: float | None = None
+    ) -> None:
         with self._lock:
-            row = self._steps.setdefault(step, {"start": None, "end": None})
-            row["status"] = status
-            row["attempt"] = attempt
+            row = self._steps.setdefault(step, _Row())
+            row.status, row.attempt = status, attempt
             now = time.monotonic()
-            if status is TaskStatus.RUNNING and row.get("start") is None:
-                row["start"] = now
+            if status is TaskStatus.RUNNING:
+                row.start, row.end, row.recorded = now, None, None
             if status in TASK_TERMINAL:
-                row["end"] = now
+                row.end, row.recorded = now, duration_s
 
     def run_finished(self, run: RunRecord) -> None:
         self.stop()
@@ -75,16 +91,10 @@ class LiveRunDisplay:
         now = time.monotonic()
         with self._lock:
             for name, row in self._steps.items():
-                status = row.get("status", TaskStatus.INITIAL)
-                start, end = row.get("start"), row.get("end")
-                duration = None
-                if isinstance(start, float):
-                    duration = (end if isinstance(end, float) else now) - start
-                text = status.value if isinstance(status, TaskStatus) else str(status)
                 table.add_row(
                     name,
-                    Text(text, style=STATUS_STYLES.get(text, "")),
-                    str(row.get("attempt", 0)),
-                    format_duration(duration),
+                    Text(row.status.value, style=STATUS_STYLES.get(row.status.value, "")),
+                    str(row.attempt),
+                    format_duration(row.duration(now)),
                 )
         return table

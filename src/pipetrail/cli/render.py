@@ -238,6 +238,7 @@ def print_run_outcome(run: Run) -> None:
     if skipped:
         out.print(f"not run because an upstream step failed: {', '.join(skipped)}")
     out.print(f"details:   pipetrail runs show {run.pathspec}")
+    out.print(f"logs:      pipetrail logs {run.pathspec} [STEP]")
 
 
 def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None) -> None:

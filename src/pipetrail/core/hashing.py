@@ -12,7 +12,6 @@ __all__ = [
     "canonical_json",
     "digest_bytes",
     "digest_json",
-    "fingerprint_source",
     "new_hasher",
 ]
 
@@ -43,29 +42,3 @@ def canonical_json(value: Any) -> bytes:
 def digest_json(value: Any) -> str:
     """Hex digest of the canonical JSON encoding of ``value``."""
     return digest_bytes(canonical_json(value))
-
-
-def fingerprint_source(source: str) -> str:
-    """Digest of Python source that ignores comments, docstrings and formatting.
-
-    Falls back to hashing the raw text when it does not parse (e.g. a lambda's fragment).
-    """
-    import ast
-    import textwrap
-
-    try:
-        tree = ast.parse(textwrap.dedent(source))
-    except SyntaxError:
-        return digest_bytes(source.encode())
-    for node in ast.walk(tree):
-        body = getattr(node, "body", None)
-        if (
-            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Module))
-            and isinstance(body, list)
-            and body
-            and isinstance(body[0], ast.Expr)
-            and isinstance(body[0].value, ast.Constant)
-            and isinstance(body[0].value.value, str)
-        ):
-            node.body = body[1:] or [ast.Pass()]
-    return digest_bytes(ast.unparse(tree).encode())

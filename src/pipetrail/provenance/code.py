@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import contextlib
 import functools
 import gzip
@@ -16,7 +15,6 @@ import tarfile
 import textwrap
 import threading
 import time
-import tokenize
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,7 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from pipetrail.core.hashing import digest_bytes, digest_json, new_hasher
+from pipetrail.core.fingerprint import fingerprint_source
+from pipetrail.core.hashing import digest_json, new_hasher
 from pipetrail.errors import ArtifactError, UsageError
 
 __all__ = [
@@ -43,8 +42,6 @@ GIT_TIMEOUT_S = 10.0
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 _SSH_SCHEMES = frozenset({"ssh", "git+ssh", "ssh+git"})
-_DOCSTRING_OWNERS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
-_LAYOUT_TOKENS = frozenset({tokenize.COMMENT, tokenize.NL, tokenize.INDENT, tokenize.DEDENT})
 # Pinned so the diff bytes, and so the hash, do not depend on the user's git configuration.
 _DIFF_ARGS = (
     "diff",
@@ -108,7 +105,7 @@ def source_fingerprint(func: Callable[..., Any]) -> str:
                 "code": _code_identity(code) if isinstance(code, types.CodeType) else None,
             }
         )
-    return digest_bytes(_normalized_source(source).encode())
+    return fingerprint_source(source)
 
 
 def _unwrap(func: Any) -> Any:
@@ -155,58 +152,6 @@ def _const_identity(const: object) -> Any:
     if isinstance(const, frozenset):  # iteration order depends on the per-process hash seed
         return sorted(repr(item) for item in const)
     return repr(const)
-
-
-def _normalized_source(source: str) -> str:
-    tree = _parse(source)
-    if tree is not None:
-        _strip_docstrings(tree)
-        return ast.unparse(tree)
-    # Fragments that do not parse alone (a lambda inside a multi-line call): drop comments and
-    # layout tokens, keep everything else.
-    text = textwrap.dedent(source)
-    kept: list[str] = []
-    try:
-        for token in tokenize.generate_tokens(io.StringIO(text).readline):
-            if token.type not in _LAYOUT_TOKENS:
-                kept.append(token.string)
-    except tokenize.TokenError as error:
-        # Unbalanced brackets fail only at the end of input; an unterminated string fails at its
-        # start. Keep whatever was not tokenized verbatim so no logic drops out of the digest.
-        line, column = error.args[1]
-        lines = text.splitlines(keepends=True)
-        offset = sum(len(part) for part in lines[: line - 1]) + column
-        kept.append(" ".join(text[offset:].split()))
-    except SyntaxError:
-        return " ".join(text.split())
-    return " ".join(kept)
-
-
-def _parse(source: str) -> ast.Module | None:
-    try:
-        return ast.parse(textwrap.dedent(source))
-    except SyntaxError:
-        pass
-    # A method whose multi-line string is less indented than its body defeats dedent: parse it
-    # nested in a block, then lift the block's body out so it unparses like a top-level def.
-    try:
-        wrapper = ast.parse("if True:\n" + source).body[0]
-    except SyntaxError:
-        return None
-    return ast.Module(body=wrapper.body, type_ignores=[]) if isinstance(wrapper, ast.If) else None
-
-
-def _strip_docstrings(tree: ast.Module) -> None:
-    for node in ast.walk(tree):
-        if not isinstance(node, _DOCSTRING_OWNERS) or not node.body:
-            continue
-        first = node.body[0]
-        if (
-            isinstance(first, ast.Expr)
-            and isinstance(first.value, ast.Constant)
-            and isinstance(first.value.value, str)
-        ):
-            node.body = node.body[1:] or [ast.Pass()]
 
 
 # --- git -------------------------------------------------------------------------------------

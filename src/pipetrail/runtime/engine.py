@@ -32,7 +32,9 @@ class RunObserver(Protocol):
     """Told about a run as it goes (the CLI's live display is one)."""
 
     def run_started(self, run: RunRecord, spec: PipelineSpec) -> None: ...
-    def task_changed(self, step: str, attempt: int, status: TaskStatus) -> None: ...
+    def task_changed(
+        self, step: str, attempt: int, status: TaskStatus, duration_s: float | None = None
+    ) -> None: ...
     def run_finished(self, run: RunRecord) -> None: ...
 
 
@@ -40,7 +42,9 @@ class _Silent:
     def run_started(self, run: RunRecord, spec: PipelineSpec) -> None:
         return None
 
-    def task_changed(self, step: str, attempt: int, status: TaskStatus) -> None:
+    def task_changed(
+        self, step: str, attempt: int, status: TaskStatus, duration_s: float | None = None
+    ) -> None:
         return None
 
     def run_finished(self, run: RunRecord) -> None:
@@ -259,7 +263,10 @@ class _RunLoop:
             )
         self.store.finish_task(task_id, outcome)
         self.status[step] = outcome.status
-        self.observer.task_changed(step, self.attempts[step], outcome.status)
+        duration = None
+        if outcome.started_at is not None and outcome.finished_at is not None:
+            duration = (outcome.finished_at - outcome.started_at).total_seconds()
+        self.observer.task_changed(step, self.attempts[step], outcome.status, duration)
         if outcome.status is TaskStatus.COMPLETED:
             self.outputs[step] = {
                 link.name: (link.artifact, task_id)
