@@ -342,3 +342,28 @@ def test_task_status_constants_cover_design() -> None:
         "upstream_failed",
         "condition_failed",
     }
+
+
+def test_parameter_values_of_classes_defined_in_the_pipeline_file(
+    workspace: Workspace, flow_file: FlowWriter
+) -> None:
+    file = flow_file(
+        """
+from dataclasses import dataclass
+
+@dataclass
+class Optimizer:
+    lr: float = 0.1
+    momentum: float = 0.9
+
+@pt.step
+def fit(opt: Optimizer = Optimizer(lr=0.3)):
+    return {"type": type(opt).__name__, "lr": opt.lr}
+
+pipeline = pt.Pipeline("dc", [fit])
+"""
+    )
+    run = _run(workspace, file, "process")
+    assert run.status == "completed", run.error
+    assert run.data.fit == {"type": "Optimizer", "lr": 0.3}
+    assert run.params == {"opt": {"lr": 0.3, "momentum": 0.9}}

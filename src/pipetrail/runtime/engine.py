@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import pickle
 import platform
 import socket
 import threading
@@ -169,6 +170,7 @@ class _RunLoop:
         self.outputs: dict[str, dict[str, tuple[ArtifactRecord, int]]] = {}
         self.failures: list[tuple[str, str]] = []
         self._stop_heartbeat = threading.Event()
+        self._params_blob = pickle.dumps(dict(request.params))
 
     def drive(self) -> RunRecord:
         keys = [(s, 0, 0) for s in self.order]
@@ -240,8 +242,7 @@ class _RunLoop:
             task_id=self.task_ids[step],
             task_index=0,
             attempt=self.attempts[step],
-            params={p: self.request.params[p] for p in spec.params},
-            run_params=dict(self.request.params),
+            params=self._params_blob,
             variables=dict(self.request.variables),
             inputs=tuple(inputs),
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import pickle
 import socket
 import sys
 import tempfile
@@ -45,7 +46,11 @@ class InputRef:
 
 @dataclass(frozen=True)
 class TaskPayload:
-    """Everything a worker needs to run one task attempt; small and picklable."""
+    """Everything a worker needs to run one task attempt; small and picklable.
+
+    ``params`` holds the run's parameter values pickled, so that values of classes defined in
+    the pipeline file are unpickled only after the worker has imported that file.
+    """
 
     pipeline: str
     pipeline_file: str | None
@@ -54,8 +59,7 @@ class TaskPayload:
     task_id: int
     task_index: int
     attempt: int
-    params: dict[str, Any]
-    run_params: dict[str, Any]
+    params: bytes
     variables: dict[str, str]
     inputs: tuple[InputRef, ...] = ()
     capture_fds: bool = False
@@ -79,6 +83,7 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     returned outcome.
     """
     step = pipeline.steps[payload.step]
+    run_params: dict[str, Any] = pickle.loads(payload.params)
     services.store.set_task_status(
         payload.task_id, TaskStatus.RUNNING, host=socket.gethostname(), pid=os.getpid()
     )
@@ -90,7 +95,7 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         task_id=payload.task_id,
         task_index=payload.task_index,
         attempt=payload.attempt,
-        params=payload.run_params,
+        params=run_params,
         variables=payload.variables,
         metrics=buffer,
         store_value=lambda value: _store_value(services, value),
@@ -119,7 +124,7 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
                 )
                 for i in payload.inputs
             }
-            kwargs.update(payload.params)
+            kwargs.update({name: run_params[name] for name in pipeline.spec.step(step.name).params})
             with activate(context):
                 result = step.func(**kwargs)
         except Exception as exc:
