@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -20,13 +20,33 @@ if TYPE_CHECKING:
 __all__ = ["Reader", "Run", "Step", "Task", "list_runs", "set_default_reader"]
 
 
-@dataclass(frozen=True)
 class Reader:
-    """The stores a client handle reads from."""
+    """The stores a client handle reads from; the artifact store is opened on first use.
 
-    store: MetadataStore
-    cas: ContentAddressedStore
-    registry: SerializerRegistry
+    Args:
+        store: the metadata store.
+        artifacts: returns the artifact store and serializers (called at most once).
+    """
+
+    def __init__(
+        self,
+        store: MetadataStore,
+        artifacts: Callable[[], tuple[ContentAddressedStore, SerializerRegistry]],
+    ) -> None:
+        self.store = store
+        self._artifacts = artifacts
+
+    @functools.cached_property
+    def _opened(self) -> tuple[ContentAddressedStore, SerializerRegistry]:
+        return self._artifacts()
+
+    @property
+    def cas(self) -> ContentAddressedStore:
+        return self._opened[0]
+
+    @property
+    def registry(self) -> SerializerRegistry:
+        return self._opened[1]
 
     def load(self, link: ArtifactLink) -> Any:
         """The Python value of a stored artifact (bytes for files)."""

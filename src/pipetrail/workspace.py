@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from pipetrail.runtime.executors.base import Executor
     from pipetrail.runtime.task import TaskServices
     from pipetrail.storage.artifacts.cas import ContentAddressedStore
+    from pipetrail.storage.artifacts.serializers import SerializerRegistry
     from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 
 __all__ = ["Workspace", "build_task_services", "open_workspace", "run"]
@@ -28,14 +29,23 @@ class Workspace:
     """
 
     def __init__(self, settings: Settings) -> None:
-        from pipetrail.storage.artifacts.cas import ContentAddressedStore
-        from pipetrail.storage.artifacts.serializers import default_registry
         from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 
         self.settings = settings
         self.store: SqlMetadataStore = SqlMetadataStore(settings.db_url)
-        self.cas: ContentAddressedStore = ContentAddressedStore(settings.artifacts_url)
-        self.registry = default_registry()
+
+    @functools.cached_property
+    def cas(self) -> ContentAddressedStore:
+        """The artifact store, opened on first use (listing runs never needs it)."""
+        from pipetrail.storage.artifacts.cas import ContentAddressedStore
+
+        return ContentAddressedStore(self.settings.artifacts_url)
+
+    @functools.cached_property
+    def registry(self) -> SerializerRegistry:
+        from pipetrail.storage.artifacts.serializers import default_registry
+
+        return default_registry()
 
     def services(self) -> TaskServices:
         from pipetrail.runtime.task import TaskServices
@@ -81,7 +91,7 @@ class Workspace:
         )
 
     def reader(self) -> client.Reader:
-        return client.Reader(self.store, self.cas, self.registry)
+        return client.Reader(self.store, lambda: (self.cas, self.registry))
 
     def close(self) -> None:
         self.store.close()

@@ -144,23 +144,16 @@ def test_metrics_history_and_latest(workspace: Workspace) -> None:
     store = workspace.store
     run = store.create_run(_new_run())
     task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
-    base = datetime.now(UTC)
-    store.add_metrics(
-        [
-            MetricRow(run.id, task_id, "loss", 1.0 / (i + 1), i, base + timedelta(seconds=i))
-            for i in range(5)
-        ]
-    )
+    base = datetime.now(UTC).timestamp()
+    points = [MetricRow(run.id, task_id, "loss", 1.0 / (i + 1), i, base + i) for i in range(5)]
+    store.add_metrics(points)
     # A late batch with an older timestamp does not replace the latest value.
-    store.add_metrics([MetricRow(run.id, task_id, "loss", 99.0, 0, base - timedelta(seconds=10))])
+    store.add_metrics([MetricRow(run.id, task_id, "loss", 99.0, 0, base - 10)])
     assert store.latest_metrics(run.id) == {"loss": 0.2}
-    assert [p.value for _, p in store.metric_history(run.id, "loss")][:5] == [
-        1.0,
-        0.5,
-        1 / 3,
-        0.25,
-        0.2,
-    ]
+    history = [p for _, p in store.metric_history(run.id, "loss")]
+    assert [p.value for p in history][:5] == [1.0, 0.5, 1 / 3, 0.25, 0.2]
+    assert history[0].timestamp.tzinfo is not None
+    assert abs(history[0].timestamp.timestamp() - base) < 1e-5
 
 
 def test_list_runs_filters(workspace: Workspace) -> None:
@@ -186,12 +179,21 @@ def test_missing_things_are_not_found(workspace: Workspace) -> None:
 
 
 def test_naive_timestamps_are_rejected(workspace: Workspace) -> None:
+    workspace.store.create_run(_new_run())
+    with pytest.raises(StoreError, match="naive datetime"):
+        workspace.store.list_runs(RunQuery(since=datetime.now()))
+
+
+def test_a_failed_metric_batch_leaves_nothing_half_written(workspace: Workspace) -> None:
     store = workspace.store
     run = store.create_run(_new_run())
     task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
-    with pytest.raises(StoreError, match="naive datetime"):
-        store.add_metrics([MetricRow(run.id, task_id, "x", 1.0, None, datetime.now())])
-    assert store.metric_history(run.id) == [], "a failed batch leaves nothing half-written"
+    good = MetricRow(run.id, task_id, "x", 1.0, None, 1.7e9)
+    orphan = MetricRow(run.id, task_id + 999, "x", 2.0, None, 1.7e9)  # no such task: FK fails
+    with pytest.raises(StoreError):
+        store.add_metrics([good, orphan])
+    assert store.metric_history(run.id) == []
+    assert store.latest_metrics(run.id) == {}
 
 
 def test_bad_database_url_is_a_config_error() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -80,8 +81,9 @@ def test_run_show_list_logs(flow_file: FlowWriter, tmp_path: Path, db: str | Non
     assert done.returncode == 0, done.stderr + done.stdout
     assert "cli_flow/" in done.stdout and "completed" in done.stdout
     assert "pipetrail runs show cli_flow/" in done.stdout
+    run_id = re.search(r"cli_flow/(\d+) completed", done.stdout).group(1)  # type: ignore[union-attr]
 
-    shown = pipetrail("runs", "show", "1", "--json", home=home, cwd=tmp_path, db=db)
+    shown = pipetrail("runs", "show", run_id, "--json", home=home, cwd=tmp_path, db=db)
     assert shown.returncode == 0, shown.stderr
     record = json.loads(shown.stdout)
     assert record["status"] == "completed"
@@ -95,17 +97,17 @@ def test_run_show_list_logs(flow_file: FlowWriter, tmp_path: Path, db: str | Non
     assert record["code_files"] == ["flow.py"]
     assert record["environment"]["packages"]["click"]
 
-    text = pipetrail("runs", "show", "cli_flow/1", home=home, cwd=tmp_path, db=db)
+    text = pipetrail("runs", "show", f"cli_flow/{run_id}", home=home, cwd=tmp_path, db=db)
     assert text.returncode == 0 and "phase:experiment" in text.stdout and "loss" in text.stdout
 
     listed = pipetrail(
         "runs", "list", "--json", "--status", "completed", home=home, cwd=tmp_path, db=db
     )
-    assert [r["pathspec"] for r in json.loads(listed.stdout)] == ["cli_flow/1"]
+    assert [r["pathspec"] for r in json.loads(listed.stdout)] == [f"cli_flow/{run_id}"]
     none = pipetrail("runs", "list", "--json", "--tag", "nope", home=home, cwd=tmp_path, db=db)
     assert json.loads(none.stdout) == []
 
-    logs = pipetrail("logs", "1", "load", home=home, cwd=tmp_path, db=db)
+    logs = pipetrail("logs", run_id, "load", home=home, cwd=tmp_path, db=db)
     assert logs.returncode == 0 and "rows: 3" in logs.stdout
 
 

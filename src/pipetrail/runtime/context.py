@@ -6,10 +6,10 @@ import math
 import mimetypes
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,10 @@ class ArtifactRef:
 class MetricBuffer:
     """Collects metric points where they are produced and writes them in batches.
 
-    A background thread flushes every ``interval`` seconds; the task flushes at its end, so a
-    step that raises still has every point it logged in the store.
+    A background thread (started on the first point) writes every ``interval`` seconds, or at
+    once when ``batch`` points are pending; the task flushes at its end, so a step that raises
+    still has every point it logged in the store. Past ``4 * batch`` pending points the logging
+    thread writes itself, so a step cannot outrun the store without bound.
     """
 
     def __init__(
@@ -53,33 +55,42 @@ class MetricBuffer:
         write: Callable[[list[MetricRow]], None],
         *,
         interval: float = 0.5,
-        max_pending: int = 20_000,
+        batch: int = 10_000,
     ) -> None:
         self._write = write
         self._interval = interval
-        self._max_pending = max_pending
+        self._batch = batch
         self._pending: list[MetricRow] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="pipetrail-metrics", daemon=True)
-        self._thread.start()
+        self._thread: threading.Thread | None = None
 
     def add(self, row: MetricRow) -> None:
         with self._lock:
             self._pending.append(row)
-            full = len(self._pending) >= self._max_pending
-        if full:
-            self.flush()
+            pending = len(self._pending)
+        if self._thread is None or (pending >= self._batch and not self._wake.is_set()):
+            self._pressure(pending)
 
     def extend(self, rows: list[MetricRow]) -> None:
         with self._lock:
             self._pending.extend(rows)
-            full = len(self._pending) >= self._max_pending
-        if full:
+            pending = len(self._pending)
+        self._pressure(pending)
+
+    def _pressure(self, pending: int) -> None:
+        if self._thread is None and not self._closed:
+            self._thread = threading.Thread(
+                target=self._loop, name="pipetrail-metrics", daemon=True
+            )
+            self._thread.start()
+        if pending >= 4 * self._batch:
             self.flush()
+        elif pending >= self._batch:
+            self._wake.set()
 
     def flush(self) -> None:
         """Write everything pending now, in the order it was logged."""
@@ -90,20 +101,24 @@ class MetricBuffer:
                 self._write(batch)
 
     def close(self) -> None:
-        """Stop the timer thread and write what is left."""
+        """Stop the background thread and write what is left; raise what a write raised."""
         self._closed = True
         self._wake.set()
-        self._thread.join(timeout=5)
+        if self._thread is not None:
+            self._thread.join(timeout=30)
         self.flush()
+        if self._error is not None:
+            raise self._error
 
     def _loop(self) -> None:
         while not self._closed:
             self._wake.wait(self._interval)
+            self._wake.clear()
             if self._closed:
                 return
             try:
                 self.flush()
-            except Exception as exc:  # the final flush at step end reports it
+            except Exception as exc:  # the points are lost only if the final flush fails too
                 self._error = exc
 
 
@@ -224,18 +239,18 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
         UsageError: outside a step, for an empty name or a value that is not a real number.
     """
     context = _context("log_metric")
-    context.metrics.add(_metric_row(context, name, value, step, datetime.now(UTC)))
+    context.metrics.add(_metric_row(context, name, value, step, time.time()))
 
 
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
     """Record one point of each metric in ``values`` at the same ``step`` and time."""
     context = _context("log_metrics")
-    now = datetime.now(UTC)
+    now = time.time()
     context.metrics.extend([_metric_row(context, n, v, step, now) for n, v in values.items()])
 
 
 def _metric_row(
-    context: StepContext, name: str, value: Any, step: int | None, now: datetime
+    context: StepContext, name: str, value: Any, step: int | None, now: float
 ) -> MetricRow:
     if not isinstance(name, str) or not name or len(name) > 250:
         raise UsageError(

@@ -17,7 +17,17 @@ from pipetrail.storage.metadata.base import TaskOutcome
 __all__ = ["ProcessExecutor"]
 
 # Modules every worker needs, imported once in the fork server so each worker starts warm.
-_PRELOAD = ["pipetrail.runtime.executors.pool", "sqlalchemy", "fsspec", "blake3", "psutil"]
+# Named as strings: the fork server imports them, this module does not depend on them.
+_PRELOAD = [
+    "pipetrail.runtime.executors.pool",
+    "pipetrail.storage.metadata.sql.store",
+    "pipetrail.storage.artifacts.serializers",
+    "sqlalchemy.dialects.sqlite",
+    "sqlalchemy.dialects.postgresql",
+    "fsspec.implementations.local",
+    "blake3",
+    "psutil",
+]
 
 _services: TaskServices | None = None
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from pipetrail.core.model import (
     ArtifactLink,
@@ -72,16 +72,15 @@ class TaskOutcome:
     tags: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class MetricRow:
-    """One metric point to append."""
+class MetricRow(NamedTuple):
+    """One metric point to append; a tuple in column order, since it is made per point logged."""
 
     run_id: int
     task_id: int
     name: str
     value: float
     step: int | None
-    timestamp: datetime
+    timestamp: float  # seconds since the epoch (time.time()): cheap to take and to store
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from pipetrail.errors import ConfigError
 __all__ = [
     "WRITE_OPTION",
     "for_update",
+    "insert_many_fast",
     "is_memory_sqlite",
     "make_engine",
     "migration_lock",
@@ -123,6 +124,26 @@ def upsert(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, list(rows))
+
+
+def insert_many_fast(
+    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    """Insert plain tuples through the driver's ``executemany``, for hot paths.
+
+    SQLAlchemy processes every bound value of every row in Python; for thousands of metric
+    points a batch that costs more than the insert itself. Values here must already be what the
+    driver takes (numbers, text, None).
+    """
+    if not rows:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    marker = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = (
+        f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in columns)}) "
+        f"VALUES ({', '.join([marker] * len(columns))})"
+    )
+    conn.exec_driver_sql(sql, list(rows))
 
 
 def for_update(conn: Connection) -> bool:

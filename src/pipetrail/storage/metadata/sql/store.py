@@ -36,7 +36,13 @@ from pipetrail.storage.metadata.base import (
     TaskOutcome,
 )
 from pipetrail.storage.metadata.sql import migrate
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, for_update, make_engine, upsert
+from pipetrail.storage.metadata.sql.engine import (
+    WRITE_OPTION,
+    for_update,
+    insert_many_fast,
+    make_engine,
+    upsert,
+)
 from pipetrail.storage.metadata.sql.tables import (
     artifact,
     artifact_link,
@@ -349,22 +355,25 @@ class SqlMetadataStore:
         """Create task attempts in ``initial``; ``steps`` are (step, task_index, attempt) keys."""
         now = _now()
         ids: dict[tuple[str, int, int], int] = {}
+        if not steps:
+            return ids
+        rows = [
+            {
+                "run_id": run_id,
+                "step": step,
+                "task_index": index,
+                "attempt": attempt,
+                "status": TaskStatus.INITIAL.value,
+                "created_at": now,
+            }
+            for step, index, attempt in steps
+        ]
         with self._write() as conn:
-            for key in steps:
-                step, index, attempt = key
-                task_id = conn.execute(
-                    insert(block_run)
-                    .values(
-                        run_id=run_id,
-                        step=step,
-                        task_index=index,
-                        attempt=attempt,
-                        status=TaskStatus.INITIAL.value,
-                        created_at=now,
-                    )
-                    .returning(block_run.c.id)
-                ).scalar_one()
-                ids[key] = int(task_id)
+            # One statement for all rows; ids come back in the order the rows were given.
+            created = conn.execute(
+                insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
+            ).scalars()
+            ids = {key: int(task_id) for key, task_id in zip(steps, created, strict=True)}
             if ids:
                 conn.execute(
                     insert(run_event),
@@ -579,42 +588,34 @@ class SqlMetadataStore:
         """Append metric points in one transaction and keep each series' latest value current."""
         if not rows:
             return
+        # MetricRow is already a tuple in this column order, with epoch-float timestamps.
+        columns = ("run_id", "block_run_id", "name", "value", "step", "timestamp")
         with self._write() as conn:
-            conn.execute(
-                insert(metric),
-                [
-                    {
-                        "run_id": r.run_id,
-                        "block_run_id": r.task_id,
-                        "name": r.name,
-                        "value": r.value,
-                        "step": r.step,
-                        "timestamp": r.timestamp,
-                    }
-                    for r in rows
-                ],
-            )
-            latest: dict[tuple[int, str], MetricRow] = {}
-            for r in rows:
-                latest[(r.run_id, r.name)] = r
-            upsert(
-                conn,
-                latest_metric,
-                [
-                    {
-                        "run_id": r.run_id,
-                        "name": r.name,
-                        "value": r.value,
-                        "step": r.step,
-                        "timestamp": r.timestamp,
-                        "block_run_id": r.task_id,
-                    }
-                    for r in latest.values()
-                ],
-                ["run_id", "name"],
-                update=["value", "step", "timestamp", "block_run_id"],
-                where_newer="timestamp",
-            )
+            insert_many_fast(conn, metric, columns, rows)
+            self._latest(conn, rows)
+
+    def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
+        latest: dict[tuple[int, str], MetricRow] = {}
+        for r in rows:
+            latest[(r.run_id, r.name)] = r
+        upsert(
+            conn,
+            latest_metric,
+            [
+                {
+                    "run_id": r.run_id,
+                    "name": r.name,
+                    "value": r.value,
+                    "step": r.step,
+                    "timestamp": r.timestamp,
+                    "block_run_id": r.task_id,
+                }
+                for r in latest.values()
+            ],
+            ["run_id", "name"],
+            update=["value", "step", "timestamp", "block_run_id"],
+            where_newer="timestamp",
+        )
 
     def latest_metrics(self, run_id: int) -> dict[str, float]:
         with self._read() as conn:

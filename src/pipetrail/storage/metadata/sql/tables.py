@@ -16,7 +16,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-from pipetrail.storage.metadata.sql.types import BigId, JsonDoc, UtcDateTime
+from pipetrail.storage.metadata.sql.types import BigId, EpochTime, JsonDoc, UtcDateTime
 
 __all__ = [
     "artifact",
@@ -177,7 +177,7 @@ metric = Table(
     Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
     Column("name", String(250), nullable=False),
     Column("step", BigId),
-    Column("timestamp", UtcDateTime, nullable=False),
+    Column("timestamp", EpochTime, nullable=False),
     Column("value", Float, nullable=False),
     Index(None, "run_id", "name", "id"),
 )
@@ -189,7 +189,7 @@ latest_metric = Table(
     Column("name", String(250), primary_key=True),
     Column("value", Float, nullable=False),
     Column("step", BigId),
-    Column("timestamp", UtcDateTime, nullable=False),
+    Column("timestamp", EpochTime, nullable=False),
     Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
     Index(None, "name", "value"),
 )

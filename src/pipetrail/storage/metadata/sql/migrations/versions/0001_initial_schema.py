@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
 
 import pipetrail.storage.metadata.sql.types
 
@@ -41,7 +40,7 @@ def upgrade() -> None:
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.Column(
             "data",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=False,
         ),
         sa.Column(
@@ -71,7 +70,7 @@ def upgrade() -> None:
         sa.Column("version", sa.String(length=64), nullable=False),
         sa.Column(
             "dag",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=False,
         ),
         sa.Column(
@@ -115,22 +114,22 @@ def upgrade() -> None:
         sa.Column("origin_run_id", sa.Integer(), nullable=True),
         sa.Column(
             "params",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=False,
         ),
         sa.Column(
             "param_types",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=False,
         ),
         sa.Column(
             "variables",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=False,
         ),
         sa.Column(
             "git",
-            sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), "postgresql"),
+            pipetrail.storage.metadata.sql.types.JsonDoc(),
             nullable=True,
         ),
         sa.Column("code_key", sa.String(length=64), nullable=True),
@@ -304,11 +303,7 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=250), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("step", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column(
-            "timestamp",
-            pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
-            nullable=False,
-        ),
+        sa.Column("timestamp", pipetrail.storage.metadata.sql.types.EpochTime(), nullable=False),
         sa.Column("block_run_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["block_run_id"], ["block_run.id"], name=op.f("fk_latest_metric_block_run_id_block_run")
@@ -335,11 +330,7 @@ def upgrade() -> None:
         sa.Column("block_run_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=250), nullable=False),
         sa.Column("step", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column(
-            "timestamp",
-            pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
-            nullable=False,
-        ),
+        sa.Column("timestamp", pipetrail.storage.metadata.sql.types.EpochTime(), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["block_run_id"], ["block_run.id"], name=op.f("fk_metric_block_run_id_block_run")
