@@ -20,6 +20,9 @@ from pipetrail.errors import CycleError, DefinitionError, ParameterError
 __all__ = ["Pipeline", "Step", "parse_duration", "step"]
 
 
+TIMEOUT_POLICIES = ("failed", "cancelled", "warning")
+
+
 class Step:
     """A step: a plain function plus its options. Calling it calls the function unchanged."""
 
@@ -30,25 +33,64 @@ class Step:
         name: str | None = None,
         outputs: Sequence[str] = (),
         retries: int = 0,
+        retry_delay: str | float | None = None,
+        backoff: float = 1.0,
+        retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
         timeout: str | float | None = None,
+        on_timeout: str = "failed",
+        when: Callable[..., Any] | None = None,
+        optional: Sequence[str] = (),
+        allow_failure: bool = False,
+        foreach: str | None = None,
+        max_parallel: int | None = None,
     ) -> None:
         if not callable(func):
             raise DefinitionError(f"@step expects a function, got {type(func).__name__}")
         self.func = func
         self.name = validate_name("step", name or func.__name__)
+        where = f"step {self.name!r}"
         if isinstance(outputs, str):
             outputs = (outputs,)
         self.outputs = tuple(validate_name("output", o) for o in outputs)
         if len(set(self.outputs)) != len(self.outputs):
-            raise DefinitionError(
-                f"step {self.name!r} declares an output name twice: {self.outputs}"
-            )
-        if not isinstance(retries, int) or retries < 0:
-            raise DefinitionError(
-                f"step {self.name!r}: retries must be an integer >= 0, got {retries!r}"
-            )
+            raise DefinitionError(f"{where} declares an output name twice: {self.outputs}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise DefinitionError(f"{where}: retries must be an integer >= 0, got {retries!r}")
         self.retries = retries
-        self.timeout_s = parse_duration(timeout, what=f"timeout of step {self.name!r}")
+        self.retry_delay_s = parse_duration(retry_delay, what=f"retry_delay of {where}") or 0.0
+        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 1:
+            raise DefinitionError(f"{where}: backoff must be a number >= 1, got {backoff!r}")
+        self.backoff = float(backoff)
+        classes = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
+        if not classes or not all(
+            isinstance(c, type) and issubclass(c, BaseException) for c in classes
+        ):
+            raise DefinitionError(
+                f"{where}: retry_on must be exception classes, e.g. (IOError,), got {retry_on!r}"
+            )
+        self.retry_on: tuple[type[BaseException], ...] = classes
+        self.timeout_s = parse_duration(timeout, what=f"timeout of {where}")
+        if on_timeout not in TIMEOUT_POLICIES:
+            raise DefinitionError(
+                f"{where}: on_timeout must be one of {', '.join(TIMEOUT_POLICIES)}, got {on_timeout!r}"
+            )
+        self.on_timeout = on_timeout
+        if when is not None and not callable(when):
+            raise DefinitionError(f"{where}: when= must be a callable, got {when!r}")
+        self.when = when
+        self.optional = (optional,) if isinstance(optional, str) else tuple(optional)
+        self.allow_failure = bool(allow_failure)
+        if foreach is not None and not isinstance(foreach, str):
+            raise DefinitionError(f"{where}: foreach= names an argument, got {foreach!r}")
+        self.foreach = foreach
+        if max_parallel is not None and (
+            isinstance(max_parallel, bool) or not isinstance(max_parallel, int) or max_parallel < 1
+        ):
+            raise DefinitionError(
+                f"{where}: max_parallel must be an integer >= 1, got {max_parallel!r} "
+                "(0 would never run anything)"
+            )
+        self.max_parallel = max_parallel
         functools.update_wrapper(self, func)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -68,18 +110,21 @@ def step(
     name: str | None = None,
     outputs: Sequence[str] = (),
     retries: int = 0,
+    retry_delay: str | float | None = None,
+    backoff: float = 1.0,
+    retry_on: type[BaseException] | Sequence[type[BaseException]] = (Exception,),
     timeout: str | float | None = None,
+    on_timeout: str = "failed",
+    when: Callable[..., Any] | None = None,
+    optional: Sequence[str] = (),
+    allow_failure: bool = False,
+    foreach: str | None = None,
+    max_parallel: int | None = None,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
 def step(
-    func: Callable[..., Any] | None = None,
-    /,
-    *,
-    name: str | None = None,
-    outputs: Sequence[str] = (),
-    retries: int = 0,
-    timeout: str | float | None = None,
+    func: Callable[..., Any] | None = None, /, **options: Any
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step.
 
@@ -91,14 +136,26 @@ def step(
         name: the step's name; the function's name by default.
         outputs: names for the items of a returned tuple (or keys of a returned dict); each is
             stored as its own artifact and can be consumed by name downstream.
-        retries: how many more attempts a failing step gets.
+        retries: how many more attempts a failing task gets.
+        retry_delay: wait before the first retry (``"5s"``); multiplied by ``backoff`` each time.
+        backoff: factor by which the delay grows per attempt.
+        retry_on: only these exception classes are retried (default: any exception).
         timeout: ``"10m"``, ``"30s"``, ``"2h"`` or seconds.
+        on_timeout: ``"failed"`` (default), ``"cancelled"`` or ``"warning"`` (record and go on).
+        when: a condition; called with the run's parameters and the upstream outputs it names,
+            false means the step is ``condition_failed`` (and so are steps needing its output).
+        optional: inputs this step can run without (it gets None when they were skipped or
+            failed with ``allow_failure``).
+        allow_failure: the run goes on past a failure of this step (like Metaflow's ``@catch``);
+            downstream steps get None for its output.
+        foreach: an argument naming an upstream output or list parameter; one task per element.
+        max_parallel: most tasks of this foreach at once.
     """
     if func is not None:
-        return Step(func)
+        return Step(func, **options)
 
     def decorate(f: Callable[..., Any]) -> Step:
-        return Step(f, name=name, outputs=outputs, retries=retries, timeout=timeout)
+        return Step(f, **options)
 
     return decorate
 
@@ -141,8 +198,35 @@ class Pipeline:
             parameter declarations or a default of the wrong type, each naming the step and argument.
     """
 
-    def __init__(self, name: str, steps: Iterable[Step | Callable[..., Any]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        steps: Iterable[Step | Callable[..., Any]],
+        *,
+        max_concurrent_runs: int | None = None,
+        timeout: str | float | None = None,
+        on_timeout: str = "failed",
+    ) -> None:
         self.name = validate_name("pipeline", name)
+        if max_concurrent_runs is not None and (
+            isinstance(max_concurrent_runs, bool)
+            or not isinstance(max_concurrent_runs, int)
+            or max_concurrent_runs < 1
+        ):
+            raise DefinitionError(
+                f"pipeline {name!r}: max_concurrent_runs must be an integer >= 1 or None "
+                f"(no limit), got {max_concurrent_runs!r}; 0 would queue every run for ever"
+            )
+        if on_timeout not in TIMEOUT_POLICIES:
+            raise DefinitionError(
+                f"pipeline {name!r}: on_timeout must be one of {', '.join(TIMEOUT_POLICIES)}, "
+                f"got {on_timeout!r}"
+            )
+        self._options: dict[str, Any] = {
+            "max_concurrent_runs": max_concurrent_runs,
+            "timeout_s": parse_duration(timeout, what=f"timeout of pipeline {name!r}"),
+            "on_timeout": on_timeout,
+        }
         self.steps: dict[str, Step] = {}
         for item in steps:
             s = item if isinstance(item, Step) else Step(item)
@@ -157,6 +241,7 @@ class Pipeline:
             self.dag = Dag(self.spec.step_names, {s.name: s.upstream for s in self.spec.steps})
         except CycleError as exc:
             raise CycleError(f"pipeline {name!r}: {exc}") from None
+        self._check_conditions()
 
     def _build_spec(self) -> PipelineSpec:
         producers: dict[str, tuple[str, str]] = {}
@@ -179,7 +264,7 @@ class Pipeline:
             ParamSpec(n, p["type"], to_json_value(p["default"]), tuple(p["steps"]))
             for n, p in params.items()
         )
-        return PipelineSpec(self.name, tuple(specs), param_specs, file)
+        return PipelineSpec(self.name, tuple(specs), param_specs, file, **self._options)
 
     def _step_spec(
         self,
@@ -259,7 +344,74 @@ class Pipeline:
             line=line,
             retries=s.retries,
             timeout_s=s.timeout_s,
+            retry_delay_s=s.retry_delay_s,
+            backoff=s.backoff,
+            retry_on=tuple(c.__name__ for c in s.retry_on),
+            on_timeout=s.on_timeout,
+            condition=_source_of(s.when)[0].strip() or repr(s.when) if s.when else None,
+            condition_args=_condition_args(s),
+            optional=self._check_optional(s, inputs),
+            allow_failure=s.allow_failure,
+            foreach=self._check_foreach(s, inputs, names, params),
+            max_parallel=s.max_parallel,
         )
+
+    def _check_optional(self, s: Step, inputs: list[InputSpec]) -> tuple[str, ...]:
+        args = {i.arg for i in inputs}
+        for name in s.optional:
+            if name not in args:
+                raise DefinitionError(
+                    f"step {s.name!r}: optional={name!r} is not one of its inputs "
+                    f"({', '.join(sorted(args)) or 'it has none'})"
+                )
+        return s.optional
+
+    def _check_foreach(
+        self,
+        s: Step,
+        inputs: list[InputSpec],
+        names: list[str],
+        params: dict[str, dict[str, Any]],
+    ) -> str | None:
+        if s.foreach is None:
+            return None
+        if s.foreach in {i.arg for i in inputs}:
+            return s.foreach
+        if s.foreach in names:
+            label = params[s.foreach]["type"]
+            if label not in ("list", "any"):
+                raise DefinitionError(
+                    f"step {s.name!r}: foreach={s.foreach!r} names a parameter of type {label}; "
+                    "it must be a list (or an upstream output)"
+                )
+            return s.foreach
+        raise DefinitionError(
+            f"step {s.name!r}: foreach={s.foreach!r} is not one of its arguments; name the input "
+            "or list parameter whose elements get one task each"
+        )
+
+    def _check_conditions(self) -> None:
+        known_params = {p.name for p in self.spec.params}
+        for spec in self.spec.steps:
+            ancestors = self._ancestors(spec.name)
+            outputs = {o for s in self.spec.steps if s.name in ancestors for o in s.outputs}
+            available = known_params | ancestors | outputs
+            for arg in spec.condition_args:
+                if arg not in available:
+                    raise DefinitionError(
+                        f"step {spec.name!r}: its when= condition takes {arg!r}, which is neither "
+                        "a pipeline parameter nor the output of an upstream step"
+                    )
+
+    def _ancestors(self, name: str) -> set[str]:
+        seen: set[str] = set()
+        todo = list(self.dag.upstream(name))
+        while todo:
+            current = todo.pop()
+            if current not in seen:
+                seen.add(current)
+                todo.extend(self.dag.upstream(current))
+        return seen
 
     @property
     def version(self) -> str:
@@ -299,6 +451,26 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name} steps={list(self.steps)}>"
+
+
+def _condition_args(s: Step) -> tuple[str, ...]:
+    if s.when is None:
+        return ()
+    try:
+        signature = inspect.signature(s.when)
+    except (TypeError, ValueError):
+        return ()
+    names = []
+    for arg in signature.parameters.values():
+        if arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD):
+            continue
+        if arg.kind is arg.POSITIONAL_ONLY:
+            raise DefinitionError(
+                f"step {s.name!r}: the when= condition's arguments are passed by name; "
+                f"{arg.name!r} is positional-only"
+            )
+        names.append(arg.name)
+    return tuple(names)
 
 
 def _source_of(func: Callable[..., Any]) -> tuple[str, str | None, int | None]:

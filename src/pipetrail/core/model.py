@@ -69,6 +69,16 @@ class StepSpec:
     line: int | None = None
     retries: int = 0
     timeout_s: float | None = None
+    retry_delay_s: float = 0.0
+    backoff: float = 1.0
+    retry_on: tuple[str, ...] = ("Exception",)
+    on_timeout: str = "failed"
+    condition: str | None = None
+    condition_args: tuple[str, ...] = ()
+    optional: tuple[str, ...] = ()
+    allow_failure: bool = False
+    foreach: str | None = None
+    max_parallel: int | None = None
 
     @property
     def upstream(self) -> tuple[str, ...]:
@@ -89,6 +99,16 @@ class StepSpec:
             "line": self.line,
             "retries": self.retries,
             "timeout_s": self.timeout_s,
+            "retry_delay_s": self.retry_delay_s,
+            "backoff": self.backoff,
+            "retry_on": list(self.retry_on),
+            "on_timeout": self.on_timeout,
+            "condition": self.condition,
+            "condition_args": list(self.condition_args),
+            "optional": list(self.optional),
+            "allow_failure": self.allow_failure,
+            "foreach": self.foreach,
+            "max_parallel": self.max_parallel,
         }
 
     @classmethod
@@ -106,6 +126,16 @@ class StepSpec:
             line=data.get("line"),
             retries=int(data.get("retries", 0)),
             timeout_s=data.get("timeout_s"),
+            retry_delay_s=float(data.get("retry_delay_s", 0.0)),
+            backoff=float(data.get("backoff", 1.0)),
+            retry_on=tuple(data.get("retry_on", ("Exception",))),
+            on_timeout=data.get("on_timeout", "failed"),
+            condition=data.get("condition"),
+            condition_args=tuple(data.get("condition_args", ())),
+            optional=tuple(data.get("optional", ())),
+            allow_failure=bool(data.get("allow_failure", False)),
+            foreach=data.get("foreach"),
+            max_parallel=data.get("max_parallel"),
         )
 
 
@@ -117,6 +147,9 @@ class PipelineSpec:
     steps: tuple[StepSpec, ...]
     params: tuple[ParamSpec, ...] = ()
     file: str | None = None
+    max_concurrent_runs: int | None = None
+    timeout_s: float | None = None
+    on_timeout: str = "failed"
 
     @property
     def version(self) -> str:
@@ -151,6 +184,9 @@ class PipelineSpec:
             "file": self.file,
             "steps": [s.to_dict() for s in self.steps],
             "params": [p.to_dict() for p in self.params],
+            "max_concurrent_runs": self.max_concurrent_runs,
+            "timeout_s": self.timeout_s,
+            "on_timeout": self.on_timeout,
         }
 
     @classmethod
@@ -163,6 +199,9 @@ class PipelineSpec:
                 for p in data.get("params", ())
             ),
             file=data.get("file"),
+            max_concurrent_runs=data.get("max_concurrent_runs"),
+            timeout_s=data.get("timeout_s"),
+            on_timeout=data.get("on_timeout", "failed"),
         )
 
 

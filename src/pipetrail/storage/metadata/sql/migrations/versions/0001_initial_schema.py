@@ -38,11 +38,7 @@ def upgrade() -> None:
         "environment",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
-        sa.Column(
-            "data",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=False,
-        ),
+        sa.Column("data", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
         sa.Column(
             "created_at",
             pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
@@ -68,11 +64,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("pipeline_id", sa.Integer(), nullable=False),
         sa.Column("version", sa.String(length=64), nullable=False),
-        sa.Column(
-            "dag",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=False,
-        ),
+        sa.Column("dag", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
         sa.Column(
             "created_at",
             pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
@@ -112,26 +104,10 @@ def upgrade() -> None:
         sa.Column("host", sa.String(length=255), nullable=False),
         sa.Column("trigger", sa.String(length=32), nullable=False),
         sa.Column("origin_run_id", sa.Integer(), nullable=True),
-        sa.Column(
-            "params",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=False,
-        ),
-        sa.Column(
-            "param_types",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=False,
-        ),
-        sa.Column(
-            "variables",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=False,
-        ),
-        sa.Column(
-            "git",
-            pipetrail.storage.metadata.sql.types.JsonDoc(),
-            nullable=True,
-        ),
+        sa.Column("params", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
+        sa.Column("param_types", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
+        sa.Column("variables", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
+        sa.Column("git", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=True),
         sa.Column("code_key", sa.String(length=64), nullable=True),
         sa.Column("environment_id", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
@@ -140,6 +116,13 @@ def upgrade() -> None:
             pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
             nullable=True,
         ),
+        sa.Column(
+            "cancel_requested_at",
+            pipetrail.storage.metadata.sql.types.UtcDateTime(timezone=True),
+            nullable=True,
+        ),
+        sa.Column("cancel_reason", sa.Text(), nullable=True),
+        sa.Column("timeout_s", sa.Float(), nullable=True),
         sa.Column("runner_host", sa.String(length=255), nullable=True),
         sa.Column("runner_pid", sa.Integer(), nullable=True),
         sa.ForeignKeyConstraint(
@@ -212,8 +195,16 @@ def upgrade() -> None:
         sa.Column("exception_message", sa.Text(), nullable=True),
         sa.Column("traceback", sa.Text(), nullable=True),
         sa.Column("failed_upstream", sa.String(length=200), nullable=True),
+        sa.Column("reused_from_task_id", sa.Integer(), nullable=True),
+        sa.Column("allowed_failure", sa.Boolean(), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
         sa.Column("host", sa.String(length=255), nullable=True),
         sa.Column("pid", sa.Integer(), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["reused_from_task_id"],
+            ["block_run.id"],
+            name=op.f("fk_block_run_reused_from_task_id_block_run"),
+        ),
         sa.ForeignKeyConstraint(
             ["run_id"], ["pipeline_run.id"], name=op.f("fk_block_run_run_id_pipeline_run")
         ),
@@ -303,7 +294,11 @@ def upgrade() -> None:
         sa.Column("name", sa.String(length=250), nullable=False),
         sa.Column("value", sa.Float(), nullable=False),
         sa.Column("step", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("timestamp", pipetrail.storage.metadata.sql.types.EpochTime(), nullable=False),
+        sa.Column(
+            "timestamp",
+            pipetrail.storage.metadata.sql.types.EpochTime(precision=53),
+            nullable=False,
+        ),
         sa.Column("block_run_id", sa.Integer(), nullable=False),
         sa.ForeignKeyConstraint(
             ["block_run_id"], ["block_run.id"], name=op.f("fk_latest_metric_block_run_id_block_run")
@@ -330,7 +325,11 @@ def upgrade() -> None:
         sa.Column("block_run_id", sa.Integer(), nullable=False),
         sa.Column("name", sa.String(length=250), nullable=False),
         sa.Column("step", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True),
-        sa.Column("timestamp", pipetrail.storage.metadata.sql.types.EpochTime(), nullable=False),
+        sa.Column(
+            "timestamp",
+            pipetrail.storage.metadata.sql.types.EpochTime(precision=53),
+            nullable=False,
+        ),
         sa.Column("value", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["block_run_id"], ["block_run.id"], name=op.f("fk_metric_block_run_id_block_run")
@@ -355,6 +354,7 @@ def upgrade() -> None:
         ),
         sa.Column("run_id", sa.Integer(), nullable=False),
         sa.Column("block_run_id", sa.Integer(), nullable=True),
+        sa.Column("kind", sa.String(length=16), nullable=False),
         sa.Column("status", sa.String(length=32), nullable=False),
         sa.Column("previous", sa.String(length=32), nullable=True),
         sa.Column(

@@ -1,0 +1,509 @@
+"""Runs in the SQL store: creation, status changes, tags, cancel requests, slots, lost runners."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, and_, func, insert, select, update
+
+from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
+from pipetrail.core.params import flatten
+from pipetrail.core.status import (
+    RUN_TERMINAL,
+    TASK_TERMINAL,
+    RunStatus,
+    TaskStatus,
+    check_run_transition,
+)
+from pipetrail.errors import NotFoundError
+from pipetrail.storage.metadata.base import NewRun, RunQuery
+from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.session import SqlSession, patient
+from pipetrail.storage.metadata.sql.session import now as _now
+from pipetrail.storage.metadata.sql.tables import (
+    block_run,
+    environment,
+    pipeline,
+    pipeline_run,
+    pipeline_version,
+    run_event,
+    run_param,
+    run_tag,
+)
+
+__all__ = ["RunRows"]
+
+
+class RunRows(SqlSession):
+    """The run half of the metadata store."""
+
+    @patient("write")
+    def create_run(self, new: NewRun) -> RunRecord:
+        """Record a new run in ``initial`` with everything known before it starts, atomically."""
+        now = _now()
+        with self._write() as conn:
+            pipeline_id = self._pipeline_id(conn, new.spec.name, now)
+            version_id = self._version_id(conn, pipeline_id, new.spec, now)
+            env_id = None
+            if new.environment is not None:
+                env_hash, env_data = new.environment
+                upsert(
+                    conn,
+                    environment,
+                    [{"hash": env_hash, "data": env_data, "created_at": now}],
+                    ["hash"],
+                )
+                env_id = conn.execute(
+                    select(environment.c.id).where(environment.c.hash == env_hash)
+                ).scalar_one()
+            run_id = conn.execute(
+                insert(pipeline_run)
+                .values(
+                    pipeline_id=pipeline_id,
+                    version_id=version_id,
+                    status=RunStatus.INITIAL.value,
+                    created_at=now,
+                    user=new.user,
+                    host=new.host,
+                    trigger=new.trigger,
+                    origin_run_id=new.origin_run_id,
+                    params=new.params,
+                    param_types=new.param_types,
+                    variables=new.variables,
+                    git=new.git,
+                    code_key=new.code_key,
+                    environment_id=env_id,
+                    runner_host=new.host,
+                    runner_pid=new.runner_pid,
+                    heartbeat_at=now,
+                )
+                .returning(pipeline_run.c.id)
+            ).scalar_one()
+            param_rows = [_param_row(run_id, k, v) for k, v in _flat_params(new.params)]
+            if param_rows:
+                conn.execute(insert(run_param), param_rows)
+            tag_rows = [{"run_id": run_id, "tag": t, "system": True} for t in new.system_tags]
+            tag_rows += [
+                {"run_id": run_id, "tag": t, "system": False}
+                for t in dict.fromkeys(new.user_tags)
+                if t not in new.system_tags
+            ]
+            if tag_rows:
+                conn.execute(insert(run_tag), tag_rows)
+            conn.execute(
+                insert(run_event),
+                {"run_id": run_id, "status": RunStatus.INITIAL.value, "at": now},
+            )
+        return self.get_run(run_id)
+
+    def _pipeline_id(self, conn: Connection, name: str, now: datetime) -> int:
+        upsert(conn, pipeline, [{"name": name, "created_at": now}], ["name"])
+        return int(conn.execute(select(pipeline.c.id).where(pipeline.c.name == name)).scalar_one())
+
+    def _version_id(
+        self, conn: Connection, pipeline_id: int, spec: PipelineSpec, now: datetime
+    ) -> int:
+        row = {
+            "pipeline_id": pipeline_id,
+            "version": spec.version,
+            "dag": spec.to_dict(),
+            "created_at": now,
+        }
+        upsert(conn, pipeline_version, [row], ["pipeline_id", "version"])
+        return int(
+            conn.execute(
+                select(pipeline_version.c.id).where(
+                    pipeline_version.c.pipeline_id == pipeline_id,
+                    pipeline_version.c.version == spec.version,
+                )
+            ).scalar_one()
+        )
+
+    @patient("write")
+    def set_run_status(
+        self,
+        run_id: int,
+        status: RunStatus,
+        *,
+        error: str | None = None,
+        message: str | None = None,
+    ) -> RunRecord:
+        """Move a run to ``status`` (checked against the state machine) and record the event."""
+        with self._write() as conn:
+            query = select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
+            if for_update(conn):
+                query = query.with_for_update()
+            current = conn.execute(query).scalar_one_or_none()
+            if current is None:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            self._set_status(conn, run_id, RunStatus(current), status, error, message)
+        return self.get_run(run_id)
+
+    def _set_status(
+        self,
+        conn: Connection,
+        run_id: int,
+        current: RunStatus,
+        status: RunStatus,
+        error: str | None,
+        message: str | None,
+    ) -> None:
+        check_run_transition(current, status)
+        at = _now()
+        values: dict[str, Any] = {"status": status.value, "heartbeat_at": at}
+        if status is RunStatus.RUNNING:
+            values["started_at"] = at
+        if status in RUN_TERMINAL:
+            started = conn.execute(
+                select(pipeline_run.c.started_at).where(pipeline_run.c.id == run_id)
+            ).scalar_one()
+            values["finished_at"] = at
+            values["duration_s"] = (at - (started or at)).total_seconds()
+            if started is None:
+                values["started_at"] = at
+        if error is not None:
+            values["error"] = error
+        conn.execute(update(pipeline_run).where(pipeline_run.c.id == run_id).values(**values))
+        conn.execute(
+            insert(run_event),
+            {
+                "run_id": run_id,
+                "status": status.value,
+                "previous": current.value,
+                "at": at,
+                "message": message or error,
+            },
+        )
+
+    @patient("write")
+    def heartbeat(self, run_id: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(pipeline_run).where(pipeline_run.c.id == run_id).values(heartbeat_at=_now())
+            )
+
+    @patient("write")
+    def add_tags(self, run_id: int, tags: Iterable[str], *, system: bool = False) -> None:
+        """Add tags to a run; a tag it already has (user or system) is left as it is."""
+        rows = [{"run_id": run_id, "tag": t, "system": system} for t in dict.fromkeys(tags)]
+        with self._write() as conn:
+            upsert(conn, run_tag, rows, ["run_id", "tag"])
+
+    @patient("read")
+    def get_run(self, run_id: int) -> RunRecord:
+        with self._read() as conn:
+            runs = self._runs(conn, [pipeline_run.c.id == run_id], limit=1)
+        if not runs:
+            raise NotFoundError(f"no run with id {run_id} in the store")
+        return runs[0]
+
+    @patient("read")
+    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+        """Runs matching ``query``, newest first."""
+        conditions: list[Any] = []
+        if query.pipeline is not None:
+            conditions.append(pipeline.c.name == query.pipeline)
+        if query.statuses:
+            conditions.append(pipeline_run.c.status.in_([s.value for s in query.statuses]))
+        if query.since is not None:
+            conditions.append(pipeline_run.c.created_at >= query.since)
+        for tag in query.tags:
+            conditions.append(
+                pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
+            )
+        with self._read() as conn:
+            return self._runs(conn, conditions, limit=query.limit)
+
+    def _runs(
+        self, conn: Connection, conditions: Sequence[Any], limit: int | None
+    ) -> list[RunRecord]:
+        stmt = (
+            select(
+                pipeline_run,
+                pipeline.c.name.label("pipeline_name"),
+                pipeline_version.c.version.label("version"),
+                pipeline_version.c.dag.label("dag"),
+                environment.c.hash.label("environment_hash"),
+            )
+            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+            .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
+            .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
+            .where(and_(True, *conditions))
+            .order_by(pipeline_run.c.id.desc())
+        )
+        if limit is not None:
+            stmt = stmt.limit(limit)
+        rows = conn.execute(stmt).mappings().all()
+        if not rows:
+            return []
+        ids = [r["id"] for r in rows]
+        tags: dict[int, tuple[list[str], list[str]]] = {i: ([], []) for i in ids}
+        for t in conn.execute(
+            select(run_tag).where(run_tag.c.run_id.in_(ids)).order_by(run_tag.c.tag)
+        ):
+            tags[t.run_id][1 if t.system else 0].append(t.tag)
+        return [
+            RunRecord(
+                id=r["id"],
+                pipeline=r["pipeline_name"],
+                version=r["version"],
+                status=RunStatus(r["status"]),
+                created_at=r["created_at"],
+                started_at=r["started_at"],
+                finished_at=r["finished_at"],
+                user=r["user"],
+                host=r["host"],
+                trigger=r["trigger"],
+                params=r["params"],
+                param_types=r["param_types"],
+                variables=r["variables"],
+                user_tags=tuple(tags[r["id"]][0]),
+                system_tags=tuple(tags[r["id"]][1]),
+                origin_run_id=r["origin_run_id"],
+                error=r["error"],
+                git=r["git"],
+                code_key=r["code_key"],
+                environment_hash=r["environment_hash"],
+                dag=r["dag"],
+            )
+            for r in rows
+        ]
+
+    @patient("read")
+    def get_environment(self, env_hash: str) -> dict[str, Any]:
+        with self._read() as conn:
+            data = conn.execute(
+                select(environment.c.data).where(environment.c.hash == env_hash)
+            ).scalar_one_or_none()
+        if data is None:
+            raise NotFoundError(f"no environment {env_hash!r} in the store")
+        return dict(data)
+
+    @patient("read")
+    def count_environments(self) -> int:
+        with self._read() as conn:
+            return int(conn.execute(select(func.count()).select_from(environment)).scalar_one())
+
+    @patient("read")
+    def events(self, run_id: int) -> list[EventRecord]:
+        """The run's whole status history (run and task events), oldest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(run_event).where(run_event.c.run_id == run_id).order_by(run_event.c.id)
+            ).all()
+        return [
+            EventRecord(r.run_id, r.block_run_id, r.status, r.at, r.previous, r.message)
+            for r in rows
+        ]
+
+    @patient("write")
+    def record_event(
+        self, run_id: int, kind: str, message: str, *, task_id: int | None = None
+    ) -> None:
+        """Record something that happened to a run that is not a status change (a timeout breach)."""
+        with self._write() as conn:
+            status = conn.execute(
+                select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
+            ).scalar_one()
+            if task_id is not None:
+                status = conn.execute(
+                    select(block_run.c.status).where(block_run.c.id == task_id)
+                ).scalar_one()
+                conn.execute(
+                    update(block_run).where(block_run.c.id == task_id).values(note=message)
+                )
+            conn.execute(
+                insert(run_event),
+                {
+                    "run_id": run_id,
+                    "block_run_id": task_id,
+                    "kind": kind,
+                    "status": status,
+                    "at": _now(),
+                    "message": message,
+                },
+            )
+
+    @patient("write")
+    def request_cancel(self, run_id: int, reason: str) -> RunRecord:
+        """Ask the runner of a run to cancel it; its runner acts on it within a second or two.
+
+        Raises:
+            NotFoundError: no such run.
+            InvalidTransitionError: the run has already ended.
+        """
+        with self._write() as conn:
+            query = select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
+            if for_update(conn):
+                query = query.with_for_update()
+            status = conn.execute(query).scalar_one_or_none()
+            if status is None:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            check_run_transition(RunStatus(status), RunStatus.CANCELLED)
+            at = _now()
+            conn.execute(
+                update(pipeline_run)
+                .where(pipeline_run.c.id == run_id, pipeline_run.c.cancel_requested_at.is_(None))
+                .values(cancel_requested_at=at, cancel_reason=reason)
+            )
+            conn.execute(
+                insert(run_event),
+                {
+                    "run_id": run_id,
+                    "kind": "cancel_requested",
+                    "status": status,
+                    "at": at,
+                    "message": reason,
+                },
+            )
+        return self.get_run(run_id)
+
+    @patient("read")
+    def cancel_requested(self, run_id: int) -> str | None:
+        """The reason given when someone asked to cancel this run, or None."""
+        with self._read() as conn:
+            row = conn.execute(
+                select(pipeline_run.c.cancel_requested_at, pipeline_run.c.cancel_reason).where(
+                    pipeline_run.c.id == run_id
+                )
+            ).first()
+        if row is None or row.cancel_requested_at is None:
+            return None
+        return str(row.cancel_reason or "cancel requested")
+
+    @patient("write")
+    def claim_slot(self, run_id: int, limit: int | None) -> bool:
+        """Start a waiting run (``initial`` → ``running``) if its pipeline has a free slot.
+
+        Runs of one pipeline start in the order they were created: a run waits while an older
+        run of the same pipeline waits. With no ``limit`` the run starts at once.
+        """
+        with self._write() as conn:
+            row = conn.execute(
+                select(pipeline_run.c.pipeline_id, pipeline_run.c.status).where(
+                    pipeline_run.c.id == run_id
+                )
+            ).one()
+            if row.status != RunStatus.INITIAL.value:
+                return False
+            if limit is not None:
+                lock = select(pipeline.c.id).where(pipeline.c.id == row.pipeline_id)
+                if for_update(conn):
+                    # Claims of one pipeline queue on its row, so two runners never both count
+                    # the same free slot.
+                    conn.execute(lock.with_for_update())
+                same = pipeline_run.c.pipeline_id == row.pipeline_id
+                running = conn.execute(
+                    select(func.count())
+                    .select_from(pipeline_run)
+                    .where(same, pipeline_run.c.status == RunStatus.RUNNING.value)
+                ).scalar_one()
+                older_waiting = conn.execute(
+                    select(func.count())
+                    .select_from(pipeline_run)
+                    .where(
+                        same,
+                        pipeline_run.c.status == RunStatus.INITIAL.value,
+                        pipeline_run.c.id < run_id,
+                        pipeline_run.c.cancel_requested_at.is_(None),
+                    )
+                ).scalar_one()
+                if running >= limit or older_waiting:
+                    return False
+            self._set_status(conn, run_id, RunStatus.INITIAL, RunStatus.RUNNING, None, None)
+        return True
+
+    @patient("read")
+    def unfinished_runs(self) -> list[RunRecord]:
+        """Runs that are waiting or running, whoever runs them."""
+        with self._read() as conn:
+            return self._runs(
+                conn,
+                [pipeline_run.c.status.in_([RunStatus.INITIAL.value, RunStatus.RUNNING.value])],
+                limit=None,
+            )
+
+    @patient("write")
+    def mark_lost(self, run_id: int, reason: str, *, stale_before: datetime | None = None) -> bool:
+        """Fail a run whose runner is gone, and its unfinished tasks, with ``reason``.
+
+        With ``stale_before``, only if its heartbeat is still older than that (another process
+        may have just marked it, or the runner may have come back). Returns whether it was marked.
+        """
+        with self._write() as conn:
+            query = select(
+                pipeline_run.c.status, pipeline_run.c.heartbeat_at, pipeline_run.c.started_at
+            ).where(pipeline_run.c.id == run_id)
+            if for_update(conn):
+                query = query.with_for_update()
+            row = conn.execute(query).first()
+            if row is None or RunStatus(row.status) in RUN_TERMINAL:
+                return False
+            if stale_before is not None and row.heartbeat_at and row.heartbeat_at >= stale_before:
+                return False
+            at = _now()
+            open_tasks = conn.execute(
+                select(block_run.c.id, block_run.c.status).where(
+                    block_run.c.run_id == run_id,
+                    block_run.c.status.notin_([s.value for s in TASK_TERMINAL]),
+                )
+            ).all()
+            for task in open_tasks:
+                conn.execute(
+                    update(block_run)
+                    .where(block_run.c.id == task.id)
+                    .values(
+                        status=TaskStatus.FAILED.value,
+                        finished_at=at,
+                        exception_type="RunnerLostError",
+                        exception_message=reason,
+                    )
+                )
+                conn.execute(
+                    insert(run_event),
+                    {
+                        "run_id": run_id,
+                        "block_run_id": task.id,
+                        "status": TaskStatus.FAILED.value,
+                        "previous": task.status,
+                        "at": at,
+                        "message": reason,
+                    },
+                )
+            self._set_status(conn, run_id, RunStatus(row.status), RunStatus.FAILED, reason, reason)
+        return True
+
+
+def _flat_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    for name, value in params.items():
+        yield from flatten(value, name)
+
+
+def _param_row(run_id: int, key: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {
+            "run_id": run_id,
+            "key": key,
+            "type": "bool",
+            "value_num": float(value),
+            "value_text": str(value).lower(),
+        }
+    if isinstance(value, (int, float)):
+        return {
+            "run_id": run_id,
+            "key": key,
+            "type": "number",
+            "value_num": float(value),
+            "value_text": repr(value),
+        }
+    if value is None:
+        return {"run_id": run_id, "key": key, "type": "null", "value_num": None, "value_text": None}
+    return {
+        "run_id": run_id,
+        "key": key,
+        "type": "str",
+        "value_num": None,
+        "value_text": str(value),
+    }

@@ -1,0 +1,387 @@
+"""Task attempts (block runs) in the SQL store: statuses, outcomes, logs, reuse and lineage links."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
+from pipetrail.core.status import TASK_TRANSITIONS, TaskStatus, check_task_transition
+from pipetrail.errors import NotFoundError
+from pipetrail.storage.metadata.base import NewLink, TaskOutcome
+from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.session import SqlSession, patient
+from pipetrail.storage.metadata.sql.session import now as _now
+from pipetrail.storage.metadata.sql.tables import (
+    artifact,
+    artifact_link,
+    block_run,
+    run_event,
+    run_tag,
+    task_log,
+)
+
+__all__ = ["TaskRows"]
+
+
+class TaskRows(SqlSession):
+    """The task half of the metadata store."""
+
+    @patient("write")
+    def create_tasks(
+        self, run_id: int, steps: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], int]:
+        """Create task attempts in ``initial``; ``steps`` are (step, task_index, attempt) keys."""
+        now = _now()
+        ids: dict[tuple[str, int, int], int] = {}
+        if not steps:
+            return ids
+        rows = [
+            {
+                "run_id": run_id,
+                "step": step,
+                "task_index": index,
+                "attempt": attempt,
+                "status": TaskStatus.INITIAL.value,
+                "created_at": now,
+            }
+            for step, index, attempt in steps
+        ]
+        with self._write() as conn:
+            # One statement for all rows; ids come back in the order the rows were given.
+            created = conn.execute(
+                insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
+            ).scalars()
+            ids = {key: int(task_id) for key, task_id in zip(steps, created, strict=True)}
+            if ids:
+                conn.execute(
+                    insert(run_event),
+                    [
+                        {
+                            "run_id": run_id,
+                            "block_run_id": i,
+                            "status": TaskStatus.INITIAL.value,
+                            "at": now,
+                        }
+                        for i in ids.values()
+                    ],
+                )
+        return ids
+
+    @patient("write")
+    def set_task_status(
+        self,
+        task_id: int,
+        status: TaskStatus,
+        *,
+        message: str | None = None,
+        failed_upstream: str | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+    ) -> None:
+        """Move a task through one or more statuses up to ``status``, each an event."""
+        with self._write() as conn:
+            run_id, current = self._task_state(conn, task_id)
+            now = _now()
+            path = _path(current, status)
+            values: dict[str, Any] = {"status": status.value}
+            if status is TaskStatus.RUNNING:
+                values.update(started_at=now, host=host, pid=pid)
+            if failed_upstream is not None:
+                values["failed_upstream"] = failed_upstream
+            if status in (
+                TaskStatus.UPSTREAM_FAILED,
+                TaskStatus.CONDITION_FAILED,
+                TaskStatus.CANCELLED,
+            ):
+                values["finished_at"] = now
+            conn.execute(update(block_run).where(block_run.c.id == task_id).values(**values))
+            self._task_events(conn, run_id, task_id, current, path, now, message)
+
+    @patient("write")
+    def finish_task(self, task_id: int, outcome: TaskOutcome) -> None:
+        """Record a task's end, its resources, logs, error and artifact links in one transaction."""
+        with self._write() as conn:
+            run_id, current = self._task_state(conn, task_id)
+            now = _now()
+            path = _path(current, outcome.status)
+            started = outcome.started_at
+            finished = outcome.finished_at or now
+            conn.execute(
+                update(block_run)
+                .where(block_run.c.id == task_id)
+                .values(
+                    status=outcome.status.value,
+                    started_at=started,
+                    finished_at=finished,
+                    duration_s=(finished - started).total_seconds() if started else None,
+                    cpu_time_s=outcome.cpu_time_s,
+                    peak_memory_bytes=outcome.peak_memory_bytes,
+                    gpu_peak_memory_bytes=outcome.gpu_peak_memory_bytes,
+                    exception_type=outcome.exception_type,
+                    exception_message=outcome.exception_message,
+                    traceback=outcome.traceback,
+                )
+            )
+            logs = [
+                {"block_run_id": task_id, "stream": name, "text": text}
+                for name, text in (("stdout", outcome.stdout), ("stderr", outcome.stderr))
+                if text
+            ]
+            if logs:
+                upsert(conn, task_log, logs, ["block_run_id", "stream"], update=["text"])
+            self._links(conn, run_id, task_id, outcome.links, now)
+            if outcome.tags:
+                rows = [
+                    {"run_id": run_id, "tag": t, "system": False}
+                    for t in dict.fromkeys(outcome.tags)
+                ]
+                upsert(conn, run_tag, rows, ["run_id", "tag"])
+            message = (
+                outcome.exception_message
+                and f"{outcome.exception_type}: {outcome.exception_message}"
+            )
+            self._task_events(conn, run_id, task_id, current, path, now, message)
+
+    def _links(
+        self, conn: Connection, run_id: int, task_id: int, links: Sequence[NewLink], now: datetime
+    ) -> None:
+        if not links:
+            return
+        objects = {
+            link.artifact.key: {
+                "key": link.artifact.key,
+                "size": link.artifact.size,
+                "serializer": link.artifact.serializer,
+                "content_type": link.artifact.content_type,
+                "type_name": link.artifact.type_name,
+                "created_at": now,
+            }
+            for link in links
+        }
+        upsert(conn, artifact, list(objects.values()), ["key"])
+        conn.execute(
+            insert(artifact_link),
+            [
+                {
+                    "run_id": run_id,
+                    "block_run_id": task_id,
+                    "direction": link.direction,
+                    "name": link.name,
+                    "kind": link.kind,
+                    "artifact_key": link.artifact.key,
+                    "source_uri": link.source_uri,
+                    "producer_block_run_id": link.producer_task_id,
+                }
+                for link in links
+            ],
+        )
+
+    def _task_state(self, conn: Connection, task_id: int) -> tuple[int, TaskStatus]:
+        query = select(block_run.c.run_id, block_run.c.status).where(block_run.c.id == task_id)
+        if for_update(conn):
+            query = query.with_for_update()
+        row = conn.execute(query).first()
+        if row is None:
+            raise NotFoundError(f"no task with id {task_id}")
+        return int(row.run_id), TaskStatus(row.status)
+
+    def _task_events(
+        self,
+        conn: Connection,
+        run_id: int,
+        task_id: int,
+        current: TaskStatus,
+        path: Sequence[TaskStatus],
+        at: datetime,
+        message: str | None,
+    ) -> None:
+        previous = current
+        rows = []
+        for i, status in enumerate(path):
+            last = i == len(path) - 1
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "block_run_id": task_id,
+                    "status": status.value,
+                    "previous": previous.value,
+                    "at": at,
+                    "message": message if last else None,
+                }
+            )
+            previous = status
+        if rows:
+            conn.execute(insert(run_event), rows)
+
+    @patient("read")
+    def tasks(self, run_id: int) -> list[TaskRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(block_run).where(block_run.c.run_id == run_id).order_by(block_run.c.id)
+            ).all()
+        return [_task(r) for r in rows]
+
+    @patient("read")
+    def get_task(self, task_id: int) -> TaskRecord:
+        with self._read() as conn:
+            row = conn.execute(select(block_run).where(block_run.c.id == task_id)).first()
+        if row is None:
+            raise NotFoundError(f"no task with id {task_id} in the store")
+        return _task(row)
+
+    @patient("read")
+    def logs(self, task_id: int) -> dict[str, str]:
+        with self._read() as conn:
+            rows = conn.execute(select(task_log).where(task_log.c.block_run_id == task_id)).all()
+        return {r.stream: r.text for r in rows}
+
+    @patient("read")
+    def links(self, run_id: int) -> list[ArtifactLink]:
+        """Every lineage edge of a run's tasks, in the order they were recorded."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(artifact_link, artifact)
+                .join(artifact, artifact.c.key == artifact_link.c.artifact_key)
+                .where(artifact_link.c.run_id == run_id)
+                .order_by(artifact_link.c.id)
+            ).all()
+        return [
+            ArtifactLink(
+                task_id=r.block_run_id,
+                run_id=r.run_id,
+                direction=r.direction,
+                name=r.name,
+                kind=r.kind,
+                artifact=ArtifactRecord(r.key, r.size, r.serializer, r.content_type, r.type_name),
+                source_uri=r.source_uri,
+                producer_task_id=r.producer_block_run_id,
+            )
+            for r in rows
+        ]
+
+    @patient("read")
+    def artifact(self, key: str) -> ArtifactRecord:
+        with self._read() as conn:
+            r = conn.execute(select(artifact).where(artifact.c.key == key)).first()
+        if r is None:
+            raise NotFoundError(f"no artifact {key!r} in the store")
+        return ArtifactRecord(r.key, r.size, r.serializer, r.content_type, r.type_name)
+
+    @patient("write")
+    def reuse_task(self, task_id: int, origin_task_id: int, message: str) -> list[ArtifactLink]:
+        """Complete a task by reusing an earlier task's outputs (a retry's completed steps).
+
+        The outputs are linked, not copied: the new task points at the same artifacts and
+        records which task it reuses. Returns the links now held by the new task.
+        """
+        with self._write() as conn:
+            run_id, current = self._task_state(conn, task_id)
+            origin = conn.execute(select(block_run).where(block_run.c.id == origin_task_id)).first()
+            if origin is None:
+                raise NotFoundError(f"no task with id {origin_task_id} to reuse")
+            at = _now()
+            conn.execute(
+                update(block_run)
+                .where(block_run.c.id == task_id)
+                .values(
+                    status=TaskStatus.COMPLETED.value,
+                    reused_from_task_id=origin_task_id,
+                    started_at=origin.started_at,
+                    finished_at=origin.finished_at,
+                    duration_s=origin.duration_s,
+                    note=message,
+                )
+            )
+            rows = conn.execute(
+                select(artifact_link).where(
+                    artifact_link.c.block_run_id == origin_task_id,
+                    artifact_link.c.direction == "output",
+                )
+            ).all()
+            if rows:
+                conn.execute(
+                    insert(artifact_link),
+                    [
+                        {
+                            "run_id": run_id,
+                            "block_run_id": task_id,
+                            "direction": "output",
+                            "name": r.name,
+                            "kind": r.kind,
+                            "artifact_key": r.artifact_key,
+                            "source_uri": r.source_uri,
+                            "producer_block_run_id": origin_task_id,
+                        }
+                        for r in rows
+                    ],
+                )
+            check_task_transition(current, TaskStatus.COMPLETED)
+            conn.execute(
+                insert(run_event),
+                {
+                    "run_id": run_id,
+                    "block_run_id": task_id,
+                    "kind": "reused",
+                    "status": TaskStatus.COMPLETED.value,
+                    "previous": current.value,
+                    "at": at,
+                    "message": message,
+                },
+            )
+        return [link for link in self.links(run_id) if link.task_id == task_id]
+
+    @patient("write")
+    def skip_task(self, task_id: int, status: TaskStatus, message: str) -> None:
+        """End a task that never ran: nothing to do (a foreach over no items) and the like."""
+        self.set_task_status(task_id, status, message=message)
+
+
+def _path(current: TaskStatus, target: TaskStatus) -> list[TaskStatus]:
+    """The statuses a task passes through from ``current`` to ``target`` (shortest legal route)."""
+    if current == target:
+        return []
+    route = {
+        TaskStatus.INITIAL: [TaskStatus.QUEUED, TaskStatus.RUNNING],
+        TaskStatus.QUEUED: [TaskStatus.RUNNING],
+    }
+    steps: list[TaskStatus] = []
+    here = current
+    for middle in route.get(current, []):
+        if target in _allowed(here):
+            break
+        steps.append(middle)
+        here = middle
+    check_task_transition(here, target)
+    steps.append(target)
+    return steps
+
+
+def _allowed(status: TaskStatus) -> frozenset[TaskStatus]:
+    return TASK_TRANSITIONS[status]
+
+
+def _task(r: Any) -> TaskRecord:
+    return TaskRecord(
+        id=r.id,
+        run_id=r.run_id,
+        step=r.step,
+        task_index=r.task_index,
+        attempt=r.attempt,
+        status=TaskStatus(r.status),
+        created_at=r.created_at,
+        started_at=r.started_at,
+        finished_at=r.finished_at,
+        cpu_time_s=r.cpu_time_s,
+        peak_memory_bytes=r.peak_memory_bytes,
+        gpu_peak_memory_bytes=r.gpu_peak_memory_bytes,
+        exception_type=r.exception_type,
+        exception_message=r.exception_message,
+        traceback=r.traceback,
+        failed_upstream=r.failed_upstream,
+        host=r.host,
+        pid=r.pid,
+    )
