@@ -15,7 +15,8 @@
     ├── ArtifactError                   the artifact store failed
     │   ├── SerializationError          an output that no serializer can store
     │   └── IntegrityError              stored bytes whose hash does not match their key
-    └── StepFailedError                 raised inside a worker to carry a step's failure
+    ├── StepFailedError                 raised inside a worker to carry a step's failure
+    └── StepTimeoutError (TimeoutError) a task ran past its step's timeout
 
 Every message names the object, the bad value and, where there is one, the fix.
 Adapters re-raise library errors as these, ``from`` the original.
@@ -36,6 +37,7 @@ __all__ = [
     "PipetrailError",
     "SerializationError",
     "StepFailedError",
+    "StepTimeoutError",
     "StoreError",
     "UsageError",
 ]
@@ -102,3 +104,7 @@ class StepFailedError(PipetrailError):
         self.exc_type = exc_type
         self.message = message
         self.traceback = traceback
+
+
+class StepTimeoutError(PipetrailError, TimeoutError):
+    """A task ran longer than its step's ``timeout``."""

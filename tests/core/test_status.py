@@ -42,4 +42,4 @@ def test_task_path_through_the_machine() -> None:
     ]:
         check_task_transition(current, new)
     with pytest.raises(InvalidTransitionError):
-        check_task_transition(TaskStatus.INITIAL, TaskStatus.COMPLETED)
+        check_task_transition(TaskStatus.INITIAL, TaskStatus.RUNNING)

@@ -45,6 +45,11 @@ class LiveRunDisplay:
         self._title = ""
         self._live: Live | None = None
 
+    def run_waiting(self, run: RunRecord, limit: int) -> None:
+        self._console.print(
+            f"{run.pathspec} waits: pipeline {run.pipeline!r} allows {limit} run(s) at once"
+        )
+
     def run_started(self, run: RunRecord, spec: PipelineSpec) -> None:
         with self._lock:
             self._title = f"{run.pathspec}"

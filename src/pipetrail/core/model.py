@@ -230,6 +230,11 @@ class RunRecord:
     code_key: str | None = None
     environment_hash: str | None = None
     dag: dict[str, Any] = field(default_factory=dict)
+    heartbeat_at: datetime | None = None
+    runner_host: str | None = None
+    runner_pid: int | None = None
+    cancel_requested_at: datetime | None = None
+    timeout_s: float | None = None
 
     @property
     def pathspec(self) -> str:
@@ -264,6 +269,9 @@ class TaskRecord:
     failed_upstream: str | None = None
     host: str | None = None
     pid: int | None = None
+    reused_from_task_id: int | None = None
+    allowed_failure: bool = False
+    note: str | None = None
 
     @property
     def duration_s(self) -> float | None:

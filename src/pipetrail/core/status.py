@@ -66,7 +66,10 @@ _NOT_STARTED_ENDS = frozenset(
 )
 
 TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
-    TaskStatus.INITIAL: frozenset({TaskStatus.QUEUED, TaskStatus.FAILED}) | _NOT_STARTED_ENDS,
+    # initial -> completed: a task that needs no execution (outputs reused by a retry, a
+    # foreach over no items); the event says which.
+    TaskStatus.INITIAL: frozenset({TaskStatus.QUEUED, TaskStatus.FAILED, TaskStatus.COMPLETED})
+    | _NOT_STARTED_ENDS,
     TaskStatus.QUEUED: frozenset({TaskStatus.RUNNING, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.RUNNING: frozenset({TaskStatus.COMPLETED, TaskStatus.FAILED, TaskStatus.CANCELLED}),
     TaskStatus.COMPLETED: frozenset(),

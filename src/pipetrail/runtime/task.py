@@ -36,12 +36,21 @@ _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
 @dataclass(frozen=True)
 class InputRef:
-    """An upstream artifact a task consumes, passed by hash (never by value)."""
+    """Upstream artifacts an argument consumes, passed by hash (never by value).
+
+    Attributes:
+        arg: the step's argument.
+        name: the upstream step or output name.
+        items: (artifact, producing task id) pairs; one, or one per task of a foreach producer.
+        gather: pass the list of all items (a foreach producer) instead of the single item.
+        pick: with a foreach over this input, the element this task gets.
+    """
 
     arg: str
     name: str
-    artifact: ArtifactRecord
-    producer_task_id: int
+    items: tuple[tuple[ArtifactRecord, int], ...]
+    gather: bool = False
+    pick: int | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,8 @@ class TaskPayload:
     variables: dict[str, str]
     inputs: tuple[InputRef, ...] = ()
     capture_fds: bool = False
+    #: A foreach over a list parameter: this parameter's element ``task_index`` is passed.
+    foreach_param: str | None = None
 
 
 @dataclass
@@ -103,14 +114,9 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         digest_path=lambda path: _digest_path(services, path),
     )
     links: list[NewLink] = [
-        NewLink(
-            "input",
-            i.name,
-            "upstream",
-            i.artifact,
-            producer_task_id=i.producer_task_id,
-        )
+        NewLink("input", i.name, "upstream", record, producer_task_id=producer)
         for i in payload.inputs
+        for record, producer in i.items
     ]
     error: BaseException | None = None
     result: Any = None
@@ -118,19 +124,14 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     meter = ResourceMeter()
     with capture, meter:
         try:
-            kwargs = {
-                i.arg: load_from_store(
-                    services.cas, i.artifact.key, i.artifact.serializer, services.registry
-                )
-                for i in payload.inputs
-            }
+            kwargs = {i.arg: _load_input(services, i) for i in payload.inputs}
             kwargs.update({name: run_params[name] for name in pipeline.spec.step(step.name).params})
+            if payload.foreach_param is not None:
+                kwargs[payload.foreach_param] = kwargs[payload.foreach_param][payload.task_index]
             with activate(context):
                 result = step.func(**kwargs)
         except Exception as exc:
             error = exc
-        except KeyboardInterrupt:
-            raise
     usage = meter.usage
     try:
         buffer.close()
@@ -151,6 +152,8 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         exc_message = str(error)
         tb = _user_traceback(error)
     return TaskOutcome(
+        retryable=error is not None and isinstance(error, step.retry_on),
+        allowed_failure=error is not None and step.allow_failure,
         status=status,
         started_at=usage.started_at,
         finished_at=usage.finished_at,
@@ -165,6 +168,19 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         links=tuple(links),
         tags=tuple(context.tags),
     )
+
+
+def _load_input(services: TaskServices, ref: InputRef) -> Any:
+    values = [
+        load_from_store(services.cas, record.key, record.serializer, services.registry)
+        for record, _ in ref.items
+    ]
+    if ref.gather:
+        return values
+    value: Any = values[0] if values else None
+    if ref.pick is not None:
+        return value[ref.pick]
+    return value
 
 
 def _store_outputs(

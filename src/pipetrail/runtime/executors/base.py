@@ -21,6 +21,10 @@ class Executor(Protocol):
         """Start one attempt; the future resolves to how it ended."""
         ...
 
+    def cancel_task(self, task_id: int, grace_s: float = 5.0) -> bool:
+        """Stop one queued or running task (its future then fails); whether there was one."""
+        ...
+
     def shutdown(self, *, cancel: bool = False) -> None:
         """Release workers; with ``cancel``, stop running tasks too."""
         ...

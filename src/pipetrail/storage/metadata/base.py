@@ -39,6 +39,7 @@ class NewRun:
     environment: tuple[str, dict[str, Any]] | None = None
     origin_run_id: int | None = None
     runner_pid: int | None = None
+    timeout_s: float | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,11 @@ class TaskOutcome:
     stderr: str = ""
     links: tuple[NewLink, ...] = ()
     tags: tuple[str, ...] = ()
+    #: Whether the step's ``retry_on`` covers the exception (decided where the exception is).
+    retryable: bool = True
+    #: The run goes on past this failure (``allow_failure=True``).
+    allowed_failure: bool = False
+    note: str | None = None
 
 
 class MetricRow(NamedTuple):
@@ -137,4 +143,16 @@ class MetadataStore(Protocol):
     def metric_history(
         self, run_id: int, name: str | None = None
     ) -> list[tuple[int, MetricPoint]]: ...
+    def record_event(
+        self, run_id: int, kind: str, message: str, *, task_id: int | None = None
+    ) -> None: ...
+    def request_cancel(self, run_id: int, reason: str) -> RunRecord: ...
+    def cancel_requested(self, run_id: int) -> str | None: ...
+    def claim_slot(self, run_id: int, limit: int | None) -> bool: ...
+    def unfinished_runs(self) -> list[RunRecord]: ...
+    def mark_lost(
+        self, run_id: int, reason: str, *, stale_before: datetime | None = None
+    ) -> bool: ...
+    def reuse_task(self, task_id: int, origin_task_id: int, message: str) -> list[ArtifactLink]: ...
+    def skip_task(self, task_id: int, status: TaskStatus, message: str) -> None: ...
     def close(self) -> None: ...

@@ -77,6 +77,7 @@ class RunRows(SqlSession):
                     environment_id=env_id,
                     runner_host=new.host,
                     runner_pid=new.runner_pid,
+                    timeout_s=new.timeout_s,
                     heartbeat_at=now,
                 )
                 .returning(pipeline_run.c.id)
@@ -267,6 +268,11 @@ class RunRows(SqlSession):
                 code_key=r["code_key"],
                 environment_hash=r["environment_hash"],
                 dag=r["dag"],
+                heartbeat_at=r["heartbeat_at"],
+                runner_host=r["runner_host"],
+                runner_pid=r["runner_pid"],
+                cancel_requested_at=r["cancel_requested_at"],
+                timeout_s=r["timeout_s"],
             )
             for r in rows
         ]

@@ -124,6 +124,8 @@ class TaskRows(SqlSession):
                     exception_type=outcome.exception_type,
                     exception_message=outcome.exception_message,
                     traceback=outcome.traceback,
+                    allowed_failure=outcome.allowed_failure,
+                    note=outcome.note,
                 )
             )
             logs = [
@@ -384,4 +386,7 @@ def _task(r: Any) -> TaskRecord:
         failed_upstream=r.failed_upstream,
         host=r.host,
         pid=r.pid,
+        reused_from_task_id=r.reused_from_task_id,
+        allowed_failure=bool(r.allowed_failure),
+        note=r.note,
     )
