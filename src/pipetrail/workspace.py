@@ -33,6 +33,10 @@ class Workspace:
 
         self.settings = settings
         self.store: SqlMetadataStore = SqlMetadataStore(settings.db_url)
+        from pipetrail.runtime.recovery import reap_lost_runs
+
+        # Any command that opens the store notices runs whose runner died (SIGKILL, power).
+        reap_lost_runs(self.store)
 
     @functools.cached_property
     def cas(self) -> ContentAddressedStore:

@@ -76,8 +76,10 @@ def nap(seconds: float = 30.0):
     return os.getpid()
 
 @pt.step
-def stubborn(seconds: float = 30.0):
+def stubborn(seconds: float = 30.0, ready: str = ""):
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if ready:
+        open(ready, "w").close()
     time.sleep(seconds)
 
 @pt.step
@@ -252,11 +254,16 @@ def test_cancel_a_running_task_stops_its_worker(executor: ProcessExecutor, tasks
     assert outcome.status is TaskStatus.COMPLETED
 
 
-def test_cancel_kills_a_task_that_ignores_sigterm(executor: ProcessExecutor, tasks: Tasks) -> None:
-    payload = tasks.payload("stubborn")
+def test_cancel_kills_a_task_that_ignores_sigterm(
+    executor: ProcessExecutor, tasks: Tasks, tmp_path: Path
+) -> None:
+    ready = tmp_path / "sigterm-ignored"
+    payload = tasks.payload("stubborn", ready=str(ready))
     future = executor.submit(payload)
-    _until_running(executor, payload.task_id)
-    time.sleep(0.3)  # let the step install its SIGTERM handler
+    deadline = time.monotonic() + 20
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ready.exists(), "the step never started"
     started = time.monotonic()
     assert executor.cancel_task(payload.task_id, grace_s=0.3)
     error = _error(future)

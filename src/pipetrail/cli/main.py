@@ -74,6 +74,13 @@ def cli() -> None:
 @click.option(
     "--max-parallel", type=click.IntRange(min=1), default=None, help="Most tasks at once."
 )
+@click.option("--timeout", default=None, metavar="DURATION", help="Run timeout: 90s, 10m, 2h.")
+@click.option(
+    "--on-timeout",
+    type=click.Choice(["failed", "cancelled", "warning"]),
+    default=None,
+    help="What a run timeout does (default: the pipeline's, else failed).",
+)
 @click.option(
     "--json", "as_json", is_flag=True, help="Print the finished run as JSON; no live display."
 )
@@ -86,6 +93,8 @@ def run_command(
     tags: tuple[str, ...],
     executor: str | None,
     max_parallel: int | None,
+    timeout: str | None,
+    on_timeout: str | None,
     as_json: bool,
     quiet: bool,
 ) -> None:
@@ -102,18 +111,9 @@ def run_command(
     pipeline = load_pipeline(target)
     resolved = pipeline.resolve_params(overrides, from_text=True)
 
-    from pipetrail.cli.render import console, print_run_outcome, run_to_json
+    from pipetrail.dsl import parse_duration
     from pipetrail.workspace import open_workspace
 
-    workspace = open_workspace()
-    observer = None
-    live = None
-    if not (as_json or quiet):
-        from pipetrail.cli.live import LiveRunDisplay
-
-        live = LiveRunDisplay(console())
-        observer = live
-    engine = workspace.engine(executor=executor, observer=observer)
     request = RunRequest(
         pipeline=pipeline,
         params=resolved,
@@ -121,22 +121,38 @@ def run_command(
         tags=tuple(t.strip() for t in tags),
         trigger="cli",
         max_parallel=max_parallel,
+        timeout_s=parse_duration(timeout, what="--timeout") if timeout else None,
+        on_timeout=on_timeout,
     )
+    sys.exit(_execute(open_workspace(), request, executor, as_json=as_json, quiet=quiet))
+
+
+def _execute(
+    workspace: Any, request: Any, executor: str | None, *, as_json: bool, quiet: bool
+) -> int:
+    """Run ``request`` with the live display (or not), print the outcome, return the exit code."""
+    from pipetrail.cli.render import console, print_run_outcome, run_to_json
+    from pipetrail.client import Run
+
+    live = None
+    if not (as_json or quiet):
+        from pipetrail.cli.live import LiveRunDisplay
+
+        live = LiveRunDisplay(console())
+    engine = workspace.engine(executor=executor, observer=live)
     try:
         record = engine.run(request)
     finally:
         if live is not None:
             live.stop()
-    from pipetrail.client import Run
-
     run = Run(record.id, reader=workspace.reader())
     if as_json:
         click.echo(json.dumps(run_to_json(run), indent=2, default=str))
     else:
         print_run_outcome(run)
     if record.status.value == "completed":
-        sys.exit(EXIT_OK)
-    sys.exit(EXIT_INTERRUPTED if "Ctrl-C" in (record.error or "") else EXIT_FAILED)
+        return EXIT_OK
+    return EXIT_INTERRUPTED if "Ctrl-C" in (record.error or "") else EXIT_FAILED
 
 
 @cli.group("runs")
@@ -220,6 +236,183 @@ def runs_show(run_ref: str, as_json: bool) -> None:
         click.echo(json.dumps(run_to_json(run), indent=2, default=str))
     else:
         print_run(run)
+
+
+_STATUSES = ["initial", "running", "completed", "failed", "cancelled"]
+
+
+def _select_runs(
+    workspace: Any,
+    refs: tuple[str, ...],
+    *,
+    pipeline: str | None,
+    statuses: tuple[str, ...],
+    since: str | None,
+    what: str,
+) -> list[Any]:
+    from pipetrail.core.ids import parse_pathspec
+    from pipetrail.core.status import RunStatus
+    from pipetrail.storage.metadata.base import RunQuery
+
+    if refs and (statuses or pipeline or since):
+        raise UsageError(f"{what}: give RUN ids or filters (--status/--pipeline/--since), not both")
+    if refs:
+        records = []
+        for ref in refs:
+            spec = parse_pathspec(ref)
+            record = workspace.store.get_run(spec.run_id)
+            if spec.pipeline is not None and spec.pipeline != record.pipeline:
+                raise UsageError(
+                    f"run {spec.run_id} belongs to pipeline {record.pipeline!r}, "
+                    f"not {spec.pipeline!r}"
+                )
+            records.append(record)
+        return records
+    if not (statuses or pipeline or since):
+        raise UsageError(f"{what}: name a RUN, or select runs with --status/--pipeline/--since")
+    query = RunQuery(
+        pipeline=pipeline,
+        statuses=tuple(RunStatus(s) for s in statuses),
+        since=_since(since),
+        limit=None,
+    )
+    return list(reversed(workspace.store.list_runs(query)))
+
+
+@runs_group.command("retry")
+@click.argument("run_refs", metavar="[RUN]...", nargs=-1)
+@click.option(
+    "--from", "from_step", default=None, metavar="STEP", help="Re-run STEP and all downstream."
+)
+@click.option(
+    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Change a parameter."
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Print the plan (reuse or re-run, and why); run nothing."
+)
+@click.option(
+    "--status",
+    "statuses",
+    multiple=True,
+    type=click.Choice(_STATUSES),
+    help="Retry runs in this status.",
+)
+@click.option("--pipeline", default=None, help="With --status: only this pipeline's runs.")
+@click.option("--since", default=None, help="With --status: only runs created since (30m, 2h, 7d).")
+@click.option("--executor", type=click.Choice(["process", "inline"]), default=None)
+@click.option("--max-parallel", type=click.IntRange(min=1), default=None)
+@click.option("--json", "as_json", is_flag=True, help="JSON output.")
+@click.option("--quiet", "-q", is_flag=True, help="No live display.")
+@_errors
+def runs_retry(
+    run_refs: tuple[str, ...],
+    from_step: str | None,
+    params: tuple[str, ...],
+    dry_run: bool,
+    statuses: tuple[str, ...],
+    pipeline: str | None,
+    since: str | None,
+    executor: str | None,
+    max_parallel: int | None,
+    as_json: bool,
+    quiet: bool,
+) -> None:
+    """Run RUN again as a new run: completed steps are reused, the rest re-run.
+
+    Steps re-run when they did not complete, when they read a parameter changed with -p, when
+    their code changed, with --from, or when anything upstream of them re-runs. The origin run
+    is never changed.
+    """
+    from pipetrail.cli.render import print_plan
+    from pipetrail.runtime.control import describe_plan, retry_request
+
+    overrides = _pairs(params, "-p/--param")
+    workspace = _workspace()
+    origins = _select_runs(
+        workspace, run_refs, pipeline=pipeline, statuses=statuses, since=since, what="runs retry"
+    )
+    if not origins:
+        click.echo("no runs match; nothing to retry")
+        sys.exit(EXIT_OK)
+    planned = []
+    for origin in origins:
+        request, plan = retry_request(
+            workspace.store,
+            origin,
+            overrides=overrides,
+            from_step=from_step,
+            max_parallel=max_parallel,
+        )
+        planned.append((origin, request, plan))
+    if dry_run:
+        if as_json:
+            rows = [{"origin": o.pathspec, "plan": describe_plan(plan)} for o, _, plan in planned]
+            click.echo(json.dumps(rows, indent=2))
+        else:
+            for origin, _, plan in planned:
+                print_plan(origin.pathspec, plan)
+        sys.exit(EXIT_OK)
+    codes = [
+        _execute(workspace, request, executor, as_json=as_json, quiet=quiet)
+        for _, request, _ in planned
+    ]
+    sys.exit(max(codes))
+
+
+@runs_group.command("cancel")
+@click.argument("run_refs", metavar="[RUN]...", nargs=-1)
+@click.option("--all-running", is_flag=True, help="Cancel every waiting or running run.")
+@click.option("--pipeline", default=None, help="With --all-running: only this pipeline's runs.")
+@click.option("--reason", default=None, help="Recorded with the cancel.")
+@click.option("--no-wait", is_flag=True, help="Ask the runners and return at once.")
+@_errors
+def runs_cancel(
+    run_refs: tuple[str, ...],
+    all_running: bool,
+    pipeline: str | None,
+    reason: str | None,
+    no_wait: bool,
+) -> None:
+    """Cancel RUN(s) from any terminal: running steps are stopped, the rest never start."""
+    from pipetrail.cli.render import console
+    from pipetrail.core.status import RUN_TERMINAL
+    from pipetrail.runtime.control import cancel_run
+
+    workspace = _workspace()
+    if all_running:
+        if run_refs:
+            raise UsageError("runs cancel: give RUN ids or --all-running, not both")
+        targets = _select_runs(
+            workspace,
+            (),
+            pipeline=pipeline,
+            statuses=("initial", "running"),
+            since=None,
+            what="runs cancel",
+        )
+    elif pipeline:
+        raise UsageError("--pipeline goes with --all-running")
+    elif not run_refs:
+        raise UsageError("runs cancel: name a RUN, or use --all-running [--pipeline NAME]")
+    else:
+        targets = _select_runs(
+            workspace, run_refs, pipeline=None, statuses=(), since=None, what="runs cancel"
+        )
+        for run in targets:
+            if run.status in RUN_TERMINAL:
+                raise UsageError(
+                    f"run {run.pathspec} has already ended ({run.status.value}); nothing to cancel"
+                )
+    if not targets:
+        console().print("no waiting or running runs; nothing to cancel")
+        sys.exit(EXIT_OK)
+    for run in targets:
+        if no_wait:
+            workspace.store.request_cancel(run.id, reason or "cancel requested")
+            console().print(f"{run.pathspec}: cancel requested")
+        else:
+            ended = cancel_run(workspace.store, run, reason=reason)
+            console().print(f"{ended.pathspec}: {ended.status.value}")
 
 
 def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:

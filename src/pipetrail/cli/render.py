@@ -20,6 +20,7 @@ __all__ = [
     "format_bytes",
     "format_duration",
     "print_logs",
+    "print_plan",
     "print_run",
     "print_run_list",
     "print_run_outcome",
@@ -239,6 +240,18 @@ def print_run_outcome(run: Run) -> None:
         out.print(f"not run because an upstream step failed: {', '.join(skipped)}")
     out.print(f"details:   pipetrail runs show {run.pathspec}")
     out.print(f"logs:      pipetrail logs {run.pathspec} [STEP]")
+
+
+def print_plan(origin: str, plan: list[Any]) -> None:
+    """The plan of ``runs retry --dry-run``: each step reused or re-run, and why."""
+    out = console()
+    table = Table(title=f"retry of {origin}", title_justify="left", box=None, header_style="bold")
+    for column in ("STEP", "ACTION", "WHY"):
+        table.add_column(column)
+    for step in plan:
+        style = "green" if step.action == "reuse" else "yellow"
+        table.add_row(step.step, Text(step.action, style=style), step.reason)
+    out.print(table)
 
 
 def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None) -> None:

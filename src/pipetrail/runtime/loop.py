@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import _thread
+import contextlib
 import pickle
 import threading
 import time
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipetrail.core.model import ArtifactRecord, RunRecord, StepSpec
-from pipetrail.core.status import TASK_TERMINAL, RunStatus, TaskStatus
+from pipetrail.core.status import TASK_TERMINAL, InvalidTransitionError, RunStatus, TaskStatus
 from pipetrail.errors import StepTimeoutError
 from pipetrail.runtime.planner import retry_delay
 from pipetrail.runtime.task import InputRef, TaskPayload
@@ -165,7 +166,11 @@ class RunLoop:
         return "; ".join(roots)
 
     def _finish(self, status: RunStatus, error: str | None) -> RunRecord:
-        self.run = self.store.set_run_status(self.run.id, status, error=error)
+        try:
+            self.run = self.store.set_run_status(self.run.id, status, error=error)
+        except InvalidTransitionError:
+            # Someone ended the run for us (a forced cancel of a runner that looked silent).
+            self.run = self.store.get_run(self.run.id)
         self.observer.run_finished(self.run)
         return self.run
 
@@ -424,7 +429,11 @@ class RunLoop:
     def _record(self, step: _Step, task: _Task, future: Future[TaskOutcome]) -> None:
         spec = step.spec
         outcome = self._outcome(step, task, future)
-        self.store.finish_task(task.task_id, outcome)
+        try:
+            self.store.finish_task(task.task_id, outcome)
+        except InvalidTransitionError:
+            # Ended from outside meanwhile (a forced cancel); what it says stands.
+            outcome = _replace(outcome, status=self.store.get_task(task.task_id).status)
         task.status = outcome.status
         duration = None
         if outcome.started_at is not None and outcome.finished_at is not None:
@@ -590,7 +599,10 @@ class RunLoop:
                     continue
                 current = self.store.get_task(task.task_id).status
                 if current not in TASK_TERMINAL:
-                    self.store.set_task_status(task.task_id, TaskStatus.CANCELLED, message=reason)
+                    with contextlib.suppress(InvalidTransitionError):
+                        self.store.set_task_status(
+                            task.task_id, TaskStatus.CANCELLED, message=reason
+                        )
                 task.status = TaskStatus.CANCELLED
                 self.observer.task_changed(step.spec.name, task.attempt, TaskStatus.CANCELLED)
             if step.state != "done":

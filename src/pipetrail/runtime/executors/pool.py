@@ -76,10 +76,6 @@ class TaskCancelledError(PipetrailError):
         self.step = step
 
 
-# ---------------------------------------------------------------------------------------------
-# Worker side
-
-
 @dataclass(frozen=True)
 class _Raised:
     """A worker's report of an exception raised outside user code (user errors are outcomes)."""
@@ -149,10 +145,6 @@ def _dumps(reply: TaskOutcome | _Raised) -> bytes:
         return pickle.dumps(_raised(exc), protocol=pickle.HIGHEST_PROTOCOL)
 
 
-# ---------------------------------------------------------------------------------------------
-# Runner side
-
-
 @dataclass(eq=False)
 class _Task:
     payload: TaskPayload
@@ -179,6 +171,12 @@ class _Worker:
     @property
     def idle(self) -> bool:
         return self.task is None and not self.eof
+
+    def send_signal(self, sig: signal.Signals) -> None:
+        # Only while it is not known to have exited: by then its pid may be someone else's.
+        if self.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, sig)
 
 
 #: Executors with live workers, shut down at interpreter exit (multiprocessing would otherwise
@@ -218,8 +216,6 @@ class ProcessExecutor:
         self._closing = False
         self._broken: str | None = None
         self._spawned = 0
-
-    # -- public API ---------------------------------------------------------------------------
 
     def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:
         """Queue one attempt; the future resolves to its outcome.
@@ -309,8 +305,6 @@ class ProcessExecutor:
         if thread is not None and thread is not threading.current_thread():
             thread.join()
 
-    # -- start --------------------------------------------------------------------------------
-
     def _start(self) -> None:
         """Start every worker and the dispatcher; called with the lock held."""
         global _atexit_registered
@@ -321,23 +315,25 @@ class ProcessExecutor:
             # services side by side while the next one is being forked.
             for _ in range(self.max_workers):
                 self._workers.append(self._spawn())
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+            self._thread = threading.Thread(
+                target=self._dispatch, name="pipetrail-process-dispatcher", daemon=True
+            )
+            self._thread.start()
         except BaseException:
+            self._thread = None
+            self._close_wake()
             for worker in self._workers:
                 worker.process.kill()
                 worker.process.join()
                 worker.conn.close()
             self._workers.clear()
             raise
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._thread = threading.Thread(
-            target=self._dispatch, name="pipetrail-process-dispatcher", daemon=True
-        )
-        self._thread.start()
         _live.add(self)
         if not _atexit_registered:
-            # Registered after multiprocessing's own handler, so it runs before it.
+            # Registered after multiprocessing's own exit handler, so it runs first.
             atexit.register(_shutdown_live)
             _atexit_registered = True
 
@@ -364,8 +360,6 @@ class ProcessExecutor:
         with contextlib.suppress(BlockingIOError):
             os.write(self._wake_w, b"\0")
 
-    # -- dispatcher thread --------------------------------------------------------------------
-
     def _dispatch(self) -> None:
         try:
             self._serve_tasks()
@@ -385,10 +379,14 @@ class ProcessExecutor:
         finally:
             self._stop_workers()
             with self._lock:
-                os.close(self._wake_r)
-                os.close(self._wake_w)
-                self._wake_r = self._wake_w = -1
+                self._close_wake()
                 _live.discard(self)
+
+    def _close_wake(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._wake_r = self._wake_w = -1
 
     def _serve_tasks(self) -> None:
         while True:
@@ -433,7 +431,11 @@ class ProcessExecutor:
         sends: list[tuple[_Worker, _Task]] = []
         idle = [w for w in self._workers if w.idle]
         while self._queue and (idle or len(self._workers) < self.max_workers):
-            worker = idle.pop(0) if idle else self._adopt(self._spawn())
+            if idle:
+                worker = idle.pop(0)
+            else:
+                worker = self._spawn()
+                self._workers.append(worker)
             task = self._queue.popleft()
             if not task.started:
                 if not task.future.set_running_or_notify_cancel():
@@ -443,10 +445,6 @@ class ProcessExecutor:
             worker.task = task
             sends.append((worker, task))
         return sends
-
-    def _adopt(self, worker: _Worker) -> _Worker:
-        self._workers.append(worker)
-        return worker
 
     def _next_deadline(self) -> float | None:
         deadlines = [w.kill_at for w in self._workers if w.kill_at is not None]
@@ -470,7 +468,7 @@ class ProcessExecutor:
         now = time.monotonic()
         for worker in self._workers:
             if worker.kill_at is not None and now >= worker.kill_at:
-                worker.process.kill()
+                worker.send_signal(signal.SIGKILL)
                 worker.killed = True
                 worker.kill_at = None
         for worker, value in replies:
@@ -515,7 +513,7 @@ class ProcessExecutor:
         deadline = time.monotonic() + max(0.0, grace_s)
         if not worker.cancelling:
             worker.cancelling = True
-            worker.process.terminate()
+            worker.send_signal(signal.SIGTERM)
         elif worker.killed:
             return
         worker.kill_at = deadline if worker.kill_at is None else min(worker.kill_at, deadline)

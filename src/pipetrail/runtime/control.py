@@ -1,0 +1,136 @@
+"""Acting on recorded runs: retry (resume) a run as a new one, and cancel runs from anywhere."""
+
+from __future__ import annotations
+
+import getpass
+import socket
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pipetrail.core.model import PipelineSpec, RunRecord
+from pipetrail.core.params import to_json_value
+from pipetrail.core.status import RUN_TERMINAL, TASK_TERMINAL, RunStatus, TaskStatus
+from pipetrail.errors import PipelineLoadError, UsageError
+from pipetrail.runtime.engine import RunRequest
+from pipetrail.runtime.loader import load_pipeline_file
+from pipetrail.runtime.planner import StepPlan, plan_retry
+from pipetrail.storage.metadata.base import MetadataStore
+
+__all__ = ["cancel_run", "retry_request"]
+
+
+def retry_request(
+    store: MetadataStore,
+    origin: RunRecord,
+    *,
+    overrides: Mapping[str, str] | None = None,
+    from_step: str | None = None,
+    max_parallel: int | None = None,
+) -> tuple[RunRequest, list[StepPlan]]:
+    """The request for a new run that retries ``origin``, and the plan of what it reuses.
+
+    The pipeline is loaded from the file the origin ran from, as it is now: steps whose code
+    changed re-run. Parameters are the origin's unless overridden (``-p`` text).
+
+    Raises:
+        UsageError: the origin is still running, its file is gone, ``from_step`` is unknown, or
+            an override is not a parameter or not of its type.
+    """
+    if origin.status not in RUN_TERMINAL:
+        raise UsageError(
+            f"run {origin.pathspec} is still {origin.status.value}; wait for it to end or cancel "
+            f"it first: pipetrail runs cancel {origin.pathspec}"
+        )
+    file = origin.dag.get("file")
+    if not file or not Path(file).is_file():
+        raise PipelineLoadError(
+            f"cannot retry {origin.pathspec}: its pipeline file {file!r} is not there any more"
+        )
+    pipeline = load_pipeline_file(Path(file), origin.pipeline)
+    if from_step is not None and from_step not in pipeline.steps:
+        raise UsageError(
+            f"--from {from_step!r}: pipeline {origin.pipeline!r} has no such step; steps: "
+            f"{', '.join(pipeline.steps)}"
+        )
+    known = {p.name for p in pipeline.spec.params}
+    kept = {k: v for k, v in origin.params.items() if k in known}
+    values = pipeline.resolve_params(kept)
+    if overrides:
+        given = pipeline.resolve_params(dict(overrides), from_text=True)
+        values.update({name: given[name] for name in overrides})
+    plan = plan_retry(
+        PipelineSpec.from_dict(origin.dag),
+        store.tasks(origin.id),
+        pipeline.spec,
+        pipeline.dag,
+        origin_params=origin.params,
+        params={k: to_json_value(v) for k, v in values.items()},
+        from_step=from_step,
+    )
+    request = RunRequest(
+        pipeline=pipeline,
+        params=values,
+        variables=dict(origin.variables),
+        tags=origin.user_tags,
+        trigger="retry",
+        origin_run_id=origin.id,
+        origin_pathspec=origin.pathspec,
+        max_parallel=max_parallel,
+        timeout_s=origin.timeout_s if origin.timeout_s != pipeline.spec.timeout_s else None,
+        reuse={p.step: dict(p.reuse) for p in plan if p.reuse},
+        reuse_steps=frozenset(p.step for p in plan if p.action == "reuse"),
+    )
+    return request, plan
+
+
+def cancel_run(
+    store: MetadataStore, run: RunRecord, *, reason: str | None = None, wait_s: float = 15.0
+) -> RunRecord:
+    """Ask ``run``'s runner to cancel it and wait until it has; force it if the runner is silent.
+
+    A cancel always ends in a terminal status: a run still waiting for a slot, or whose runner
+    does not act within ``wait_s``, is cancelled here directly.
+
+    Raises:
+        UsageError: the run has already ended.
+    """
+    if run.status in RUN_TERMINAL:
+        raise UsageError(
+            f"run {run.pathspec} has already ended ({run.status.value}); nothing to cancel"
+        )
+    who = reason or f"cancelled by {_user()}@{socket.gethostname()}"
+    store.request_cancel(run.id, who)
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        current = store.get_run(run.id)
+        if current.status in RUN_TERMINAL:
+            return current
+        time.sleep(0.2)
+    return _force_cancel(store, run.id, f"{who} (the runner did not answer within {wait_s:g} s)")
+
+
+def _force_cancel(store: MetadataStore, run_id: int, reason: str) -> RunRecord:
+    for task in store.tasks(run_id):
+        if task.status not in TASK_TERMINAL:
+            store.set_task_status(task.id, TaskStatus.CANCELLED, message=reason)
+    current = store.get_run(run_id)
+    if current.status in RUN_TERMINAL:
+        return current
+    return store.set_run_status(run_id, RunStatus.CANCELLED, error=reason)
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+def describe_plan(plan: list[StepPlan]) -> list[dict[str, Any]]:
+    """The plan as rows a person or a script reads."""
+    return [
+        {"step": p.step, "action": p.action, "reason": p.reason, "reused_tasks": len(p.reuse)}
+        for p in plan
+    ]
