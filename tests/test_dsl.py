@@ -105,7 +105,9 @@ def test_ill_typed_default_is_a_definition_error() -> None:
     def fit(lr: float = "fast"):  # type: ignore[assignment,no-untyped-def]
         return lr
 
-    with pytest.raises(DefinitionError, match=r"argument 'lr' of step 'fit'.*expects a number"):
+    with pytest.raises(
+        DefinitionError, match=r"argument 'lr' of step 'fit'.*expects a finite number"
+    ):
         pt.Pipeline("p", [fit])
 
 
@@ -146,7 +148,7 @@ def test_var_args_are_refused() -> None:
     ("overrides", "message"),
     [
         ({"lrr": "1"}, "unknown parameter 'lrr' for pipeline 'iris'; did you mean 'lr'"),
-        ({"lr": "fast"}, "parameter 'lr' of step 'train' expects a number, got 'fast'"),
+        ({"lr": "fast"}, "parameter 'lr' of step 'train' expects a finite number, got 'fast'"),
         ({"epochs": "2.5"}, "parameter 'epochs' of step 'train' expects an integer"),
     ],
 )

@@ -308,7 +308,8 @@ class Pipeline:
                     f"{where} has a default but is named after an upstream step or output; "
                     "remove the default to consume it, or rename the parameter"
                 )
-            label = type_label(arg.annotation, arg.default)
+            annotation = None if arg.annotation is inspect.Parameter.empty else arg.annotation
+            label = type_label(annotation, arg.default)
             if arg.default is not None:
                 try:
                     validate_value(arg.name, label, arg.default, where=f"step {s.name!r}")

@@ -141,9 +141,15 @@ def run(
         max_parallel: most tasks at once.
         workspace: the stores to record into; the configured ones by default.
     """
+    from pipetrail.core.ids import validate_user_tags
     from pipetrail.runtime.engine import RunRequest
+    from pipetrail.runtime.loader import ImportOnly, importing
 
+    if importing():
+        # This file is being imported by pipetrail (a worker, `pipetrail run`): define, don't run.
+        raise ImportOnly
     resolved = pipeline.resolve_params(params or {})
+    tags = validate_user_tags(tags)
     ws = workspace or _default_workspace()
     engine = ws.engine(executor=executor)
     record = engine.run(

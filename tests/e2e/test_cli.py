@@ -131,7 +131,7 @@ def test_failed_run_exits_1_and_explains(flow_file: FlowWriter, tmp_path: Path) 
         (["run", "{flow}", "-p", "lr"], "-p/--param expects NAME=VALUE, got 'lr'"),
         (
             ["run", "{flow}", "-p", "lr=fast"],
-            "parameter 'lr' of step 'train' expects a number, got 'fast'",
+            "parameter 'lr' of step 'train' expects a finite number, got 'fast'",
         ),
         (["run", "{flow}", "-p", "learning_rate=1"], "unknown parameter 'learning_rate'"),
         (["run", "{flow}", "--var", "oops"], "--var expects NAME=VALUE"),

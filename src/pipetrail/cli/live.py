@@ -60,8 +60,9 @@ class LiveRunDisplay:
                 get_renderable=self._render,
                 console=self._console,
                 refresh_per_second=8,
-                redirect_stdout=False,
-                redirect_stderr=False,
+                # Output of inline steps is printed above the table instead of through it.
+                redirect_stdout=True,
+                redirect_stderr=True,
                 transient=False,
             )
             self._live.start()

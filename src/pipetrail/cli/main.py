@@ -99,15 +99,14 @@ def run_command(
     quiet: bool,
 ) -> None:
     """Run the pipeline in FILE (naming PIPELINE when the file defines several)."""
+    from pipetrail.core.ids import validate_user_tags
     from pipetrail.runtime.engine import RunRequest
     from pipetrail.runtime.loader import load_pipeline
 
     # Everything is validated before the store is opened: bad input writes nothing.
     overrides = _pairs(params, "-p/--param")
     runtime_vars = _pairs(variables, "--var")
-    for tag in tags:
-        if not tag.strip():
-            raise UsageError("--tag expects a non-empty tag")
+    user_tags = validate_user_tags(tags)
     pipeline = load_pipeline(target)
     resolved = pipeline.resolve_params(overrides, from_text=True)
 
@@ -118,7 +117,7 @@ def run_command(
         pipeline=pipeline,
         params=resolved,
         variables=runtime_vars,
-        tags=tuple(t.strip() for t in tags),
+        tags=user_tags,
         trigger="cli",
         max_parallel=max_parallel,
         timeout_s=parse_duration(timeout, what="--timeout") if timeout else None,

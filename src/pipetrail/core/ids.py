@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from pipetrail.errors import UsageError
 
-__all__ = ["NAME_PATTERN", "Pathspec", "parse_pathspec", "validate_name"]
+__all__ = [
+    "NAME_PATTERN",
+    "SYSTEM_TAG_PREFIXES",
+    "Pathspec",
+    "parse_pathspec",
+    "validate_name",
+    "validate_user_tags",
+]
+
+#: Tags pipetrail sets itself; a user tag may not pose as one.
+SYSTEM_TAG_PREFIXES = ("user:", "runtime:", "pipeline_version:", "host:", "trigger:", "git_commit:")
 
 #: Pipeline, step, output and parameter names: identifiers, so they are safe in paths and URLs.
 NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
@@ -70,3 +81,25 @@ def _int(text: str) -> int:
     if value < 0:
         raise ValueError(text)
     return value
+
+
+def validate_user_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """Strip and check user tags: non-empty, at most 500 characters, not a system prefix.
+
+    Raises:
+        UsageError: naming the tag.
+    """
+    result = []
+    for tag in tags:
+        text = tag.strip() if isinstance(tag, str) else ""
+        if not text or len(text) > 500:
+            raise UsageError(
+                f"a tag must be a non-empty string of at most 500 characters, got {tag!r}"
+            )
+        if text.startswith(SYSTEM_TAG_PREFIXES):
+            raise UsageError(
+                f"tag {text!r} starts with {text.split(':', 1)[0]!r}:, which is reserved for the "
+                "system tags pipetrail sets itself; choose another prefix"
+            )
+        result.append(text)
+    return tuple(dict.fromkeys(result))

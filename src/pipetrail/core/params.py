@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
+import typing
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -29,27 +31,46 @@ _FALSE = {"false", "0", "no", "off", "n"}
 def type_label(annotation: Any, default: Any) -> str:
     """The declared type of a parameter as a short label (``int``, ``float``, ``dict``, ``any`` …).
 
-    The annotation wins; without one the default's type is used.
+    The annotation wins (``Optional[X]`` and ``X | None`` count as ``X``); without one (None)
+    the default's type is used.
     """
-    candidate = annotation if isinstance(annotation, type) else None
-    if candidate is None and isinstance(annotation, str):
+    label = _annotation_label(annotation)
+    if label is None and default is not None:
+        label = _class_label(type(default))
+    return label or "any"
+
+
+def _annotation_label(annotation: Any) -> str | None:
+    if annotation is None:
+        return None
+    if isinstance(annotation, str):
         # `from __future__ import annotations` turns annotations into strings.
-        text = annotation.strip()
-        if text in SCALAR_TYPES or text in _CONTAINER_TYPES:
-            return text
-        base = text.split("[", 1)[0]
-        if base in ("list", "dict", "List", "Dict"):
-            return base.lower()
-    if candidate is None and default is not None:
-        candidate = type(default)
-    if candidate is None:
-        return "any"
-    for label, kind in {**SCALAR_TYPES, **_CONTAINER_TYPES}.items():
-        if candidate is kind:
-            return label
-    if candidate is tuple:
-        return "list"
+        text = annotation.replace(" ", "")
+        for wrapper in ("Optional[", "typing.Optional["):
+            if text.startswith(wrapper) and text.endswith("]"):
+                text = text[len(wrapper) : -1]
+        parts = [p for p in text.split("|") if p != "None"]
+        if len(parts) != 1:
+            return "any"
+        base = parts[0].split("[", 1)[0].lower()
+        base = {"typing.list": "list", "typing.dict": "dict", "tuple": "list"}.get(base, base)
+        return base if base in SCALAR_TYPES or base in _CONTAINER_TYPES else "any"
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _annotation_label(args[0]) if len(args) == 1 else "any"
+    if origin is not None:
+        return _class_label(origin)
+    if isinstance(annotation, type):
+        return _class_label(annotation)
     return "any"
+
+
+def _class_label(kind: type) -> str:
+    for label, known in {**SCALAR_TYPES, **_CONTAINER_TYPES}.items():
+        if kind is known:
+            return label
+    return "list" if kind is tuple else "any"
 
 
 def coerce_text(name: str, label: str, text: str, *, where: str) -> Any:
@@ -69,6 +90,8 @@ def coerce_text(name: str, label: str, text: str, *, where: str) -> Any:
             return int(text)
         if label == "float":
             value = float(text)
+            if not math.isfinite(value):
+                raise ValueError(text)
             return value
         if label == "bool":
             lowered = text.strip().lower()
@@ -106,7 +129,9 @@ def validate_value(name: str, label: str, value: Any, *, where: str) -> Any:
         return value
     ok = isinstance(value, expected)
     if label == "float":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        ok = (
+            isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        )
     elif label == "int":
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif label == "list":
@@ -154,5 +179,10 @@ def flatten(value: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _article(label: str) -> str:
-    names = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+    names = {
+        "int": "an integer",
+        "float": "a finite number",
+        "bool": "true or false",
+        "str": "a string",
+    }
     return names.get(label, f"a JSON {label}")

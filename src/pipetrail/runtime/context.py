@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipetrail.core.ids import validate_user_tags
 from pipetrail.core.model import ArtifactRecord
 from pipetrail.errors import UsageError
 from pipetrail.storage.metadata.base import MetricRow, NewLink
@@ -311,9 +312,7 @@ def log_input(path: str | os.PathLike[str], name: str | None = None) -> Artifact
 def set_tag(tag: str) -> None:
     """Add a user tag to the run."""
     context = _context("set_tag")
-    if not isinstance(tag, str) or not tag.strip() or len(tag) > 500:
-        raise UsageError(f"a tag must be a non-empty string of at most 500 characters, got {tag!r}")
-    context.tags.append(tag.strip())
+    context.tags.extend(validate_user_tags([tag]))
 
 
 def _content_type(path: Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import threading
 import traceback
 from pathlib import Path
 from types import ModuleType
@@ -12,9 +13,24 @@ from pipetrail.core.hashing import digest_bytes
 from pipetrail.dsl import Pipeline
 from pipetrail.errors import DefinitionError, PipelineLoadError
 
-__all__ = ["load_pipeline", "load_pipeline_file", "split_target"]
+__all__ = ["ImportOnly", "importing", "load_pipeline", "load_pipeline_file", "split_target"]
 
 _modules: dict[tuple[str, float], ModuleType] = {}
+_importing = threading.local()
+
+
+class ImportOnly(BaseException):
+    """Raised by ``pt.run`` called at the top level of a file pipetrail is importing.
+
+    A script that ends with ``pt.run(pipeline)`` and no ``if __name__ == "__main__"`` guard
+    would otherwise start a run every time a worker (or ``pipetrail run``) imports it. The
+    loader stops the import there: everything defined above the call is in the module.
+    """
+
+
+def importing() -> bool:
+    """Whether pipetrail is importing a pipeline file in this thread right now."""
+    return bool(getattr(_importing, "active", False))
 
 
 def split_target(target: str) -> tuple[Path, str | None]:
@@ -86,8 +102,11 @@ def _import_file(file: Path) -> ModuleType:
     if folder not in sys.path:
         sys.path.insert(0, folder)
     sys.modules[module_name] = module
+    _importing.active = True
     try:
         spec.loader.exec_module(module)
+    except ImportOnly:
+        pass
     except DefinitionError:
         sys.modules.pop(module_name, None)
         raise
@@ -100,6 +119,8 @@ def _import_file(file: Path) -> ModuleType:
         raise PipelineLoadError(
             f"importing {str(file)!r} failed{where}: {type(exc).__name__}: {exc}"
         ) from exc
+    finally:
+        _importing.active = False
     _modules[key] = module
     return module
 

@@ -130,7 +130,8 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
                 kwargs[payload.foreach_param] = kwargs[payload.foreach_param][payload.task_index]
             with activate(context):
                 result = step.func(**kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:
+            # sys.exit() in a step ends the step, not the run.
             error = exc
     usage = meter.usage
     try:
@@ -150,7 +151,8 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         if type(error).__module__ not in ("builtins", "__main__"):
             exc_type = f"{type(error).__module__}.{exc_type}"
         exc_message = str(error)
-        tb = _user_traceback(error)
+        # A value that cannot be stored is pipetrail's finding, not a frame of user code.
+        tb = None if isinstance(error, SerializationError) else _user_traceback(error)
     return TaskOutcome(
         retryable=error is not None and isinstance(error, step.retry_on),
         allowed_failure=error is not None and step.allow_failure,
@@ -255,7 +257,10 @@ def _user_traceback(error: BaseException) -> str:
 
 
 class _StreamCapture:
-    """Captures ``sys.stdout``/``sys.stderr`` writes (for the in-process executor)."""
+    """Captures ``sys.stdout``/``sys.stderr`` writes (in-process executor), still showing them.
+
+    Output also goes on to the terminal, so ``print`` debugging and ``breakpoint()`` work.
+    """
 
     def __init__(self) -> None:
         self._out = io.StringIO()
@@ -265,13 +270,42 @@ class _StreamCapture:
 
     def __enter__(self) -> _StreamCapture:
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout, sys.stderr = self._out, self._err
+        sys.stdout = _Tee(self._out, self._saved[0])
+        sys.stderr = _Tee(self._err, self._saved[1])
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.stdout, sys.stderr = self._saved
         self.stdout = self._out.getvalue()
         self.stderr = self._err.getvalue()
+
+
+class _Tee(io.TextIOBase):
+    """A text stream that writes to a buffer and passes everything on."""
+
+    def __init__(self, buffer: io.StringIO, passthrough: TextIO) -> None:
+        self._buffer = buffer
+        self._passthrough = passthrough
+
+    def write(self, text: str) -> int:
+        self._buffer.write(text)
+        return self._passthrough.write(text)
+
+    def flush(self) -> None:
+        self._passthrough.flush()
+
+    def isatty(self) -> bool:
+        return self._passthrough.isatty()
+
+    def fileno(self) -> int:
+        return self._passthrough.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._passthrough, "encoding", "utf-8") or "utf-8"
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._passthrough, name)
 
 
 class _FdCapture:
