@@ -5,8 +5,10 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, overload
 
 from pipetrail.core.fingerprint import fingerprint_source
@@ -208,6 +210,9 @@ class Pipeline:
         on_timeout: str = "failed",
     ) -> None:
         self.name = validate_name("pipeline", name)
+        # The file that builds the pipeline (where workers find it), not the steps' file.
+        caller = sys._getframe(1).f_globals.get("__file__")
+        self._defined_in = str(Path(caller).resolve()) if isinstance(caller, str) else None
         if max_concurrent_runs is not None and (
             isinstance(max_concurrent_runs, bool)
             or not isinstance(max_concurrent_runs, int)
@@ -259,7 +264,7 @@ class Pipeline:
                 producers[output] = (s.name, output)
         params: dict[str, dict[str, Any]] = {}
         specs = [self._step_spec(s, producers, params) for s in self.steps.values()]
-        file = next((spec.file for spec in specs if spec.file), None)
+        file = self._defined_in or next((spec.file for spec in specs if spec.file), None)
         param_specs = tuple(
             ParamSpec(n, p["type"], to_json_value(p["default"]), tuple(p["steps"]))
             for n, p in params.items()

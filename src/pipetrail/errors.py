@@ -15,7 +15,7 @@
     ├── ArtifactError                   the artifact store failed
     │   ├── SerializationError          an output that no serializer can store
     │   └── IntegrityError              stored bytes whose hash does not match their key
-    ├── StepFailedError                 raised inside a worker to carry a step's failure
+    ├── InvalidTransitionError          a status change the state machine does not allow
     └── StepTimeoutError (TimeoutError) a task ran past its step's timeout
 
 Every message names the object, the bad value and, where there is one, the fix.
@@ -30,13 +30,13 @@ __all__ = [
     "CycleError",
     "DefinitionError",
     "IntegrityError",
+    "InvalidTransitionError",
     "MigrationError",
     "NotFoundError",
     "ParameterError",
     "PipelineLoadError",
     "PipetrailError",
     "SerializationError",
-    "StepFailedError",
     "StepTimeoutError",
     "StoreError",
     "UsageError",
@@ -95,15 +95,8 @@ class IntegrityError(ArtifactError):
     """Stored bytes whose content hash differs from the key they are stored under."""
 
 
-class StepFailedError(PipetrailError):
-    """A step's user code raised; carries the formatted exception across processes."""
-
-    def __init__(self, step: str, exc_type: str, message: str, traceback: str) -> None:
-        super().__init__(f"step {step!r} failed: {exc_type}: {message}")
-        self.step = step
-        self.exc_type = exc_type
-        self.message = message
-        self.traceback = traceback
+class InvalidTransitionError(PipetrailError):
+    """A status change that the state machine does not allow."""
 
 
 class StepTimeoutError(PipetrailError, TimeoutError):

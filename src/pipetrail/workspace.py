@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -67,8 +68,12 @@ class Workspace:
 
             return InlineExecutor(self.services(), pipeline)
         if name == "process":
-            if pipeline.spec.file is None:
-                # Nothing for a worker to import (a notebook, the REPL): run in this process.
+            from pipetrail.runtime.loader import findable
+
+            why = findable(pipeline)
+            if why is not None:
+                # Nothing for a worker to import (a notebook, a __main__ block): run here.
+                print(f"pipetrail: running steps in this process: {why}", file=sys.stderr)
                 from pipetrail.runtime.executors.inline import InlineExecutor
 
                 return InlineExecutor(self.services(), pipeline)

@@ -8,8 +8,8 @@ import pytest
 from sqlalchemy import select
 
 import pipetrail as pt
-from pipetrail.core.status import InvalidTransitionError, RunStatus, TaskStatus
-from pipetrail.errors import NotFoundError, StoreError
+from pipetrail.core.status import RunStatus, TaskStatus
+from pipetrail.errors import InvalidTransitionError, NotFoundError, StoreError
 from pipetrail.storage.metadata.base import MetricRow, NewRun, RunQuery, TaskOutcome
 from pipetrail.storage.metadata.sql import migrate
 from pipetrail.storage.metadata.sql.store import SqlMetadataStore

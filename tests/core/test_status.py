@@ -9,12 +9,12 @@ from pipetrail.core.status import (
     RUN_TRANSITIONS,
     TASK_TERMINAL,
     TASK_TRANSITIONS,
-    InvalidTransitionError,
     RunStatus,
     TaskStatus,
     check_run_transition,
     check_task_transition,
 )
+from pipetrail.errors import InvalidTransitionError
 
 
 def test_terminal_statuses_have_no_way_out() -> None:

@@ -133,6 +133,7 @@ class Tasks:
         return TaskPayload(
             pipeline=self.pipeline.name,
             pipeline_file=self.pipeline.spec.file,
+            version=self.pipeline.version,
             step=step,
             run_id=self.run.id,
             task_id=task_id,

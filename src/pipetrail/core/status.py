@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pipetrail.errors import PipetrailError
+from pipetrail.errors import InvalidTransitionError
 
 __all__ = [
     "RUN_TERMINAL",
@@ -16,6 +16,7 @@ __all__ = [
     "TaskStatus",
     "check_run_transition",
     "check_task_transition",
+    "transition_path",
 ]
 
 
@@ -80,10 +81,6 @@ TASK_TRANSITIONS: dict[TaskStatus, frozenset[TaskStatus]] = {
 }
 
 
-class InvalidTransitionError(PipetrailError):
-    """A status change that the state machine does not allow."""
-
-
 def check_run_transition(current: RunStatus, new: RunStatus) -> None:
     """Raise InvalidTransitionError unless a run may go from ``current`` to ``new``."""
     if new not in RUN_TRANSITIONS[current]:
@@ -94,3 +91,30 @@ def check_task_transition(current: TaskStatus, new: TaskStatus) -> None:
     """Raise InvalidTransitionError unless a task may go from ``current`` to ``new``."""
     if new not in TASK_TRANSITIONS[current]:
         raise InvalidTransitionError(f"a task cannot go from {current.value!r} to {new.value!r}")
+
+
+def transition_path(current: TaskStatus, target: TaskStatus) -> list[TaskStatus]:
+    """The statuses a task passes through from ``current`` to ``target``, each one an event.
+
+    A task finishing straight from ``initial`` or ``queued`` (a worker that died before it said
+    ``running``) goes through the shortest legal route; a direct step is taken when allowed.
+
+    Raises:
+        InvalidTransitionError: when no legal route leads there.
+    """
+    if current == target:
+        return []
+    route = {
+        TaskStatus.INITIAL: [TaskStatus.QUEUED, TaskStatus.RUNNING],
+        TaskStatus.QUEUED: [TaskStatus.RUNNING],
+    }
+    path: list[TaskStatus] = []
+    here = current
+    for middle in route.get(current, []):
+        if target in TASK_TRANSITIONS[here]:
+            break
+        path.append(middle)
+        here = middle
+    check_task_transition(here, target)
+    path.append(target)
+    return path

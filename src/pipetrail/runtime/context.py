@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import mimetypes
+import numbers
 import os
 import threading
 import time
@@ -73,7 +74,7 @@ class MetricBuffer:
         with self._lock:
             self._pending.append(row)
             pending = len(self._pending)
-        if self._thread is None or (pending >= self._batch and not self._wake.is_set()):
+        if self._thread is None or pending >= self._batch:
             self._pressure(pending)
 
     def extend(self, rows: list[MetricRow]) -> None:
@@ -90,16 +91,25 @@ class MetricBuffer:
             self._thread.start()
         if pending >= 4 * self._batch:
             self.flush()
-        elif pending >= self._batch:
+        elif pending >= self._batch and not self._wake.is_set():
             self._wake.set()
 
     def flush(self) -> None:
-        """Write everything pending now, in the order it was logged."""
+        """Write everything pending now, in the order it was logged.
+
+        If the write fails the points go back to the front of the queue, for the next flush.
+        """
         with self._flush_lock:
             with self._lock:
                 batch, self._pending = self._pending, []
-            if batch:
+            if not batch:
+                return
+            try:
                 self._write(batch)
+            except BaseException:
+                with self._lock:
+                    self._pending[:0] = batch
+                raise
 
     def close(self) -> None:
         """Stop the background thread and write what is left; raise what a write raised."""
@@ -108,8 +118,6 @@ class MetricBuffer:
         if self._thread is not None:
             self._thread.join(timeout=30)
         self.flush()
-        if self._error is not None:
-            raise self._error
 
     def _loop(self) -> None:
         while not self._closed:
@@ -119,7 +127,8 @@ class MetricBuffer:
                 return
             try:
                 self.flush()
-            except Exception as exc:  # the points are lost only if the final flush fails too
+                self._error = None
+            except Exception as exc:  # kept pending; the final flush tries again and reports
                 self._error = exc
 
 
@@ -152,6 +161,9 @@ class StepContext:
 
 
 _active: ContextVar[StepContext | None] = ContextVar("pipetrail_step", default=None)
+# Threads a step starts do not inherit context variables; while exactly one task runs in this
+# process (always, in a worker), they find it here.
+_process_tasks: list[StepContext] = []
 
 
 class activate:
@@ -162,14 +174,18 @@ class activate:
 
     def __enter__(self) -> StepContext:
         self._token = _active.set(self._context)
+        _process_tasks.append(self._context)
         return self._context
 
     def __exit__(self, *exc: object) -> None:
         _active.reset(self._token)
+        _process_tasks.remove(self._context)
 
 
 def _context(what: str) -> StepContext:
     context = _active.get()
+    if context is None and len(_process_tasks) == 1:
+        context = _process_tasks[0]
     if context is None:
         raise UsageError(
             f"pipetrail.{what} was called outside a running step; call it from inside a "
@@ -257,16 +273,22 @@ def _metric_row(
         raise UsageError(
             f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
         )
+    if isinstance(value, (str, bytes, bool)):
+        raise UsageError(
+            f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}"
+        )
     try:
         number = float(value)
     except (TypeError, ValueError):
         raise UsageError(
             f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}"
         ) from None
-    if isinstance(value, bool) or math.isnan(number):
-        raise UsageError(f"metric {name!r}: value must be a real number, got {value!r}")
-    if step is not None and (isinstance(step, bool) or not isinstance(step, int)):
-        raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+    if not math.isfinite(number):
+        raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
+    if step is not None:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+        step = int(step)
     return MetricRow(context.run_id, context.task_id, name, number, step, now)
 
 
@@ -286,7 +308,7 @@ def log_artifact(path_or_object: Any, name: str | None = None) -> ArtifactRef:
         source: str | None = str(path.resolve())
     else:
         record = context.store_value(path_or_object)
-        artifact_name = name or f"artifact_{len(context.links)}"
+        artifact_name = name or f"{context.step}_artifact_{len(context.links)}"
         source = None
     context.links.append(NewLink("output", artifact_name, "logged", record, source_uri=source))
     return ArtifactRef(artifact_name, record.key, record.size)

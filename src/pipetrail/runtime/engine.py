@@ -6,7 +6,7 @@ import getpass
 import os
 import platform
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -171,8 +171,3 @@ def _user() -> str:
         return getpass.getuser()
     except Exception:
         return os.environ.get("USER") or "unknown"
-
-
-def params_for_display(params: Mapping[str, Any]) -> str:
-    """``lr=0.1, epochs=20``: parameters on one line, for messages."""
-    return ", ".join(f"{k}={v!r}" for k, v in params.items())

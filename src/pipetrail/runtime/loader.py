@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import sys
 import threading
@@ -13,7 +14,14 @@ from pipetrail.core.hashing import digest_bytes
 from pipetrail.dsl import Pipeline
 from pipetrail.errors import DefinitionError, PipelineLoadError
 
-__all__ = ["ImportOnly", "importing", "load_pipeline", "load_pipeline_file", "split_target"]
+__all__ = [
+    "ImportOnly",
+    "findable",
+    "importing",
+    "load_pipeline",
+    "load_pipeline_file",
+    "split_target",
+]
 
 _modules: dict[tuple[str, float], ModuleType] = {}
 _importing = threading.local()
@@ -54,7 +62,36 @@ def load_pipeline(target: str) -> Pipeline:
 
 
 def load_pipeline_file(file: Path, name: str | None = None) -> Pipeline:
-    """Import ``file`` (once per process and version of the file) and return its pipeline."""
+    """Import ``file`` (once per process and version of the file) and return its pipeline.
+
+    The pipeline's ``spec.file`` becomes ``file``: it is the file workers import to find it.
+    """
+    pipeline = _find(file, name)
+    path = str(file.resolve())
+    if pipeline.spec.file != path:
+        pipeline.spec = dataclasses.replace(pipeline.spec, file=path)
+    return pipeline
+
+
+def findable(pipeline: Pipeline) -> str | None:
+    """Why worker processes could not import ``pipeline`` from its file, or None if they can.
+
+    Workers import the pipeline's file and look the pipeline up by name; that fails for a
+    pipeline built in a notebook, inside ``if __name__ == "__main__":``, or in a function.
+    """
+    file = pipeline.spec.file
+    if not file or not Path(file).is_file():
+        return f"pipeline {pipeline.name!r} was not defined in a file workers can import"
+    try:
+        found = _find(Path(file), pipeline.name)
+    except (PipelineLoadError, DefinitionError) as exc:
+        return f"workers would not find it: {exc}"
+    if found.version != pipeline.version:
+        return f"{file} defines another version of pipeline {pipeline.name!r} at module level"
+    return None
+
+
+def _find(file: Path, name: str | None) -> Pipeline:
     module = _import_file(file)
     found: dict[str, Pipeline] = {}
     for attr, value in vars(module).items():

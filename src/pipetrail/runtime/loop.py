@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pipetrail.core.model import ArtifactRecord, RunRecord, StepSpec
-from pipetrail.core.status import TASK_TERMINAL, InvalidTransitionError, RunStatus, TaskStatus
-from pipetrail.errors import StepTimeoutError
+from pipetrail.core.status import TASK_TERMINAL, RunStatus, TaskStatus
+from pipetrail.errors import InvalidTransitionError, StepTimeoutError
 from pipetrail.runtime.planner import retry_delay
 from pipetrail.runtime.task import InputRef, TaskPayload
 from pipetrail.storage.artifacts.serializers import load_from_store
@@ -408,6 +408,7 @@ class RunLoop:
         payload = TaskPayload(
             pipeline=self.spec.name,
             pipeline_file=self.spec.file,
+            version=self.spec.version,
             step=spec.name,
             run_id=self.run.id,
             task_id=task.task_id,

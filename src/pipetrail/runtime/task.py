@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from pipetrail.core.model import ArtifactRecord
 from pipetrail.core.status import TaskStatus
 from pipetrail.dsl import Pipeline
-from pipetrail.errors import SerializationError
+from pipetrail.errors import PipelineLoadError, SerializationError
 from pipetrail.provenance.code import code_archive
 from pipetrail.provenance.resources import ResourceMeter
 from pipetrail.runtime.context import MetricBuffer, StepContext, activate
@@ -63,6 +63,7 @@ class TaskPayload:
 
     pipeline: str
     pipeline_file: str | None
+    version: str
     step: str
     run_id: int
     task_id: int
@@ -93,6 +94,12 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     as they are flushed; outputs and logged files to the artifact store. The caller records the
     returned outcome.
     """
+    if pipeline.version != payload.version:
+        raise PipelineLoadError(
+            f"{payload.pipeline_file} changed while run {payload.run_id} was running "
+            f"(version {payload.version} when it started, {pipeline.version} now); the task "
+            "would run code other than the code recorded, so it is not run"
+        )
     step = pipeline.steps[payload.step]
     run_params: dict[str, Any] = pickle.loads(payload.params)
     services.store.set_task_status(
@@ -141,7 +148,7 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     if error is None:
         try:
             links.extend(_store_outputs(services, step.name, step.outputs, result))
-        except SerializationError as exc:
+        except Exception as exc:  # a full disk must not lose what the task recorded
             error = exc
     links.extend(context.links)
     status = TaskStatus.COMPLETED if error is None else TaskStatus.FAILED

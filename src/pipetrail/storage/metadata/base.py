@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -98,7 +98,6 @@ class RunQuery:
     tags: tuple[str, ...] = ()
     since: datetime | None = None
     limit: int | None = 100
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class MetadataStore(Protocol):

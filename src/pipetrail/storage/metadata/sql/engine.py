@@ -18,7 +18,6 @@ __all__ = [
     "WRITE_OPTION",
     "for_update",
     "insert_many_fast",
-    "is_memory_sqlite",
     "make_engine",
     "migration_lock",
     "sqlite_path",
@@ -163,12 +162,6 @@ def migration_lock(conn: Connection) -> Iterator[None]:
     else:
         # SQLite: the IMMEDIATE transaction opened by the caller already holds the write lock.
         yield
-
-
-def is_memory_sqlite(url: str) -> bool:
-    """Whether ``url`` names an in-memory SQLite database (which needs one shared connection)."""
-    parsed = make_url(url)
-    return parsed.get_backend_name() == "sqlite" and parsed.database in (None, "", ":memory:")
 
 
 def sqlite_path(url: str) -> str | None:

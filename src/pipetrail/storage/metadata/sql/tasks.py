@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, insert, select, update
 
 from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
-from pipetrail.core.status import TASK_TRANSITIONS, TaskStatus, check_task_transition
+from pipetrail.core.status import TaskStatus, check_task_transition, transition_path
 from pipetrail.errors import NotFoundError
 from pipetrail.storage.metadata.base import NewLink, TaskOutcome
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
@@ -86,7 +86,7 @@ class TaskRows(SqlSession):
         with self._write() as conn:
             run_id, current = self._task_state(conn, task_id)
             now = _now()
-            path = _path(current, status)
+            path = transition_path(current, status)
             values: dict[str, Any] = {"status": status.value}
             if status is TaskStatus.RUNNING:
                 values.update(started_at=now, host=host, pid=pid)
@@ -107,8 +107,14 @@ class TaskRows(SqlSession):
         with self._write() as conn:
             run_id, current = self._task_state(conn, task_id)
             now = _now()
-            path = _path(current, outcome.status)
-            started = outcome.started_at
+            path = transition_path(current, outcome.status)
+            # A worker that died reports no times: keep the start it recorded when it began.
+            started = (
+                outcome.started_at
+                or conn.execute(
+                    select(block_run.c.started_at).where(block_run.c.id == task_id)
+                ).scalar_one()
+            )
             finished = outcome.finished_at or now
             conn.execute(
                 update(block_run)
@@ -340,30 +346,6 @@ class TaskRows(SqlSession):
     def skip_task(self, task_id: int, status: TaskStatus, message: str) -> None:
         """End a task that never ran: nothing to do (a foreach over no items) and the like."""
         self.set_task_status(task_id, status, message=message)
-
-
-def _path(current: TaskStatus, target: TaskStatus) -> list[TaskStatus]:
-    """The statuses a task passes through from ``current`` to ``target`` (shortest legal route)."""
-    if current == target:
-        return []
-    route = {
-        TaskStatus.INITIAL: [TaskStatus.QUEUED, TaskStatus.RUNNING],
-        TaskStatus.QUEUED: [TaskStatus.RUNNING],
-    }
-    steps: list[TaskStatus] = []
-    here = current
-    for middle in route.get(current, []):
-        if target in _allowed(here):
-            break
-        steps.append(middle)
-        here = middle
-    check_task_transition(here, target)
-    steps.append(target)
-    return steps
-
-
-def _allowed(status: TaskStatus) -> frozenset[TaskStatus]:
-    return TASK_TRANSITIONS[status]
 
 
 def _task(r: Any) -> TaskRecord:
