@@ -16,7 +16,9 @@
     │   ├── SerializationError          an output that no serializer can store
     │   └── IntegrityError              stored bytes whose hash does not match their key
     ├── InvalidTransitionError          a status change the state machine does not allow
-    └── StepTimeoutError (TimeoutError) a task ran past its step's timeout
+    ├── StepTimeoutError (TimeoutError) a task ran past its step's timeout
+    ├── WorkerLostError                 a worker process died while running a task
+    └── TaskCancelledError              a running task was stopped on request
 
 Every message names the object, the bad value and, where there is one, the fix.
 Adapters re-raise library errors as these, ``from`` the original.
@@ -39,7 +41,9 @@ __all__ = [
     "SerializationError",
     "StepTimeoutError",
     "StoreError",
+    "TaskCancelledError",
     "UsageError",
+    "WorkerLostError",
 ]
 
 
@@ -101,3 +105,24 @@ class InvalidTransitionError(PipetrailError):
 
 class StepTimeoutError(PipetrailError, TimeoutError):
     """A task ran longer than its step's ``timeout``."""
+
+
+class WorkerLostError(PipetrailError):
+    """A worker process died (killed, crashed, out of memory) while running a task."""
+
+    def __init__(
+        self, message: str, *, pid: int = 0, exitcode: int | None = None, step: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.exitcode = exitcode
+        self.step = step
+
+
+class TaskCancelledError(PipetrailError):
+    """A running task was stopped on request (``cancel_task`` or ``shutdown(cancel=True)``)."""
+
+    def __init__(self, message: str, *, pid: int = 0, step: str = "") -> None:
+        super().__init__(message)
+        self.pid = pid
+        self.step = step

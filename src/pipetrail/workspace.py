@@ -90,9 +90,12 @@ class Workspace:
         max_workers: int | None = None,
         observer: RunObserver | None = None,
     ) -> Engine:
+        from pipetrail.config import EXECUTORS
         from pipetrail.runtime.engine import Engine
 
         name = executor or self.settings.executor
+        if name not in EXECUTORS:
+            raise ConfigError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}")
         return Engine(
             self.services(),
             lambda pipeline: self.executor(name, pipeline, max_workers),

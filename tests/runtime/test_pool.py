@@ -18,9 +18,9 @@ import pytest
 import pipetrail as pt
 from pipetrail.config import Settings
 from pipetrail.core.status import TaskStatus
-from pipetrail.errors import PipetrailError
+from pipetrail.errors import PipetrailError, TaskCancelledError, WorkerLostError
 from pipetrail.runtime.engine import RunRequest
-from pipetrail.runtime.executors.pool import ProcessExecutor, TaskCancelledError, WorkerLostError
+from pipetrail.runtime.executors.pool import ProcessExecutor
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.runtime.task import TaskPayload
 from pipetrail.storage.metadata.base import TaskOutcome

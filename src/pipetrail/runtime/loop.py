@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipetrail.core.model import ArtifactRecord, RunRecord, StepSpec
 from pipetrail.core.status import TASK_TERMINAL, RunStatus, TaskStatus
-from pipetrail.errors import InvalidTransitionError, StepTimeoutError
+from pipetrail.errors import InvalidTransitionError, StepTimeoutError, TaskCancelledError
 from pipetrail.runtime.planner import retry_delay
 from pipetrail.runtime.task import InputRef, TaskPayload
 from pipetrail.storage.artifacts.serializers import load_from_store
@@ -90,43 +90,59 @@ class RunLoop:
     # -- the whole run -------------------------------------------------------------------------
 
     def drive(self) -> RunRecord:
+        control = threading.Thread(target=self._control, name="pipetrail-control", daemon=True)
+        control.start()
+        try:
+            return self._drive()
+        except BaseException as exc:
+            self._fail_if_open(exc)
+            raise
+        finally:
+            with self._interrupt_lock:
+                self._stop.set()
+
+    def _fail_if_open(self, exc: BaseException) -> None:
+        """Leave no run open behind an error; if the store itself is gone, recovery will."""
+        try:
+            if self.store.get_run(self.run.id).status in (RunStatus.INITIAL, RunStatus.RUNNING):
+                reason = f"runner error: {type(exc).__name__}: {exc}"
+                self._cancel_open_tasks(reason)
+                self._finish(RunStatus.FAILED, reason)
+        except Exception:
+            return
+
+    def _drive(self) -> RunRecord:
         keys = [(name, 0, 0) for name in self.dag.order]
         created = self.store.create_tasks(self.run.id, keys)
         for name, step in self.steps.items():
             step.tasks[0] = _Task(0, created[(name, 0, 0)])
-        control = threading.Thread(target=self._control, name="pipetrail-control", daemon=True)
-        control.start()
+        if not self._wait_for_slot():
+            return self._finish(RunStatus.CANCELLED, self._cancel_reason)
+        self.run = self.store.get_run(self.run.id)
+        self.observer.run_started(self.run, self.spec)
+        if self._run_timeout:
+            self._run_deadline = time.monotonic() + self._run_timeout
+        executor = self.engine.executor_for(self.pipeline)
+        self._inline = executor.name == "inline"
         try:
-            if not self._wait_for_slot():
-                return self._finish(RunStatus.CANCELLED, self._cancel_reason)
-            self.run = self.store.get_run(self.run.id)
-            self.observer.run_started(self.run, self.spec)
-            if self._run_timeout:
-                self._run_deadline = time.monotonic() + self._run_timeout
-            executor = self.engine.executor_for(self.pipeline)
-            self._inline = executor.name == "inline"
-            try:
-                self._loop(executor)
-            except KeyboardInterrupt:
-                executor.shutdown(cancel=True)
-                reason = self._cancel_reason or "cancelled by the user (Ctrl-C)"
-                self._cancel_open_tasks(reason)
-                return self._finish(self._cancel_status, reason)
-            except BaseException as exc:
-                executor.shutdown(cancel=True)
-                reason = f"runner error: {type(exc).__name__}: {exc}"
-                self._cancel_open_tasks(reason)
-                self._finish(RunStatus.FAILED, reason)
-                raise
-            if self._cancel_reason is not None:
-                executor.shutdown(cancel=True)
-                self._cancel_open_tasks(self._cancel_reason)
-                return self._finish(self._cancel_status, self._cancel_reason)
-            executor.shutdown()
-            return self._finish(*self._verdict())
-        finally:
-            with self._interrupt_lock:
-                self._stop.set()
+            self._loop(executor)
+        except KeyboardInterrupt:
+            executor.shutdown(cancel=True)
+            reason = self._cancel_reason or "cancelled by the user (Ctrl-C)"
+            self._cancel_open_tasks(reason)
+            return self._finish(self._cancel_status, reason)
+        except BaseException as exc:
+            executor.shutdown(cancel=True)
+            reason = f"runner error: {type(exc).__name__}: {exc}"
+            self._cancel_open_tasks(reason)
+            self._finish(RunStatus.FAILED, reason)
+            raise
+        if self._cancel_reason is not None:
+            executor.shutdown(cancel=True)
+            self._cancel_open_tasks(self._cancel_reason)
+            return self._finish(self._cancel_status, self._cancel_reason)
+        executor.shutdown()
+        return self._finish(*self._verdict())
 
     def _wait_for_slot(self) -> bool:
         """Take a slot of the pipeline's concurrent-run limit, in order; False if cancelled."""
@@ -479,8 +495,9 @@ class RunLoop:
         except Exception as exc:
             if task.timed_out:
                 return self._timeout_outcome(spec, retryable_timeout)
-            if self._cancel_reason is not None:
-                return TaskOutcome(TaskStatus.CANCELLED, exception_message=self._cancel_reason)
+            if self._cancel_reason is not None or isinstance(exc, TaskCancelledError):
+                reason = self._cancel_reason or str(exc)
+                return TaskOutcome(TaskStatus.CANCELLED, exception_message=reason)
             # The worker itself failed: killed, out of memory, an unpicklable payload.
             return TaskOutcome(
                 status=TaskStatus.FAILED,

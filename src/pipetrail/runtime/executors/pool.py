@@ -20,12 +20,12 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.context import ForkServerProcess
 from pathlib import Path
 
-from pipetrail.errors import PipetrailError
+from pipetrail.errors import PipetrailError, TaskCancelledError, WorkerLostError
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.runtime.task import TaskPayload, TaskServices, execute_task
 from pipetrail.storage.metadata.base import TaskOutcome
 
-__all__ = ["ProcessExecutor", "TaskCancelledError", "WorkerLostError"]
+__all__ = ["ProcessExecutor"]
 
 # Modules every worker needs, imported once in the fork server so each worker starts warm.
 # Named as strings: the fork server imports them, this module does not depend on them.
@@ -53,27 +53,6 @@ _HINTS = {
     signal.SIGBUS: "; a crash in native code (an extension module) does this",
     signal.SIGABRT: "; a failed assertion in native code does this",
 }
-
-
-class WorkerLostError(PipetrailError):
-    """A worker process died (killed, crashed, out of memory) while running a task."""
-
-    def __init__(
-        self, message: str, *, pid: int = 0, exitcode: int | None = None, step: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.exitcode = exitcode
-        self.step = step
-
-
-class TaskCancelledError(PipetrailError):
-    """A running task was stopped on request (``cancel_task`` or ``shutdown(cancel=True)``)."""
-
-    def __init__(self, message: str, *, pid: int = 0, step: str = "") -> None:
-        super().__init__(message)
-        self.pid = pid
-        self.step = step
 
 
 @dataclass(frozen=True)
