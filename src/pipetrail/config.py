@@ -34,6 +34,14 @@ class Settings:
     executor: str = "process"
     max_workers: int | None = None
 
+    @property
+    def sqlite_file(self) -> Path | None:
+        """The database file when the metadata store is SQLite on disk, else None."""
+        prefix = "sqlite:///"
+        if not self.db_url.startswith(prefix) or self.db_url.endswith(":memory:"):
+            return None
+        return Path(self.db_url[len(prefix) :])
+
     @classmethod
     def for_home(cls, home: Path | str, **overrides: Any) -> Settings:
         """Settings that keep everything under ``home`` (tests and embedded use)."""

@@ -156,10 +156,33 @@ def test_bad_input_exits_2_and_writes_nothing(
     assert not home.exists(), "bad input must not create or touch the store"
 
 
-def test_unknown_run_is_a_clear_error(tmp_path: Path) -> None:
-    done = pipetrail("runs", "show", "99", home=tmp_path / "home", cwd=tmp_path)
-    assert done.returncode == 2
-    assert "no run with id 99" in done.stderr
+def test_reading_commands_never_create_a_store(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    listed = pipetrail("runs", "list", home=home, cwd=tmp_path)
+    assert listed.returncode == 0 and "No runs yet" in listed.stdout
+    shown = pipetrail("runs", "show", "3", home=home, cwd=tmp_path)
+    assert shown.returncode == 2 and "no runs recorded yet" in shown.stderr
+    assert not home.exists()
+
+
+def test_unknown_run_and_step_are_clear_errors(flow_file: FlowWriter, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert pipetrail("run", str(flow_file(FLOW)), "-q", home=home, cwd=tmp_path).returncode == 0
+    cases = [
+        (["runs", "show", "99"], "no run with id 99"),
+        (["runs", "show", "other/1"], "run 1 is cli_flow/1, not a run of 'other'"),
+        (["runs", "show", "cli_flow/1/nostep"], "has no step 'nostep'; steps: load, train"),
+        (["runs", "show", "99999999999999999999999"], "invalid run address"),
+        (["logs", "cli_flow/1/nostep"], "has no step 'nostep'"),
+        (["runs", "cancel", "1"], "has already ended (completed); nothing to cancel"),
+    ]
+    for args, message in cases:
+        done = pipetrail(*args, home=home, cwd=tmp_path)
+        assert done.returncode == 2, (args, done.stdout, done.stderr)
+        assert message in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr
+    logs = pipetrail("logs", "cli_flow/1/load", home=home, cwd=tmp_path)
+    assert logs.returncode == 0 and "rows: 3" in logs.stdout
 
 
 def test_help_lists_commands(tmp_path: Path) -> None:

@@ -204,7 +204,11 @@ def runs_list(
     from pipetrail.core.status import RunStatus
 
     since_at = _since(since)
-    workspace = _workspace()
+    try:
+        workspace = _workspace()
+    except NothingRecorded as exc:
+        click.echo([] if as_json else str(exc).replace("no runs recorded yet: ", "No runs yet: "))
+        sys.exit(EXIT_OK)
     runs = list_runs(
         pipeline=pipeline,
         statuses=tuple(RunStatus(s) for s in statuses),
@@ -228,13 +232,38 @@ def runs_list(
 def runs_show(run_ref: str, as_json: bool) -> None:
     """Everything recorded about RUN (``iris/42`` or ``42``)."""
     from pipetrail.cli.render import print_run, run_to_json
-    from pipetrail.client import Run
 
-    run = Run(run_ref, reader=_workspace().reader())
+    run, step = _run_and_step(run_ref)
+    if step is not None:
+        raise UsageError(
+            f"runs show takes a run ({run.pathspec}), not a step; for a step's output use: "
+            f"pipetrail logs {run.pathspec} {step}"
+        )
     if as_json:
         click.echo(json.dumps(run_to_json(run), indent=2, default=str))
     else:
         print_run(run)
+
+
+def _run_and_step(ref: str) -> tuple[Any, str | None]:
+    """The run a pathspec names, and its step part (checked against the run's steps)."""
+    from pipetrail.client import Run
+    from pipetrail.core.ids import parse_pathspec
+
+    spec = parse_pathspec(ref)
+    workspace = _workspace()
+    record = workspace.store.get_run(spec.run_id)
+    if spec.pipeline is not None and spec.pipeline != record.pipeline:
+        raise UsageError(
+            f"run {spec.run_id} is {record.pathspec}, not a run of {spec.pipeline!r}; run ids are "
+            f"shared by all pipelines: see pipetrail runs list --pipeline {spec.pipeline}"
+        )
+    run = Run(spec.run_id, reader=workspace.reader())
+    if spec.step is not None and spec.step not in run:
+        raise UsageError(
+            f"run {run.pathspec} has no step {spec.step!r}; steps: {', '.join(s.name for s in run)}"
+        )
+    return run, spec.step
 
 
 _STATUSES = ["initial", "running", "completed", "failed", "cancelled"]
@@ -416,9 +445,11 @@ def runs_cancel(
 
 def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
     from pipetrail.cli.render import print_logs
-    from pipetrail.client import Run
 
-    run = Run(run_ref, reader=_workspace().reader())
+    run, in_ref = _run_and_step(run_ref)
+    if in_ref is not None and step is not None and in_ref != step:
+        raise UsageError(f"two steps given: {in_ref!r} in {run_ref!r} and {step!r}")
+    step = step or in_ref
     if step is not None and step not in run:
         raise UsageError(
             f"run {run.pathspec} has no step {step!r}; steps: {', '.join(s.name for s in run)}"
@@ -457,9 +488,25 @@ def logs_command(run_ref: str, step: str | None, stream: str, attempt: int | Non
 
 
 def _workspace() -> Any:
+    """The configured store, for commands that read or act on recorded runs.
+
+    They never create an embedded store: with nothing recorded yet they say so.
+    """
+    from pipetrail.config import load_settings
     from pipetrail.workspace import open_workspace
 
-    return open_workspace()
+    settings = load_settings()
+    database = settings.sqlite_file
+    if database is not None and not database.exists():
+        raise NothingRecorded(
+            f"no runs recorded yet: there is no store at {str(database)!r} (PIPETRAIL_HOME is "
+            f"{str(settings.home)!r}); start one with: pipetrail run FILE"
+        )
+    return open_workspace(settings)
+
+
+class NothingRecorded(UsageError):
+    """The embedded store does not exist yet."""
 
 
 def main() -> None:

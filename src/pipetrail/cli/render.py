@@ -274,7 +274,14 @@ def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None
                 printed = True
     if not printed:
         where = f" step {step_name!r} of" if step_name else ""
-        out.print(f"no captured output for{where} {run.pathspec}")
+        still = [s.name for s in run if s.status in ("running", "queued")]
+        if still and (step_name is None or step_name in still):
+            out.print(
+                f"no captured output yet for{where} {run.pathspec}: {', '.join(still)} still "
+                "running; a task's output is stored when it ends"
+            )
+        else:
+            out.print(f"no captured output for{where} {run.pathspec}")
 
 
 def _link_json(link: ArtifactLink) -> dict[str, Any]:

@@ -78,7 +78,7 @@ def parse_pathspec(text: str) -> Pathspec:
 
 def _int(text: str) -> int:
     value = int(text)
-    if value < 0:
+    if value < 0 or value >= 2**63:
         raise ValueError(text)
     return value
 

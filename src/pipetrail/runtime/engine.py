@@ -146,15 +146,14 @@ class Engine:
         return run
 
     def _store_code(self, spec: PipelineSpec) -> str | None:
-        files: dict[str, Path] = {}
-        for step in spec.steps:
-            if step.file and Path(step.file).is_file():
-                files.setdefault(Path(step.file).name, Path(step.file))
-        if spec.file and Path(spec.file).is_file():
-            files.setdefault(Path(spec.file).name, Path(spec.file))
+        """Store the pipeline file and every file a step comes from, as one archive."""
+        paths = {Path(f).resolve() for f in [spec.file, *(s.file for s in spec.steps)] if f}
+        files = [p for p in paths if p.is_file()]
         if not files:
             return None
-        return self.services.cas.put_bytes(code_archive(files, None)).key
+        root = Path(os.path.commonpath([str(p.parent) for p in files]))
+        archive = code_archive({str(p.relative_to(root)): p for p in sorted(files)}, None)
+        return self.services.cas.put_bytes(archive).key
 
     def execute(self, run: RunRecord, request: RunRequest) -> RunRecord:
         """Drive a prepared run to a terminal status."""

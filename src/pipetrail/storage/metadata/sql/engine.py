@@ -20,6 +20,7 @@ __all__ = [
     "insert_many_fast",
     "make_engine",
     "migration_lock",
+    "short",
     "sqlite_path",
     "upsert",
 ]
@@ -43,7 +44,13 @@ def make_engine(url: str) -> Engine:
     if backend == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ConfigError(
+                    f"cannot create the folder of the SQLite database {database!r}: {exc.strerror}; "
+                    "set PIPETRAIL_HOME (or PIPETRAIL_DB) to a place you can write"
+                ) from None
         kwargs["connect_args"] = {"timeout": 60, "check_same_thread": False}
         if database in ("", ":memory:"):
             from sqlalchemy.pool import StaticPool
@@ -143,6 +150,13 @@ def insert_many_fast(
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
     conn.exec_driver_sql(sql, list(rows))
+
+
+def short(exc: BaseException) -> str:
+    """The driver's own first line of an SQLAlchemy error, without the SQL and the doc link."""
+    origin = getattr(exc, "orig", None) or exc
+    lines = [line.strip() for line in str(origin).splitlines() if line.strip()]
+    return lines[0] if lines else type(origin).__name__
 
 
 def for_update(conn: Connection) -> bool:

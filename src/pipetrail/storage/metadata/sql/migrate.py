@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, inspect, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from pipetrail.errors import MigrationError
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, migration_lock
+from pipetrail.errors import MigrationError, StoreError
+from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, migration_lock, short
 
 __all__ = ["HEAD_REVISION", "current_revision", "upgrade"]
 
@@ -32,9 +32,18 @@ def upgrade(engine: Engine) -> None:
     Raises:
         MigrationError: naming the database when the schema cannot be brought up to date.
     """
+    where = engine.url.render_as_string(hide_password=True)
     try:
-        if current_revision(engine) == HEAD_REVISION:
-            return
+        revision = current_revision(engine)
+    except (OperationalError, InterfaceError) as exc:
+        raise StoreError(
+            f"cannot connect to the metadata store at {where!r}: {short(exc)}"
+        ) from exc
+    except SQLAlchemyError as exc:
+        raise StoreError(f"cannot read the metadata store at {where!r}: {short(exc)}") from exc
+    if revision == HEAD_REVISION:
+        return
+    try:
         # Alembic is imported only here: most commands never need it.
         from alembic import command
         from alembic.config import Config
@@ -48,5 +57,5 @@ def upgrade(engine: Engine) -> None:
             conn.commit()
     except SQLAlchemyError as exc:
         raise MigrationError(
-            f"cannot migrate the metadata store at {engine.url.render_as_string()!r}: {exc}"
+            f"cannot migrate the metadata store at {where!r}: {short(exc)}"
         ) from exc

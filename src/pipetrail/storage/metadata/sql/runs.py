@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, func, insert, select, update
 
+from pipetrail.core.hashing import digest_json
 from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
 from pipetrail.core.params import flatten
 from pipetrail.core.status import (
@@ -104,20 +105,23 @@ class RunRows(SqlSession):
         return int(conn.execute(select(pipeline.c.id).where(pipeline.c.name == name)).scalar_one())
 
     def _version_id(
-        self, conn: Connection, pipeline_id: int, spec: PipelineSpec, now: datetime
+        self, conn: Connection, pipeline_id: int, spec: PipelineSpec, at: datetime
     ) -> int:
+        dag = spec.to_dict()
+        dag_hash = digest_json(dag)
         row = {
             "pipeline_id": pipeline_id,
             "version": spec.version,
-            "dag": spec.to_dict(),
-            "created_at": now,
+            "dag_hash": dag_hash,
+            "dag": dag,
+            "created_at": at,
         }
-        upsert(conn, pipeline_version, [row], ["pipeline_id", "version"])
+        upsert(conn, pipeline_version, [row], ["pipeline_id", "dag_hash"])
         return int(
             conn.execute(
                 select(pipeline_version.c.id).where(
                     pipeline_version.c.pipeline_id == pipeline_id,
-                    pipeline_version.c.version == spec.version,
+                    pipeline_version.c.dag_hash == dag_hash,
                 )
             ).scalar_one()
         )

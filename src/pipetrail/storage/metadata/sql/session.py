@@ -14,7 +14,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from pipetrail.errors import StoreError
 from pipetrail.storage.metadata.sql import migrate
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, make_engine
+from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, make_engine, short
 
 __all__ = ["SqlSession", "now", "patient"]
 
@@ -97,7 +97,9 @@ class SqlSession:
                 with conn.begin():
                     yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"metadata store {self._where()} failed to write: {exc}") from exc
+            raise StoreError(
+                f"metadata store {self._where()} failed to write: {short(exc)}"
+            ) from exc
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -105,7 +107,9 @@ class SqlSession:
             with self.engine.connect() as conn:
                 yield conn
         except SQLAlchemyError as exc:
-            raise StoreError(f"metadata store {self._where()} failed to read: {exc}") from exc
+            raise StoreError(
+                f"metadata store {self._where()} failed to read: {short(exc)}"
+            ) from exc
 
     def _where(self) -> str:
         return repr(self.engine.url.render_as_string(hide_password=True))

@@ -59,9 +59,12 @@ pipeline_version = Table(
     Column("id", Integer, primary_key=True, autoincrement=True),
     Column("pipeline_id", Integer, ForeignKey("pipeline.id"), nullable=False),
     Column("version", String(64), nullable=False),
+    # The version ignores comments; the DAG as it ran (with its exact source) is kept per content.
+    Column("dag_hash", String(64), nullable=False),
     Column("dag", JsonDoc, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
-    UniqueConstraint("pipeline_id", "version"),
+    UniqueConstraint("pipeline_id", "dag_hash"),
+    Index(None, "pipeline_id", "version"),
 )
 
 environment = Table(

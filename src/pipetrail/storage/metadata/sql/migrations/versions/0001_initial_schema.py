@@ -64,6 +64,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
         sa.Column("pipeline_id", sa.Integer(), nullable=False),
         sa.Column("version", sa.String(length=64), nullable=False),
+        sa.Column("dag_hash", sa.String(length=64), nullable=False),
         sa.Column("dag", pipetrail.storage.metadata.sql.types.JsonDoc(), nullable=False),
         sa.Column(
             "created_at",
@@ -75,9 +76,16 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_pipeline_version")),
         sa.UniqueConstraint(
-            "pipeline_id", "version", name=op.f("uq_pipeline_version_pipeline_id_version")
+            "pipeline_id", "dag_hash", name=op.f("uq_pipeline_version_pipeline_id_dag_hash")
         ),
     )
+    with op.batch_alter_table("pipeline_version", schema=None) as batch_op:
+        batch_op.create_index(
+            batch_op.f("ix_pipeline_version_pipeline_id_version"),
+            ["pipeline_id", "version"],
+            unique=False,
+        )
+
     op.create_table(
         "pipeline_run",
         sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
@@ -421,6 +429,9 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_pipeline_run_created_at"))
 
     op.drop_table("pipeline_run")
+    with op.batch_alter_table("pipeline_version", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_pipeline_version_pipeline_id_version"))
+
     op.drop_table("pipeline_version")
     op.drop_table("pipeline")
     op.drop_table("environment")
