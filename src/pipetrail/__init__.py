@@ -8,6 +8,7 @@ from pipetrail.errors import (
     DefinitionError,
     ParameterError,
     PipetrailError,
+    StepTimeoutError,
 )
 from pipetrail.runtime.context import (
     current,
@@ -17,7 +18,7 @@ from pipetrail.runtime.context import (
     log_metrics,
     set_tag,
 )
-from pipetrail.workspace import open_workspace, run
+from pipetrail.workspace import cancel, open_workspace, retry, run
 
 __version__ = "0.1.0"
 
@@ -28,8 +29,10 @@ __all__ = [
     "PipetrailError",
     "Run",
     "Step",
+    "StepTimeoutError",
     "Task",
     "__version__",
+    "cancel",
     "current",
     "list_runs",
     "log_artifact",
@@ -37,6 +40,7 @@ __all__ = [
     "log_metric",
     "log_metrics",
     "open_workspace",
+    "retry",
     "run",
     "set_tag",
     "step",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import json
 import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pipetrail.storage.artifacts.serializers import SerializerRegistry
     from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 
-__all__ = ["Workspace", "build_task_services", "open_workspace", "run"]
+__all__ = ["Workspace", "build_task_services", "cancel", "open_workspace", "retry", "run"]
 
 
 class Workspace:
@@ -171,6 +172,53 @@ def run(
         )
     )
     return client.Run(record.pathspec, reader=ws.reader())
+
+
+def retry(
+    run: client.Run | str | int,
+    *,
+    from_step: str | None = None,
+    params: Mapping[str, Any] | None = None,
+    executor: str | None = None,
+    dry_run: bool = False,
+    workspace: Workspace | None = None,
+) -> client.Run | list[dict[str, Any]]:
+    """Run ``run`` again as a new run that reuses what completed; the origin is not changed.
+
+    Args:
+        run: a Run, a pathspec (``"iris/42"``) or a run id.
+        from_step: re-run this step and everything downstream of it whatever their status.
+        params: parameter changes; the steps that read them (and their dependants) re-run.
+        executor: ``process`` or ``inline``.
+        dry_run: return the plan (each step: reuse or run, and why) and run nothing.
+        workspace: the stores; the configured ones by default.
+    """
+    from pipetrail.core.ids import parse_pathspec
+    from pipetrail.runtime.control import describe_plan, retry_request
+
+    ws = workspace or _default_workspace()
+    run_id = run.id if isinstance(run, client.Run) else parse_pathspec(str(run)).run_id
+    overrides = {
+        k: json.dumps(v) if not isinstance(v, str) else v for k, v in (params or {}).items()
+    }
+    request, plan = retry_request(
+        ws.store, ws.store.get_run(run_id), overrides=overrides, from_step=from_step
+    )
+    if dry_run:
+        return describe_plan(plan)
+    record = ws.engine(executor=executor).run(request)
+    return client.Run(record.id, reader=ws.reader())
+
+
+def cancel(run: client.Run | str | int, *, workspace: Workspace | None = None) -> client.Run:
+    """Cancel a waiting or running run (wherever its runner is) and return it once ended."""
+    from pipetrail.core.ids import parse_pathspec
+    from pipetrail.runtime.control import cancel_run
+
+    ws = workspace or _default_workspace()
+    run_id = run.id if isinstance(run, client.Run) else parse_pathspec(str(run)).run_id
+    record = cancel_run(ws.store, ws.store.get_run(run_id))
+    return client.Run(record.id, reader=ws.reader())
 
 
 @functools.cache

@@ -1,0 +1,47 @@
+"""The public surface of ``import pipetrail`` is pinned: a change here is a change for users."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pipetrail as pt
+
+
+def test_all_is_sorted_and_pinned() -> None:
+    assert pt.__all__ == sorted(pt.__all__)
+    assert pt.__all__ == [
+        "DefinitionError",
+        "ParameterError",
+        "Pipeline",
+        "PipetrailError",
+        "Run",
+        "Step",
+        "StepTimeoutError",
+        "Task",
+        "__version__",
+        "cancel",
+        "current",
+        "list_runs",
+        "log_artifact",
+        "log_input",
+        "log_metric",
+        "log_metrics",
+        "open_workspace",
+        "retry",
+        "run",
+        "set_tag",
+        "step",
+    ]
+    for name in pt.__all__:
+        assert hasattr(pt, name), name
+
+
+def test_import_loads_no_heavy_library() -> None:
+    code = (
+        "import sys, pipetrail; "
+        "heavy = [m for m in ('sqlalchemy', 'numpy', 'pandas', 'fsspec', 'rich', 'alembic') "
+        "if m in sys.modules]; print(heavy)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
