@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import signal
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -139,9 +140,15 @@ def _execute(
 
         live = LiveRunDisplay(console())
     engine = workspace.engine(executor=executor, observer=live)
+
+    def terminated(_signum: int, _frame: Any) -> None:
+        raise KeyboardInterrupt("cancelled: the runner received SIGTERM")
+
+    previous = signal.signal(signal.SIGTERM, terminated)
     try:
         record = engine.run(request)
     finally:
+        signal.signal(signal.SIGTERM, previous)
         if live is not None:
             live.stop()
     run = Run(record.id, reader=workspace.reader())
@@ -151,7 +158,7 @@ def _execute(
         print_run_outcome(run)
     if record.status.value == "completed":
         return EXIT_OK
-    return EXIT_INTERRUPTED if "Ctrl-C" in (record.error or "") else EXIT_FAILED
+    return EXIT_INTERRUPTED if record.status.value == "cancelled" else EXIT_FAILED
 
 
 @cli.group("runs")

@@ -126,9 +126,9 @@ class RunLoop:
         self._inline = executor.name == "inline"
         try:
             self._loop(executor)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
             executor.shutdown(cancel=True)
-            reason = self._cancel_reason or "cancelled by the user (Ctrl-C)"
+            reason = self._cancel_reason or str(stop) or "cancelled by the user (Ctrl-C)"
             self._cancel_open_tasks(reason)
             return self._finish(self._cancel_status, reason)
         except BaseException as exc:
