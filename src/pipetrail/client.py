@@ -88,8 +88,8 @@ class DataArtifacts:
         self._cache: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or name not in self._links:
+            raise AttributeError(f"no artifact {name!r}; artifacts: {sorted(self._links)}")
         return self[name]
 
     def __getitem__(self, name: str) -> Any:

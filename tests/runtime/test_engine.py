@@ -251,11 +251,15 @@ def test_identical_outputs_are_stored_once(workspace: Workspace, flow_file: Flow
     first = _run(workspace, file, "inline")
     root = Path(workspace.settings.artifacts_url)
     files_after_first = sorted(p for p in root.rglob("*") if p.is_file())
+    key_first = first["load"].task.outputs[0].artifact.key  # type: ignore[union-attr]
+    stored = Path(workspace.cas.path_of(key_first))
+    before = stored.stat()
     second = _run(workspace, file, "inline")
     files_after_second = sorted(p for p in root.rglob("*") if p.is_file())
-    key_first = first["load"].task.outputs[0].artifact.key  # type: ignore[union-attr]
     key_second = second["load"].task.outputs[0].artifact.key  # type: ignore[union-attr]
     assert key_first == key_second
+    after = stored.stat()
+    assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns), "not rewritten"
     # Only the outputs that differ (left/right carry pids and times) add files.
     added = set(files_after_second) - set(files_after_first)
     assert len(added) <= 2

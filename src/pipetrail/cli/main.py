@@ -60,10 +60,19 @@ def cli() -> None:
 @cli.command("run")
 @click.argument("target", metavar="FILE[:PIPELINE]")
 @click.option(
-    "-p", "--param", "params", multiple=True, metavar="NAME=VALUE", help="Set a parameter."
+    "-p",
+    "--param",
+    "params",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a parameter (repeatable); lists and dicts as JSON: -p 'layers=[64, 32]'.",
 )
 @click.option(
-    "--var", "variables", multiple=True, metavar="KEY=VALUE", help="Set a runtime variable."
+    "--var",
+    "variables",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Set a runtime variable, read as pt.current.vars (repeatable).",
 )
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add a user tag (repeatable).")
 @click.option(
@@ -237,7 +246,7 @@ def runs_list(
 @click.option("--json", "as_json", is_flag=True, help="Print everything recorded as JSON.")
 @_errors
 def runs_show(run_ref: str, as_json: bool) -> None:
-    """Everything recorded about RUN (``iris/42`` or ``42``)."""
+    """Everything recorded about RUN ('iris/42' or '42')."""
     from pipetrail.cli.render import print_run, run_to_json
 
     run, step = _run_and_step(run_ref)
@@ -457,6 +466,13 @@ def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> N
     if in_ref is not None and step is not None and in_ref != step:
         raise UsageError(f"two steps given: {in_ref!r} in {run_ref!r} and {step!r}")
     step = step or in_ref
+    if attempt is not None:
+        attempts = sorted({t.attempt for s in run if step in (None, s.name) for t in s.tasks})
+        if attempt not in attempts:
+            raise UsageError(
+                f"no attempt {attempt} of {run.pathspec}{'/' + step if step else ''}; attempts: "
+                f"{', '.join(map(str, attempts)) or 'none'}"
+            )
     if step is not None and step not in run:
         raise UsageError(
             f"run {run.pathspec} has no step {step!r}; steps: {', '.join(s.name for s in run)}"
@@ -465,7 +481,11 @@ def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> N
 
 
 _stream_option = click.option(
-    "--stream", type=click.Choice(["all", "stdout", "stderr"]), default="all", show_default=True
+    "--stream",
+    type=click.Choice(["all", "stdout", "stderr"]),
+    default="all",
+    show_default=True,
+    help="Which captured stream to print.",
 )
 _attempt_option = click.option(
     "--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt."
