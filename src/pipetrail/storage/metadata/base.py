@@ -97,7 +97,14 @@ class RunQuery:
     statuses: tuple[RunStatus, ...] = ()
     tags: tuple[str, ...] = ()
     since: datetime | None = None
+    until: datetime | None = None
     limit: int | None = 100
+    #: Only runs started by these users (a namespace); empty means everyone.
+    users: tuple[str, ...] = ()
+    #: The search language: ``metrics.accuracy > 0.9 and params.lr = 0.01 or tags.phase = 'x'``.
+    filter: str | None = None
+    #: ``("metrics.accuracy desc", "created")``; newest first when empty.
+    order_by: tuple[str, ...] = ()
 
 
 class MetadataStore(Protocol):
@@ -142,6 +149,9 @@ class MetadataStore(Protocol):
     def metric_history(
         self, run_id: int, name: str | None = None
     ) -> list[tuple[int, MetricPoint]]: ...
+    def change_tags(
+        self, run_id: int, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> RunRecord: ...
     def record_event(
         self, run_id: int, kind: str, message: str, *, task_id: int | None = None
     ) -> None: ...

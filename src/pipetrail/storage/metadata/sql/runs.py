@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, func, insert, select, update
+from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from pipetrail.core.hashing import digest_json
 from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
@@ -18,7 +18,7 @@ from pipetrail.core.status import (
     TaskStatus,
     check_run_transition,
 )
-from pipetrail.errors import NotFoundError
+from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.storage.metadata.base import NewRun, RunQuery
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
@@ -195,6 +195,53 @@ class RunRows(SqlSession):
         rows = [{"run_id": run_id, "tag": t, "system": system} for t in dict.fromkeys(tags)]
         with self._write() as conn:
             upsert(conn, run_tag, rows, ["run_id", "tag"])
+
+    @patient("write")
+    def change_tags(
+        self, run_id: int, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+    ) -> RunRecord:
+        """Remove then add user tags of a run, in one transaction (so a replace is atomic).
+
+        Adding a tag the run already has as a system tag does nothing; removing a user tag
+        the run does not have does nothing.
+
+        Raises:
+            NotFoundError: no such run.
+            UsageError: removing a system tag.
+        """
+        with self._write() as conn:
+            exists = conn.execute(
+                select(pipeline_run.c.id).where(pipeline_run.c.id == run_id)
+            ).scalar_one_or_none()
+            if exists is None:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            system = set(
+                conn.execute(
+                    select(run_tag.c.tag).where(run_tag.c.run_id == run_id, run_tag.c.system)
+                ).scalars()
+            )
+            removing = list(dict.fromkeys(remove))
+            forbidden = [t for t in removing if t in system]
+            if forbidden:
+                raise UsageError(
+                    f"cannot remove system tag {forbidden[0]!r} of run {run_id}: system tags "
+                    "are set by pipetrail and never change"
+                )
+            if removing:
+                conn.execute(
+                    delete(run_tag).where(
+                        run_tag.c.run_id == run_id,
+                        run_tag.c.tag.in_(removing),
+                        run_tag.c.system.is_(False),
+                    )
+                )
+            rows = [
+                {"run_id": run_id, "tag": t, "system": False}
+                for t in dict.fromkeys(add)
+                if t not in system
+            ]
+            upsert(conn, run_tag, rows, ["run_id", "tag"])
+        return self.get_run(run_id)
 
     @patient("read")
     def get_run(self, run_id: int) -> RunRecord:
