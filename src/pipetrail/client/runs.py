@@ -1,4 +1,4 @@
-"""Read-side API: Run, Step and Task handles addressed by pathspec, shaped like Metaflow's client."""
+"""Run, Step and Task handles over the store, addressed by pathspec (Metaflow's shape)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from pipetrail.storage.artifacts.cas import ContentAddressedStore
     from pipetrail.storage.artifacts.serializers import SerializerRegistry
 
-__all__ = ["Reader", "Run", "Step", "Task", "list_runs", "set_default_reader"]
+__all__ = ["DataArtifacts", "Reader", "Run", "Step", "Task", "list_runs", "set_default_reader"]
 
 
 class Reader:
