@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +101,15 @@ def upsert(
     keys: Sequence[str],
     update: Sequence[str] = (),
     where_newer: str | None = None,
+    merge: Callable[[Any], dict[str, Any]] | None = None,
 ) -> None:
     """Insert ``rows``; on a clash of ``keys`` update ``update`` columns (or do nothing).
 
     Args:
         where_newer: a column; when given, a clashing row is only updated if the new value
             of that column is not older than the stored one.
+        merge: given the statement's ``excluded`` (the proposed row), returns column →
+            expression for columns that combine old and new (a running minimum, say).
     """
     if not rows:
         return
@@ -118,15 +121,14 @@ def upsert(
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table)
-    if update:
+    if update or merge:
         condition = None
         if where_newer is not None:
             condition = stmt.excluded[where_newer] >= table.c[where_newer]
-        stmt = stmt.on_conflict_do_update(
-            index_elements=list(keys),
-            set_={c: stmt.excluded[c] for c in update},
-            where=condition,
-        )
+        values: dict[str, Any] = {c: stmt.excluded[c] for c in update}
+        if merge is not None:
+            values.update(merge(stmt.excluded))
+        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=values, where=condition)
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, list(rows))

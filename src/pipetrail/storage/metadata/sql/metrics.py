@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import Connection, case, func, select
 
 from pipetrail.core.model import MetricPoint
 from pipetrail.storage.metadata.base import MetricRow
@@ -13,6 +14,8 @@ from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.tables import latest_metric, metric
 
 __all__ = ["MetricRows"]
+
+_LATEST = ("value", "step", "timestamp", "block_run_id")
 
 
 class MetricRows(SqlSession):
@@ -30,27 +33,44 @@ class MetricRows(SqlSession):
             self._latest(conn, rows)
 
     def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
-        latest: dict[tuple[int, str], MetricRow] = {}
+        """Keep each series' latest value, and its minimum and maximum, in one row for search."""
+        latest: dict[tuple[int, str], dict[str, Any]] = {}
         for r in rows:
-            latest[(r.run_id, r.name)] = r
-        upsert(
-            conn,
-            latest_metric,
-            [
-                {
+            key = (r.run_id, r.name)
+            row = latest.get(key)
+            if row is None or r.timestamp >= row["timestamp"]:
+                low = min(r.value, row["min_value"]) if row else r.value
+                high = max(r.value, row["max_value"]) if row else r.value
+                row = {
                     "run_id": r.run_id,
                     "name": r.name,
                     "value": r.value,
                     "step": r.step,
                     "timestamp": r.timestamp,
                     "block_run_id": r.task_id,
+                    "min_value": low,
+                    "max_value": high,
                 }
-                for r in latest.values()
-            ],
-            ["run_id", "name"],
-            update=["value", "step", "timestamp", "block_run_id"],
-            where_newer="timestamp",
-        )
+                latest[key] = row
+            else:
+                row["min_value"] = min(row["min_value"], r.value)
+                row["max_value"] = max(row["max_value"], r.value)
+        table = latest_metric
+
+        def merge(new: Any) -> dict[str, Any]:
+            newer = new.timestamp >= table.c.timestamp
+            return {
+                # The latest point wins, whatever order batches arrive in.
+                **{c: case((newer, new[c]), else_=table.c[c]) for c in _LATEST},
+                "min_value": case(
+                    (new.min_value < table.c.min_value, new.min_value), else_=table.c.min_value
+                ),
+                "max_value": case(
+                    (new.max_value > table.c.max_value, new.max_value), else_=table.c.max_value
+                ),
+            }
+
+        upsert(conn, table, list(latest.values()), ["run_id", "name"], merge=merge)
 
     @patient("read")
     def latest_metrics(self, run_id: int) -> dict[str, float]:

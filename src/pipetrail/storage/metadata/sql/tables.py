@@ -201,6 +201,9 @@ latest_metric = Table(
     Column("step", BigId),
     Column("timestamp", EpochTime, nullable=False),
     Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
+    # Over the whole history, so min(...)/max(...) in a search is an index lookup too.
+    Column("min_value", Float, nullable=False),
+    Column("max_value", Float, nullable=False),
     Index(None, "name", "value"),
 )
 

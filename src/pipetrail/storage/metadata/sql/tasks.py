@@ -250,11 +250,34 @@ class TaskRows(SqlSession):
     @patient("read")
     def links(self, run_id: int) -> list[ArtifactLink]:
         """Every lineage edge of a run's tasks, in the order they were recorded."""
+        return self._find_links(artifact_link.c.run_id == run_id)
+
+    @patient("read")
+    def links_of_artifacts(self, keys: Sequence[str]) -> list[ArtifactLink]:
+        """Every edge, in any run, to one of these artifacts: who produced and who consumed it."""
+        return self._find_links(artifact_link.c.artifact_key.in_(list(keys))) if keys else []
+
+    @patient("read")
+    def links_of_tasks(self, task_ids: Sequence[int]) -> list[ArtifactLink]:
+        """Every edge of these tasks, in any run."""
+        return (
+            self._find_links(artifact_link.c.block_run_id.in_(list(task_ids))) if task_ids else []
+        )
+
+    @patient("read")
+    def get_tasks(self, task_ids: Sequence[int]) -> list[TaskRecord]:
+        with self._read() as conn:
+            rows = conn.execute(
+                select(block_run).where(block_run.c.id.in_(list(task_ids))).order_by(block_run.c.id)
+            ).all()
+        return [_task(r) for r in rows]
+
+    def _find_links(self, condition: Any) -> list[ArtifactLink]:
         with self._read() as conn:
             rows = conn.execute(
                 select(artifact_link, artifact)
                 .join(artifact, artifact.c.key == artifact_link.c.artifact_key)
-                .where(artifact_link.c.run_id == run_id)
+                .where(condition)
                 .order_by(artifact_link.c.id)
             ).all()
         return [

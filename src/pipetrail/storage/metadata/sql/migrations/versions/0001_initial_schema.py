@@ -308,6 +308,8 @@ def upgrade() -> None:
             nullable=False,
         ),
         sa.Column("block_run_id", sa.Integer(), nullable=False),
+        sa.Column("min_value", sa.Float(), nullable=False),
+        sa.Column("max_value", sa.Float(), nullable=False),
         sa.ForeignKeyConstraint(
             ["block_run_id"], ["block_run.id"], name=op.f("fk_latest_metric_block_run_id_block_run")
         ),
