@@ -27,9 +27,11 @@ def test_all_is_sorted_and_pinned() -> None:
         "log_input",
         "log_metric",
         "log_metrics",
+        "namespace",
         "open_workspace",
         "retry",
         "run",
+        "search_runs",
         "set_tag",
         "step",
     ]

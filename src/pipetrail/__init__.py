@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipetrail.client import Run, Step, Task, list_runs
-from pipetrail.dsl import Pipeline, step
+from pipetrail.client import Pipeline, Run, Step, Task, list_runs, namespace, search_runs
+from pipetrail.dsl import step
 from pipetrail.errors import (
     DefinitionError,
     ParameterError,
@@ -39,9 +39,11 @@ __all__ = [
     "log_input",
     "log_metric",
     "log_metrics",
+    "namespace",
     "open_workspace",
     "retry",
     "run",
+    "search_runs",
     "set_tag",
     "step",
 ]

@@ -211,8 +211,7 @@ class Pipeline:
     ) -> None:
         self.name = validate_name("pipeline", name)
         # The file that builds the pipeline (where workers find it), not the steps' file.
-        caller = sys._getframe(1).f_globals.get("__file__")
-        self._defined_in = str(Path(caller).resolve()) if isinstance(caller, str) else None
+        self._defined_in = _caller_file()
         if max_concurrent_runs is not None and (
             isinstance(max_concurrent_runs, bool)
             or not isinstance(max_concurrent_runs, int)
@@ -457,6 +456,18 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<Pipeline {self.name} steps={list(self.steps)}>"
+
+
+def _caller_file() -> str | None:
+    """The file of the first frame outside pipetrail itself."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        module = frame.f_globals.get("__name__", "")
+        if module != "pipetrail" and not module.startswith("pipetrail."):
+            file = frame.f_globals.get("__file__")
+            return str(Path(file).resolve()) if isinstance(file, str) else None
+        frame = frame.f_back  # type: ignore[assignment]
+    return None
 
 
 def _condition_args(s: Step) -> tuple[str, ...]:

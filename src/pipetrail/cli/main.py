@@ -204,6 +204,21 @@ def _since(text: str | None) -> datetime | None:
     "--tag", "tags", multiple=True, help="Only runs with this tag (repeatable: all must match)."
 )
 @click.option("--since", default=None, help="Only runs created since: 30m, 2h, 7d or an ISO date.")
+@click.option("--user", default=None, help="Only runs started by this user.")
+@click.option(
+    "--filter",
+    "filter_text",
+    default=None,
+    metavar="QUERY",
+    help="Search: \"metrics.accuracy > 0.9 and params.lr = 0.01 or tags.phase = 'exp'\".",
+)
+@click.option(
+    "--order-by",
+    "order_by",
+    multiple=True,
+    metavar="FIELD [asc|desc]",
+    help="Sort, e.g. --order-by 'metrics.accuracy desc' (repeatable).",
+)
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @_errors
@@ -212,10 +227,13 @@ def runs_list(
     statuses: tuple[str, ...],
     tags: tuple[str, ...],
     since: str | None,
+    user: str | None,
+    filter_text: str | None,
+    order_by: tuple[str, ...],
     limit: int,
     as_json: bool,
 ) -> None:
-    """Recorded runs, newest first."""
+    """Recorded runs of every pipeline and user, newest first (or --order-by)."""
     from pipetrail.client import list_runs
     from pipetrail.core.status import RunStatus
 
@@ -228,9 +246,12 @@ def runs_list(
     runs = list_runs(
         pipeline=pipeline,
         statuses=tuple(RunStatus(s) for s in statuses),
-        tags=tags,
+        tags=tags + ((f"user:{user}",) if user else ()),
         since=since_at,
         limit=limit,
+        filter=filter_text,
+        order_by=order_by,
+        all_namespaces=True,
         reader=workspace.reader(),
     )
     from pipetrail.cli.render import print_run_list, run_summary_json

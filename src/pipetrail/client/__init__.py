@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+from pipetrail.client.pipelines import Pipeline
 from pipetrail.client.runs import (
+    Code,
     DataArtifacts,
     Reader,
     Run,
+    RunList,
     Step,
     Task,
     list_runs,
+    namespace,
+    search_runs,
     set_default_reader,
 )
 
-__all__ = ["DataArtifacts", "Reader", "Run", "Step", "Task", "list_runs", "set_default_reader"]
+__all__ = [
+    "Code",
+    "DataArtifacts",
+    "Pipeline",
+    "Reader",
+    "Run",
+    "RunList",
+    "Step",
+    "Task",
+    "list_runs",
+    "namespace",
+    "search_runs",
+    "set_default_reader",
+]

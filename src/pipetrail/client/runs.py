@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pipetrail.core.ids import parse_pathspec
+from pipetrail.core.ids import parse_pathspec, validate_user_tags
 from pipetrail.core.model import ArtifactLink, EventRecord, MetricPoint, RunRecord, TaskRecord
 from pipetrail.core.status import RunStatus, TaskStatus
 from pipetrail.errors import NotFoundError, UsageError
@@ -17,7 +17,19 @@ if TYPE_CHECKING:
     from pipetrail.storage.artifacts.cas import ContentAddressedStore
     from pipetrail.storage.artifacts.serializers import SerializerRegistry
 
-__all__ = ["DataArtifacts", "Reader", "Run", "Step", "Task", "list_runs", "set_default_reader"]
+__all__ = [
+    "Code",
+    "DataArtifacts",
+    "Reader",
+    "Run",
+    "RunList",
+    "Step",
+    "Task",
+    "list_runs",
+    "namespace",
+    "search_runs",
+    "set_default_reader",
+]
 
 
 class Reader:
@@ -80,11 +92,23 @@ def _reader(reader: Reader | None) -> Reader:
 
 
 class DataArtifacts:
-    """Artifacts by name, loaded on first access: ``run.data.model``."""
+    """Artifacts by name, loaded on first access: ``run.data.model``.
 
-    def __init__(self, reader: Reader, links: list[ArtifactLink]) -> None:
+    A name produced by several tasks (a foreach step) reads as the list of their values, in
+    task order, as the downstream step received it.
+    """
+
+    def __init__(
+        self, reader: Reader, links: list[ArtifactLink] | dict[str, list[ArtifactLink]]
+    ) -> None:
         self._reader = reader
-        self._links = {link.name: link for link in links}
+        if isinstance(links, dict):
+            self._groups = links
+        else:
+            self._groups = {}
+            for link in links:
+                self._groups.setdefault(link.name, []).append(link)
+        self._links = {name: group[-1] for name, group in self._groups.items()}
         self._cache: dict[str, Any] = {}
 
     def __getattr__(self, name: str) -> Any:
@@ -96,7 +120,11 @@ class DataArtifacts:
         if name not in self._links:
             raise KeyError(f"no artifact {name!r}; artifacts: {sorted(self._links)}")
         if name not in self._cache:
-            self._cache[name] = self._reader.load(self._links[name])
+            group = self._groups[name]
+            if len(group) == 1:
+                self._cache[name] = self._reader.load(group[0])
+            else:
+                self._cache[name] = [self._reader.load(link) for link in group]
         return self._cache[name]
 
     def __contains__(self, name: object) -> bool:
@@ -173,7 +201,30 @@ class Run:
 
     @property
     def successful(self) -> bool:
-        return self._record.status is RunStatus.COMPLETED
+        """Completed with no failed task (a step with ``allow_failure`` that failed counts)."""
+        if self._record.status is not RunStatus.COMPLETED:
+            return False
+        latest: dict[tuple[str, int], TaskRecord] = {}
+        for task in self._task_records():
+            latest[(task.step, task.task_index)] = task
+        return all(t.status is not TaskStatus.FAILED for t in latest.values())
+
+    @property
+    def path_components(self) -> list[str]:
+        return [self._record.pipeline, str(self._record.id)]
+
+    @property
+    def parent(self) -> Any:
+        """The Pipeline this run belongs to (its recorded history)."""
+        from pipetrail.client.pipelines import Pipeline
+
+        return Pipeline(self._record.pipeline, reader=self._reader)
+
+    @property
+    def end_task(self) -> Task | None:
+        """The task of the run's last step in execution order, once it exists."""
+        steps = self.steps
+        return steps[-1].task if steps else None
 
     @property
     def created_at(self) -> datetime:
@@ -248,13 +299,42 @@ class Run:
         return self._record.dag
 
     @property
-    def code(self) -> dict[str, str] | None:
-        """The stored source snapshot: file name → text."""
+    def code(self) -> Code | None:
+        """The stored source snapshot: ``code["flow.py"]``, ``code.files``, ``code.steps["train"]``."""
         if self._record.code_key is None:
             return None
         from pipetrail.provenance.code import read_archive
 
-        return read_archive(self._reader.cas.get_bytes(self._record.code_key))
+        files = read_archive(self._reader.cas.get_bytes(self._record.code_key))
+        steps = {s["name"]: s.get("source", "") for s in self._record.dag.get("steps", [])}
+        return Code(files, steps, self._record.code_key)
+
+    # -- tags ---------------------------------------------------------------------------------
+
+    def add_tag(self, tag: str) -> None:
+        """Add a user tag; a tag the run has as a system tag already is left alone."""
+        self.add_tags([tag])
+
+    def add_tags(self, tags: Iterable[str]) -> None:
+        self.replace_tags([], tags)
+
+    def remove_tag(self, tag: str) -> None:
+        """Remove a user tag (no-op when absent); removing a system tag is an error."""
+        self.remove_tags([tag])
+
+    def remove_tags(self, tags: Iterable[str]) -> None:
+        self.replace_tags(tags, [])
+
+    def replace_tag(self, old: str, new: str) -> None:
+        self.replace_tags([old], [new])
+
+    def replace_tags(self, old: Iterable[str], new: Iterable[str]) -> None:
+        """Remove ``old`` then add ``new``, atomically."""
+        system = set(self._record.system_tags)
+        adding = [t for t in new if t not in system]
+        self._record = self._reader.store.change_tags(
+            self._record.id, add=validate_user_tags(adding), remove=list(old)
+        )
 
     @property
     def environment(self) -> dict[str, Any] | None:
@@ -307,14 +387,33 @@ class Run:
 
     @property
     def data(self) -> DataArtifacts:
-        """Every named artifact the run's tasks produced (the last attempt of each), by name."""
-        last = {t.step: t.id for t in self._task_records()}
-        links = [
-            link
-            for link in self._link_records()
-            if link.direction == "output" and link.task_id in set(last.values())
+        """Every named artifact the run's tasks produced so far (last attempt of each), by name.
+
+        For a run still going, that is what its finished tasks produced until now.
+        """
+        last: dict[tuple[str, int], TaskRecord] = {}
+        for task in self._task_records():
+            last[(task.step, task.task_index)] = task
+        order = {t.id: (t.step, t.task_index) for t in last.values()}
+        groups: dict[str, list[ArtifactLink]] = {}
+        for link in sorted(
+            (k for k in self._link_records() if k.direction == "output" and k.task_id in order),
+            key=lambda k: order[k.task_id][1],
+        ):
+            groups.setdefault(link.name, []).append(link)
+        return DataArtifacts(self._reader, groups)
+
+    def _repr_html_(self) -> str:
+        rows = [
+            ("run", self.pathspec),
+            ("status", self.status),
+            ("created", str(self.created_at)),
+            ("duration", f"{self.duration:.3f} s" if self.duration is not None else "-"),
+            ("params", ", ".join(f"{k}={v!r}" for k, v in self.params.items())),
+            ("metrics", ", ".join(f"{k}={v:.4g}" for k, v in self.metrics.items())),
+            ("tags", ", ".join(sorted(self.user_tags))),
         ]
-        return DataArtifacts(self._reader, links)
+        return _html_table(["field", "value"], rows)
 
     def __repr__(self) -> str:
         return f"Run('{self.pathspec}', status={self.status!r})"
@@ -447,6 +546,90 @@ class Task:
         return f"Task('{self.pathspec}', attempt={self.attempt}, status={self.status!r})"
 
 
+class Code:
+    """A run's stored source: the files as they ran, and the source of each step."""
+
+    def __init__(self, files: dict[str, str], steps: dict[str, str], key: str) -> None:
+        self.files = files
+        self.steps = steps
+        self.key = key
+
+    def __getitem__(self, name: str) -> str:
+        if name not in self.files:
+            raise KeyError(f"no file {name!r} in the code snapshot; files: {sorted(self.files)}")
+        return self.files[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.files)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.files
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def values(self) -> Iterator[str]:
+        return iter(self.files.values())
+
+    def __repr__(self) -> str:
+        return f"<code {self.key[:12]} files={sorted(self.files)}>"
+
+
+class RunList(list[Run]):
+    """Runs, newest first; ``to_pandas()`` gives one row per run with params and metrics."""
+
+    def to_pandas(self) -> Any:
+        try:
+            import pandas as pd
+        except ImportError:
+            raise UsageError("to_pandas() needs pandas: pip install pandas") from None
+        rows = []
+        for run in self:
+            row: dict[str, Any] = {
+                "pathspec": run.pathspec,
+                "pipeline": run.pipeline_name,
+                "status": run.status,
+                "created_at": run.created_at,
+                "duration_s": run.duration,
+                "user": run.user,
+            }
+            row.update({f"params.{k}": v for k, v in run.params.items()})
+            row.update({f"metrics.{k}": v for k, v in run.metrics.items()})
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def _repr_html_(self) -> str:
+        rows = [(r.pathspec, r.status, str(r.created_at), f"{r.duration or 0:.2f} s") for r in self]
+        return _html_table(["run", "status", "created", "duration"], rows)
+
+
+#: ``None``: all runs; a tag such as ``user:alice``: runs with it; unset: the current user's.
+_namespace: list[str | None] = []
+
+
+def namespace(ns: str | object | None = ..., /) -> str | None:
+    """Set (and return) the namespace that listings are scoped to, as in Metaflow.
+
+    By default runs of the current user (``user:<name>``) are listed; ``namespace(None)`` lists
+    everyone's; ``namespace("user:alice")`` or any tag scopes to that tag. Called with no
+    argument it returns the namespace in force. Fetching one run by pathspec is never scoped.
+    """
+    if ns is not ...:
+        if ns is not None and not isinstance(ns, str):
+            raise UsageError(f"a namespace is a tag such as 'user:alice', or None; got {ns!r}")
+        _namespace[:] = [ns]
+    return _namespace[0] if _namespace else default_namespace()
+
+
+def default_namespace() -> str:
+    import getpass
+
+    try:
+        return f"user:{getpass.getuser()}"
+    except Exception:
+        return "user:unknown"
+
+
 def list_runs(
     *,
     pipeline: str | None = None,
@@ -454,11 +637,55 @@ def list_runs(
     tags: tuple[str, ...] = (),
     since: datetime | None = None,
     limit: int | None = 100,
+    filter: str | None = None,
+    order_by: tuple[str, ...] = (),
+    all_namespaces: bool = False,
     reader: Reader | None = None,
-) -> list[Run]:
-    """Runs newest first, filtered."""
+) -> RunList:
+    """Runs newest first (or by ``order_by``), filtered, in the current namespace."""
     r = _reader(reader)
+    scope = None if all_namespaces else namespace()
     records = r.store.list_runs(
-        RunQuery(pipeline=pipeline, statuses=statuses, tags=tags, since=since, limit=limit)
+        RunQuery(
+            pipeline=pipeline,
+            statuses=statuses,
+            tags=tuple(tags) + ((scope,) if scope else ()),
+            since=since,
+            limit=limit,
+            filter=filter,
+            order_by=tuple(order_by),
+        )
     )
-    return [Run._of(record, r) for record in records]
+    return RunList(Run._of(record, r) for record in records)
+
+
+def search_runs(
+    filter: str | None = None,
+    *,
+    order_by: list[str] | tuple[str, ...] = (),
+    limit: int | None = 100,
+    pipeline: str | None = None,
+    reader: Reader | None = None,
+) -> RunList:
+    """Runs matching the search language, across all pipelines and users unless narrowed.
+
+    ``search_runs("metrics.accuracy > 0.9 and params.lr = 0.01", order_by=["metrics.accuracy desc"])``
+    """
+    return list_runs(
+        pipeline=pipeline,
+        filter=filter,
+        order_by=tuple(order_by),
+        limit=limit,
+        all_namespaces=True,
+        reader=reader,
+    )
+
+
+def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    from html import escape
+
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>" for row in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
