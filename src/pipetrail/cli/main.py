@@ -480,6 +480,78 @@ def runs_cancel(
             console().print(f"{ended.pathspec}: {ended.status.value}")
 
 
+@runs_group.command("reproduce")
+@click.argument("run_ref", metavar="RUN")
+@click.option(
+    "--use-working-tree", is_flag=True, help="Run the pipeline file as it is now, not as recorded."
+)
+@click.option("--executor", type=click.Choice(["process", "inline"]), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", "-q", is_flag=True, help="No live display.")
+@_errors
+def runs_reproduce(
+    run_ref: str, use_working_tree: bool, executor: str | None, as_json: bool, quiet: bool
+) -> None:
+    """Run RUN again from its stored code with its recorded parameters and variables.
+
+    Then report, output by output, whether the content hashes match the original run's
+    (deterministic or not), and whether the environment differs from the recorded one.
+    """
+    from pipetrail.cli.render import print_reproduction
+    from pipetrail.runtime.control import reproduce_request, reproduction_report
+
+    run, step = _run_and_step(run_ref)
+    if step is not None:
+        raise UsageError("runs reproduce takes a run, not a step")
+    workspace = _workspace()
+    origin = workspace.store.get_run(run.id)
+    request = reproduce_request(
+        workspace.store,
+        workspace.cas.get_bytes,
+        origin,
+        workdir=workspace.settings.home / "reproduce",
+        use_working_tree=use_working_tree,
+    )
+    engine = workspace.engine(executor=executor, observer=None if (quiet or as_json) else _live())
+    record = _run_quietly(engine, request)
+    report = reproduction_report(workspace.store, origin, record)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        print_reproduction(report)
+    sys.exit(EXIT_OK if record.status.value == "completed" else EXIT_FAILED)
+
+
+@runs_group.command("tag")
+@click.argument("run_ref", metavar="RUN")
+@click.option("--add", "adding", multiple=True, metavar="TAG", help="Add a user tag.")
+@click.option("--remove", "removing", multiple=True, metavar="TAG", help="Remove a user tag.")
+@_errors
+def runs_tag(run_ref: str, adding: tuple[str, ...], removing: tuple[str, ...]) -> None:
+    """Change RUN's user tags (removals first, then additions, in one step)."""
+    if not adding and not removing:
+        raise UsageError("runs tag: give --add TAG and/or --remove TAG")
+    run, _ = _run_and_step(run_ref)
+    run.replace_tags(removing, adding)
+    click.echo(f"{run.pathspec}: {', '.join(sorted(run.user_tags)) or '(no user tags)'}")
+
+
+def _live() -> Any:
+    from pipetrail.cli.live import LiveRunDisplay
+    from pipetrail.cli.render import console
+
+    return LiveRunDisplay(console())
+
+
+def _run_quietly(engine: Any, request: Any) -> Any:
+    observer = engine.observer
+    try:
+        return engine.run(request)
+    finally:
+        if hasattr(observer, "stop"):
+            observer.stop()
+
+
 def _logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
     from pipetrail.cli.render import print_logs
 

@@ -21,6 +21,7 @@ __all__ = [
     "format_duration",
     "print_logs",
     "print_plan",
+    "print_reproduction",
     "print_run",
     "print_run_list",
     "print_run_outcome",
@@ -252,6 +253,39 @@ def print_plan(origin: str, plan: list[Any]) -> None:
         style = "green" if step.action == "reuse" else "yellow"
         table.add_row(step.step, Text(step.action, style=style), step.reason)
     out.print(table)
+
+
+def print_reproduction(report: dict[str, Any]) -> None:
+    """The report of ``runs reproduce``: each output identical or not, and environment changes."""
+    out = console()
+    verdict = "deterministic" if report["deterministic"] else "not deterministic"
+    out.print(
+        f"[bold]{report['reproduction']}[/] reproduces {report['origin']}: "
+        f"{report['status']}, {verdict}"
+    )
+    table = Table(box=None, header_style="bold")
+    for column in ("STEP", "TASK", "OUTPUT", "RESULT", "ORIGIN", "NOW"):
+        table.add_column(column)
+    styles = {"identical": "green", "differs": "yellow", "missing": "red", "new": "cyan"}
+    for row in report["outputs"]:
+        table.add_row(
+            row["step"],
+            str(row["task"]),
+            row["output"],
+            Text(row["result"], style=styles.get(row["result"], "")),
+            (row["origin_hash"] or "-")[:12],
+            (row["new_hash"] or "-")[:12],
+        )
+    out.print(table)
+    env = report["environment"]
+    if env["same"]:
+        out.print("environment: identical to the recorded one")
+        return
+    out.print("[yellow]environment differs from the recorded one[/]")
+    packages = env.get("packages", {})
+    for kind in ("added", "removed", "changed"):
+        for item in packages.get(kind, []):
+            out.print(f"  {kind}: {' '.join(map(str, item))}")
 
 
 def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None) -> None:

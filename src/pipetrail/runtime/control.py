@@ -5,7 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,13 @@ from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.runtime.planner import StepPlan, plan_retry
 from pipetrail.storage.metadata.base import MetadataStore
 
-__all__ = ["cancel_run", "retry_request"]
+__all__ = [
+    "cancel_run",
+    "describe_plan",
+    "reproduce_request",
+    "reproduction_report",
+    "retry_request",
+]
 
 
 def retry_request(
@@ -134,3 +140,116 @@ def describe_plan(plan: list[StepPlan]) -> list[dict[str, Any]]:
         {"step": p.step, "action": p.action, "reason": p.reason, "reused_tasks": len(p.reuse)}
         for p in plan
     ]
+
+
+def reproduce_request(
+    store: MetadataStore,
+    code_bytes: Callable[[str], bytes],
+    origin: RunRecord,
+    *,
+    workdir: Path,
+    use_working_tree: bool = False,
+) -> RunRequest:
+    """A new run of ``origin`` with its recorded parameters and variables, from its stored code.
+
+    The code snapshot is unpacked under ``workdir`` and the pipeline is loaded from there, so
+    the run executes the code exactly as recorded (``use_working_tree`` takes the file as it is
+    now instead).
+
+    Raises:
+        UsageError: the run is still going, or it has no code snapshot to run from.
+    """
+    from pipetrail.provenance.code import read_archive
+
+    if origin.status not in RUN_TERMINAL:
+        raise UsageError(
+            f"run {origin.pathspec} is still {origin.status.value}; wait for it to end"
+        )
+    recorded = origin.dag.get("file") or ""
+    if use_working_tree:
+        file = Path(recorded)
+        if not file.is_file():
+            raise PipelineLoadError(f"the pipeline file {recorded!r} is not there any more")
+    else:
+        if origin.code_key is None:
+            raise UsageError(
+                f"run {origin.pathspec} has no stored code snapshot; use --use-working-tree"
+            )
+        files = read_archive(code_bytes(origin.code_key))
+        folder = workdir / f"reproduce-{origin.id}"
+        for name, text in files.items():
+            target = folder / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text)
+        matches = [k for k in files if recorded == k or recorded.endswith("/" + k)]
+        if not matches:
+            raise UsageError(f"the code snapshot of {origin.pathspec} lacks {recorded!r}")
+        file = folder / max(matches, key=len)
+    pipeline = load_pipeline_file(file, origin.pipeline)
+    known = {p.name for p in pipeline.spec.params}
+    params = pipeline.resolve_params({k: v for k, v in origin.params.items() if k in known})
+    return RunRequest(
+        pipeline=pipeline,
+        params=params,
+        variables=dict(origin.variables),
+        tags=origin.user_tags,
+        trigger="reproduce",
+        origin_run_id=origin.id,
+        origin_pathspec=origin.pathspec,
+    )
+
+
+def reproduction_report(store: MetadataStore, origin: RunRecord, new: RunRecord) -> dict[str, Any]:
+    """Step by step, whether each output's content hash matches the origin's, and env changes."""
+    from pipetrail.provenance.environment import diff_packages
+
+    def outputs(run: RunRecord) -> dict[tuple[str, int, str], str]:
+        tasks = {t.id: t for t in store.tasks(run.id)}
+        latest: dict[tuple[str, int], int] = {}
+        for task in tasks.values():
+            latest[(task.step, task.task_index)] = task.id
+        keep = set(latest.values())
+        return {
+            (tasks[link.task_id].step, tasks[link.task_id].task_index, link.name): link.artifact.key
+            for link in store.links(run.id)
+            if link.direction == "output" and link.task_id in keep
+        }
+
+    before, after = outputs(origin), outputs(new)
+    order = {s["name"]: i for i, s in enumerate(new.dag.get("steps", []))}
+    rows = []
+    for key in sorted(set(before) | set(after), key=lambda k: (order.get(k[0], 1 << 30), k)):
+        step, index, name = key
+        if key not in after:
+            verdict = "missing"
+        elif key not in before:
+            verdict = "new"
+        else:
+            verdict = "identical" if before[key] == after[key] else "differs"
+        rows.append(
+            {
+                "step": step,
+                "task": index,
+                "output": name,
+                "result": verdict,
+                "origin_hash": before.get(key),
+                "new_hash": after.get(key),
+            }
+        )
+    env: dict[str, Any] = {"same": origin.environment_hash == new.environment_hash}
+    if not env["same"] and origin.environment_hash and new.environment_hash:
+        old = store.get_environment(origin.environment_hash)
+        now = store.get_environment(new.environment_hash)
+        env["packages"] = diff_packages(
+            old.get("packages", {}).items(), now.get("packages", {}).items()
+        ).to_dict()
+        env["python"] = [old.get("python_version"), now.get("python_version")]
+        env["platform"] = [old.get("platform"), now.get("platform")]
+    return {
+        "origin": origin.pathspec,
+        "reproduction": new.pathspec,
+        "status": new.status.value,
+        "deterministic": bool(rows) and all(r["result"] == "identical" for r in rows),
+        "outputs": rows,
+        "environment": env,
+    }
