@@ -38,7 +38,7 @@ pipeline = pt.Pipeline("client_flow", [load, square, total])
 @pytest.fixture
 def run(workspace: Workspace, flow_file: FlowWriter) -> Run:
     pipeline = load_pipeline_file(flow_file(FLOW))
-    return pt.run(pipeline, {"n": 3}, executor="inline", workspace=workspace, tags=["exp"])  # type: ignore[return-value]
+    return pt.run(pipeline, {"n": 3}, executor="inline", workspace=workspace, tags=["exp"])
 
 
 def test_run_shape(run: Run, workspace: Workspace) -> None:
@@ -108,7 +108,7 @@ def test_namespace_scopes_listings(run: Run, workspace: Workspace) -> None:
         namespace(None)
         assert [r.id for r in list_runs(reader=reader)] == [run.id]
     finally:
-        namespace(pt.client.runs.default_namespace())  # type: ignore[attr-defined]
+        namespace(pt.client.runs.default_namespace())
 
 
 def test_origin_of_a_retry_and_data_of_an_unfinished_run(
