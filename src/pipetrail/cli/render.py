@@ -395,6 +395,7 @@ def run_to_json(run: Run) -> dict[str, Any]:
         "events": [
             {
                 "task_id": e.task_id,
+                "kind": e.kind,
                 "status": e.status,
                 "previous": e.previous,
                 "at": e.at.isoformat(),

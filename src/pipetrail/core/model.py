@@ -290,6 +290,8 @@ class EventRecord:
     at: datetime
     previous: str | None = None
     message: str | None = None
+    #: ``status`` for a status change; ``cancel_requested``, ``timeout``, ``reused`` otherwise.
+    kind: str = "status"
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import _thread
 import contextlib
 import pickle
+import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -571,8 +571,9 @@ class RunLoop:
             self._cancel_status = status
             self._cancel_reason = reason
             if self._inline and self._main_thread and not self._stop.is_set():
-                # An inline step runs in the main thread: interrupt it as Ctrl-C would.
-                _thread.interrupt_main()
+                # An inline step runs in the main thread: interrupt it as Ctrl-C would. A real
+                # signal (unlike _thread.interrupt_main) also wakes a blocking sleep or read.
+                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
     def _check_run_timeout(self) -> None:
         if self._run_deadline is None or self._run_warned or time.monotonic() <= self._run_deadline:

@@ -65,10 +65,11 @@ class _Raised:
     pickled: bytes | None
 
 
-def _serve(conn: Connection, factory: Callable[[], TaskServices]) -> None:
+def _serve(conn: Connection, factory: Callable[[], TaskServices], runner: int) -> None:
     """A worker's life: build the services once, then run payloads until told to stop."""
     # Ctrl-C reaches the whole process group; the runner decides what a cancel means.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_watch_runner, args=(runner,), daemon=True).start()
     services: TaskServices | None = None
     broken: BaseException | None = None
     try:
@@ -96,6 +97,22 @@ def _serve(conn: Connection, factory: Callable[[], TaskServices]) -> None:
             conn.send_bytes(_dumps(reply))
         except OSError:
             return
+
+
+def _watch_runner(runner: int) -> None:
+    """Exit as soon as the runner is gone (killed with -9), even in the middle of a long task.
+
+    The worker's parent is the fork server, so only the runner's pid tells whether anyone is
+    still waiting for the result; its run is marked lost and can be retried.
+    """
+    while True:
+        time.sleep(1.0)
+        try:
+            os.kill(runner, 0)
+        except ProcessLookupError:
+            os._exit(1)
+        except PermissionError:  # alive, under another user
+            continue
 
 
 def _run(payload: TaskPayload, services: TaskServices) -> TaskOutcome:
@@ -322,7 +339,7 @@ class ProcessExecutor:
         self._spawned += 1
         process = context.Process(
             target=_serve,
-            args=(theirs, self._factory),
+            args=(theirs, self._factory, os.getpid()),
             name=f"pipetrail-worker-{self._spawned}",
         )
         try:

@@ -351,7 +351,7 @@ class RunRows(SqlSession):
                 select(run_event).where(run_event.c.run_id == run_id).order_by(run_event.c.id)
             ).all()
         return [
-            EventRecord(r.run_id, r.block_run_id, r.status, r.at, r.previous, r.message)
+            EventRecord(r.run_id, r.block_run_id, r.status, r.at, r.previous, r.message, r.kind)
             for r in rows
         ]
 
