@@ -172,7 +172,7 @@ def _execute(
 
 @cli.group("runs")
 def runs_group() -> None:
-    """List, inspect and read the logs of recorded runs."""
+    """List, inspect, compare, retry, reproduce and cancel recorded runs."""
 
 
 def _since(text: str | None) -> datetime | None:
@@ -605,6 +605,29 @@ def runs_logs(run_ref: str, step: str | None, stream: str, attempt: int | None) 
 def logs_command(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
     """Captured stdout/stderr of RUN's tasks (or of STEP's)."""
     _logs(run_ref, step, stream, attempt)
+
+
+@cli.command("ui")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
+@click.option(
+    "--token",
+    default=None,
+    envvar="PIPETRAIL_TOKEN",
+    help="Access token; required when binding anything but 127.0.0.1 (env PIPETRAIL_TOKEN).",
+)
+@_errors
+def ui_command(host: str, port: int, token: str | None) -> None:
+    """Serve the REST API and the dashboard over the configured store."""
+    import uvicorn
+
+    from pipetrail.server import create_app
+    from pipetrail.workspace import open_workspace
+
+    app = create_app(open_workspace(), token=token, host=host)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    click.echo(f"pipetrail dashboard: http://{shown}:{port}/pipeline-runs   (API docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")
 
 
 def _workspace() -> Any:
