@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q -q
 export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
 
-.PHONY: demo test lint bench bench-quick clean help
+.PHONY: demo test lint bench bench-quick clean help browser
 
 help:
 	@echo "make demo   - set up .venv, run the example ML pipeline, print where to look"
@@ -41,7 +41,13 @@ lint: $(VENV)/.installed-dev
 	$(BIN)/mypy --strict src tests
 	$(BIN)/lint-imports
 
-test: $(VENV)/.installed-dev lint
+# Browser tests drive Debian's Chromium; install it when missing (CI runs as root).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+test: $(VENV)/.installed-dev lint browser
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(VENV)/.installed-dev
