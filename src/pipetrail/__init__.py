@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from pipetrail.client import Pipeline, Run, Step, Task, list_runs, namespace, search_runs
+from pipetrail.client import (
+    Pipeline,
+    Run,
+    Step,
+    Task,
+    compare,
+    lineage,
+    list_runs,
+    namespace,
+    search_runs,
+)
 from pipetrail.dsl import step
 from pipetrail.errors import (
     DefinitionError,
@@ -33,7 +43,9 @@ __all__ = [
     "Task",
     "__version__",
     "cancel",
+    "compare",
     "current",
+    "lineage",
     "list_runs",
     "log_artifact",
     "log_input",

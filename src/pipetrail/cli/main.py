@@ -480,6 +480,69 @@ def runs_cancel(
             console().print(f"{ended.pathspec}: {ended.status.value}")
 
 
+@runs_group.command("diff")
+@click.argument("run_refs", metavar="RUN RUN [RUN]...", nargs=-1, required=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the comparison as JSON.")
+@_errors
+def runs_diff(run_refs: tuple[str, ...], as_json: bool) -> None:
+    """Compare runs: parameters, metrics with deltas, code, environment, artifacts, inputs.
+
+    With more than two runs (of any pipelines): a table of parameters and metrics, the
+    columns that differ first.
+    """
+    from pipetrail.cli.render import console
+    from pipetrail.client.compare import compare, render
+
+    if len(run_refs) < 2:
+        raise UsageError(
+            "runs diff needs at least two runs, e.g. pipetrail runs diff iris/3 iris/4"
+        )
+    runs = [_run_and_step(ref)[0] for ref in run_refs]
+    comparison = compare(*runs)
+    if as_json:
+        click.echo(json.dumps(comparison.to_dict(), indent=2, default=str))
+    else:
+        console().print(render(comparison))
+
+
+@cli.command("lineage")
+@click.argument("target", metavar="RUN|ARTIFACT_HASH")
+@click.option(
+    "--direction",
+    type=click.Choice(["up", "down"]),
+    default="up",
+    show_default=True,
+    help="up: what made it (back to input files); down: everything that used it.",
+)
+@click.option("--depth", type=click.IntRange(min=0), default=None, help="Most task hops.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "json", "dot", "mermaid"]),
+    default="tree",
+    show_default=True,
+)
+@_errors
+def lineage_command(target: str, direction: str, depth: int | None, fmt: str) -> None:
+    """The graph of artifacts and the tasks that produced and consumed them, across runs.
+
+    TARGET is a run ('iris/42') or an artifact content hash (8 characters or more).
+    """
+    from pipetrail.cli.render import console
+    from pipetrail.client.lineage import lineage
+
+    workspace = _workspace()
+    graph = lineage(target, direction=direction, depth=depth, reader=workspace.reader())
+    if fmt == "json":
+        click.echo(json.dumps(graph.to_dict(), indent=2, default=str))
+    elif fmt == "dot":
+        click.echo(graph.to_dot())
+    elif fmt == "mermaid":
+        click.echo(graph.to_mermaid())
+    else:
+        console().print(graph.render_tree())
+
+
 @runs_group.command("reproduce")
 @click.argument("run_ref", metavar="RUN")
 @click.option(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -43,7 +44,9 @@ STATUS_STYLES = {
 
 @functools.cache
 def console() -> Console:
-    return Console(highlight=False)
+    # Piped output (CI logs, files) gets wide lines instead of 80-column wrapping.
+    wide = None if sys.stdout.isatty() else 200
+    return Console(highlight=False, width=wide)
 
 
 def _status(status: str) -> Text:

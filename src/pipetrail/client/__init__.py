@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipetrail.client.compare import Comparison, compare
+from pipetrail.client.lineage import LineageGraph, lineage
 from pipetrail.client.pipelines import Pipeline
 from pipetrail.client.runs import (
     Code,
@@ -19,13 +21,17 @@ from pipetrail.client.runs import (
 
 __all__ = [
     "Code",
+    "Comparison",
     "DataArtifacts",
+    "LineageGraph",
     "Pipeline",
     "Reader",
     "Run",
     "RunList",
     "Step",
     "Task",
+    "compare",
+    "lineage",
     "list_runs",
     "namespace",
     "search_runs",

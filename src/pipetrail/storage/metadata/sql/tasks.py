@@ -295,6 +295,27 @@ class TaskRows(SqlSession):
         ]
 
     @patient("read")
+    def artifacts_by_prefix(self, prefix: str, limit: int) -> list[ArtifactRecord]:
+        """Artifacts whose hash starts with ``prefix`` (lower-case hex), at most ``limit``.
+
+        A key range, not LIKE, so both SQLite and PostgreSQL answer from the primary key.
+        """
+        prefix = prefix.lower()
+        if not prefix or any(c not in "0123456789abcdef" for c in prefix):
+            return []
+        upper = prefix + "g"  # 'g' sorts after every hex digit
+        with self._read() as conn:
+            rows = conn.execute(
+                select(artifact)
+                .where(artifact.c.key >= prefix, artifact.c.key < upper)
+                .order_by(artifact.c.key)
+                .limit(limit)
+            ).all()
+        return [
+            ArtifactRecord(r.key, r.size, r.serializer, r.content_type, r.type_name) for r in rows
+        ]
+
+    @patient("read")
     def artifact(self, key: str) -> ArtifactRecord:
         with self._read() as conn:
             r = conn.execute(select(artifact).where(artifact.c.key == key)).first()
