@@ -37,6 +37,7 @@ NAMES = (
     "artifact_200mb",
     "import_time",
     "run_record_read",
+    "search_10k",
 )
 SCENARIO_TIMEOUT_S = 1800
 

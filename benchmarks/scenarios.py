@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -95,12 +96,14 @@ class Sizes:
     artifact_rounds: int
     import_repeats: int
     read_repeats: int
+    search_runs: int
+    search_repeats: int
 
     @classmethod
     def pick(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(5, 2, 10, 2, 10_000, 1, 20, 1, 3, 5)
-        return cls(20, 5, 100, 3, 100_000, 3, 200, 5, 5, 20)
+            return cls(5, 2, 10, 2, 10_000, 1, 20, 1, 3, 5, 1_000, 5)
+        return cls(20, 5, 100, 3, 100_000, 3, 200, 5, 5, 20, 10_000, 20)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -487,6 +490,299 @@ def run_record_read(home: Path, sizes: Sizes) -> Outcome:
     )
 
 
+SEARCH_FILTER = (
+    "metrics.accuracy > 0.9 and params.lr = 0.01 and tags.phase = 'experiment' "
+    "and status = 'completed'"
+)
+SEARCH_ORDER = ("metrics.accuracy desc",)
+SEARCH_LIMIT = 100
+#: The PostgreSQL server (trust auth) search_10k also runs on; it makes a database of its own.
+DEFAULT_BENCH_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def search(home: Path, sizes: Sizes) -> Outcome:
+    """A filtered, ordered, limited search over many stored runs, on SQLite and PostgreSQL.
+
+    PostgreSQL is the server at ``PIPETRAIL_BENCH_PG`` (default :data:`DEFAULT_BENCH_PG`); the
+    scenario creates ``pipetrail_bench_<pid>`` there and drops it afterwards. Without a reachable
+    server the PostgreSQL figure is reported as skipped. Nothing runs ANALYZE after the bulk
+    load: the query is timed on the plans a freshly filled store gets.
+    """
+    runs = _search_corpus(sizes.search_runs)
+    details: dict[str, Any] = {
+        "runs": len(runs),
+        "filter": SEARCH_FILTER,
+        "order_by": list(SEARCH_ORDER),
+        "limit": SEARCH_LIMIT,
+    }
+    ws = _workspace(home)
+    try:
+        figures = _search_backend("sqlite", ws, runs, sizes.search_repeats, details)
+    finally:
+        ws.close()
+    pg_url = os.environ.get("PIPETRAIL_BENCH_PG", DEFAULT_BENCH_PG)
+    with _bench_pg_database(pg_url) as (url, problem):
+        if url is None:
+            details["postgresql"] = f"skipped: {problem}"
+            figures.append(
+                Figure(
+                    "search_10k.postgresql_query",
+                    float("nan"),
+                    "ms",
+                    note=f"skipped, no PostgreSQL ({problem[:60]}); set PIPETRAIL_BENCH_PG",
+                )
+            )
+        else:
+            from pipetrail.config import Settings
+            from pipetrail.workspace import Workspace
+
+            ws = Workspace(Settings.for_home(home / "store-pg", db_url=url))
+            try:
+                figures += _search_backend("postgresql", ws, runs, sizes.search_repeats, details)
+            finally:
+                ws.close()
+    return Outcome(figures, details)
+
+
+@dataclass(frozen=True)
+class _SearchRun:
+    params: dict[str, Any]
+    accuracy: list[float]
+    phase: str
+    status: str
+
+
+def _search_corpus(n: int) -> list[_SearchRun]:
+    """``n`` runs: a few params, three metrics with short histories, a phase tag; seeded."""
+    import random
+
+    rng = random.Random(20240501)
+    runs = []
+    for _ in range(n):
+        final = rng.uniform(0.5, 1.0)
+        runs.append(
+            _SearchRun(
+                params={
+                    "lr": rng.choice([0.001, 0.01, 0.1]),
+                    "optimizer": {"name": rng.choice(["adam", "sgd", "rmsprop"])},
+                    "epochs": rng.randint(5, 50),
+                },
+                accuracy=[final * f for f in (0.6, 0.8, 0.9, 0.95, 1.0)],
+                phase=rng.choice(["experiment", "baseline"]),
+                status="completed" if rng.random() < 0.8 else "failed",
+            )
+        )
+    return runs
+
+
+def _search_backend(
+    backend: str, ws: Workspace, runs: list[_SearchRun], repeats: int, details: dict[str, Any]
+) -> list[Figure]:
+    from pipetrail.storage.metadata.base import RunQuery
+
+    started = time.perf_counter()
+    ids = _load_search_runs(ws, runs)
+    load_s = time.perf_counter() - started
+    query = RunQuery(filter=SEARCH_FILTER, order_by=SEARCH_ORDER, limit=SEARCH_LIMIT)
+    expected = sorted(
+        (
+            (-r.accuracy[-1], -run_id)
+            for run_id, r in zip(ids, runs, strict=True)
+            if r.accuracy[-1] > 0.9
+            and r.params["lr"] == 0.01
+            and r.phase == "experiment"
+            and r.status == "completed"
+        )
+    )
+    timings: list[float] = []
+    for attempt in range(repeats + 1):
+        started = time.perf_counter()
+        found = ws.store.list_runs(query)
+        timings.append(time.perf_counter() - started)
+        if attempt == 0 and [r.id for r in found] != [-i for _, i in expected[:SEARCH_LIMIT]]:
+            raise VerificationError(
+                f"{backend}: search returned {len(found)} runs "
+                f"{[r.id for r in found][:5]}..., expected {len(expected[:SEARCH_LIMIT])} "
+                f"{[-i for _, i in expected][:5]}..."
+            )
+    cold, warm = timings[0], timings[1:]
+    details[backend] = {
+        "load_s": load_s,
+        "matching_runs": len(expected),
+        "cold_s": cold,
+        "query_s": warm,
+    }
+    name = f"search_10k.{backend}"
+    return [
+        Figure(
+            f"{name}_query",
+            statistics.median(warm) * 1000,
+            "ms",
+            "<",
+            100,
+            f"list_runs(filter, order_by, limit={SEARCH_LIMIT}) over {len(runs)} runs "
+            f"({len(expected)} match), median of {len(warm)}, no ANALYZE after loading",
+        ),
+        Figure(f"{name}_cold", cold * 1000, "ms", note="first call: compiles the statement"),
+        Figure(
+            f"{name}_load",
+            load_s,
+            "s",
+            note="run 0 via the store, the rest BULK-INSERTED rows + add_metrics batches",
+        ),
+    ]
+
+
+def _load_search_runs(ws: Workspace, runs: list[_SearchRun]) -> list[int]:
+    """Store ``runs``; returns their ids in order.
+
+    Run 0 goes through the store's own methods. Creating 10,000 runs that way takes minutes
+    (a handful of transactions each), so runs 1..N-1 are BULK-INSERTED here with SQLAlchemy:
+    rows shaped like run 0's (same pipeline and version, params flattened by the store's own
+    helper, one task each), with their metric points then logged through ``store.add_metrics``
+    in batches, which keeps latest / min / max per series as in real runs.
+    """
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import insert, select
+
+    import pipetrail as pt
+    from pipetrail.core.status import RunStatus
+    from pipetrail.storage.metadata.base import MetricRow, NewRun
+    from pipetrail.storage.metadata.sql.runs import _flat_params, _param_row
+    from pipetrail.storage.metadata.sql.tables import block_run, pipeline_run, run_param, run_tag
+
+    store = ws.store
+    spec = pt.Pipeline("search", [pt.step(_train)]).spec
+    first = runs[0]
+    run = store.create_run(
+        NewRun(
+            spec=spec,
+            params=first.params,
+            param_types={"lr": "float", "optimizer": "dict", "epochs": "int"},
+            variables={},
+            user="bench",
+            host="bench",
+            trigger="cli",
+            user_tags=(f"phase:{first.phase}",),
+            system_tags=("user:bench",),
+        )
+    )
+    key = ("train", 0, 0)
+    task_ids = {run.id: store.create_tasks(run.id, [key])[key]}
+    store.set_run_status(run.id, RunStatus.RUNNING)
+    store.set_run_status(run.id, RunStatus(first.status))
+    rest = runs[1:]
+    with store.engine.begin() as conn:
+        template = dict(
+            conn.execute(select(pipeline_run).where(pipeline_run.c.id == run.id)).mappings().one()
+        )
+        del template["id"]
+        now = datetime.now(UTC)
+        conn.execute(
+            insert(pipeline_run),
+            [
+                {
+                    **template,
+                    "params": r.params,
+                    "status": r.status,
+                    "created_at": now + timedelta(milliseconds=i),
+                    "started_at": now + timedelta(milliseconds=i),
+                    "finished_at": now + timedelta(milliseconds=i, seconds=30),
+                    "duration_s": 30.0,
+                }
+                for i, r in enumerate(rest, 1)
+            ],
+        )
+        ids = list(
+            conn.execute(
+                select(pipeline_run.c.id).where(pipeline_run.c.id > run.id).order_by("id")
+            ).scalars()
+        )
+        if len(ids) != len(rest):
+            raise VerificationError(f"bulk insert stored {len(ids)} runs of {len(rest)}")
+        conn.execute(
+            insert(run_param),
+            [
+                _param_row(i, k, v)
+                for i, r in zip(ids, rest, strict=True)
+                for k, v in _flat_params(r.params)
+            ],
+        )
+        conn.execute(
+            insert(run_tag),
+            [
+                {"run_id": i, "tag": tag, "system": system}
+                for i, r in zip(ids, rest, strict=True)
+                for tag, system in ((f"phase:{r.phase}", False), ("user:bench", True))
+            ],
+        )
+        conn.execute(
+            insert(block_run),
+            [
+                {
+                    "run_id": i,
+                    "step": "train",
+                    "task_index": 0,
+                    "attempt": 0,
+                    "status": "completed",
+                    "created_at": now,
+                    "allowed_failure": False,
+                }
+                for i in ids
+            ],
+        )
+        rows = conn.execute(
+            select(block_run.c.run_id, block_run.c.id).where(block_run.c.run_id.in_(ids))
+        )
+        task_ids.update({run_id: task_id for run_id, task_id in rows})
+    all_ids = [run.id, *ids]
+    base = time.time()
+    points = [
+        MetricRow(i, task_ids[i], name, value, step, base + step)
+        for i, r in zip(all_ids, runs, strict=True)
+        for name, series in (
+            ("accuracy", r.accuracy),
+            ("loss", [1 - a for a in r.accuracy]),
+            ("f1", [a * 0.97 for a in r.accuracy]),
+        )
+        for step, value in enumerate(series)
+    ]
+    for start in range(0, len(points), 20_000):
+        store.add_metrics(points[start : start + 20_000])
+    return all_ids
+
+
+def _train(lr: float = 0.01) -> float:
+    return lr
+
+
+@contextlib.contextmanager
+def _bench_pg_database(admin_url: str) -> Iterator[tuple[str | None, str]]:
+    """A fresh database ``pipetrail_bench_<pid>`` on the server of ``admin_url``, dropped after.
+
+    Yields ``(url, "")``, or ``(None, reason)`` when the server cannot be reached.
+    """
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"pipetrail_bench_{os.getpid()}"
+    try:
+        admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # no driver, no server, no rights: report, do not crash the suite
+        yield None, f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        return
+    try:
+        yield make_url(admin_url).set(database=name).render_as_string(hide_password=False), ""
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
 # -- measurement helpers -----------------------------------------------------------------------
 
 
@@ -569,4 +865,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "artifact_200mb": artifact,
     "import_time": import_time,
     "run_record_read": run_record_read,
+    "search_10k": search,
 }

@@ -7,6 +7,7 @@
     │   ├── DefinitionError             a pipeline that cannot be built (cycle, missing input, …)
     │   │   └── CycleError
     │   ├── ParameterError (ValueError) unknown, malformed or ill-typed parameter
+    │   ├── QuerySyntaxError            search text that does not parse (points at the token)
     │   ├── PipelineLoadError           a pipeline file or name that cannot be loaded
     │   ├── ConfigError                 a setting with a bad value
     │   └── NotFoundError (LookupError) a run, step or artifact that is not in the store
@@ -38,6 +39,7 @@ __all__ = [
     "ParameterError",
     "PipelineLoadError",
     "PipetrailError",
+    "QuerySyntaxError",
     "SerializationError",
     "StepTimeoutError",
     "StoreError",
@@ -65,6 +67,27 @@ class CycleError(DefinitionError):
 
 class ParameterError(UsageError, ValueError):
     """A pipeline parameter that is unknown, malformed or of the wrong type."""
+
+
+class QuerySyntaxError(UsageError):
+    """Filter or order-by text that cannot be parsed; the message points at the token.
+
+    Attributes:
+        reason: what is wrong, without the position and the excerpt.
+        source: ``"filter"`` or ``"order_by"``.
+        text: the whole text that was parsed.
+        offset: where the offending token starts (0-based; ``len(text)`` for its end).
+    """
+
+    def __init__(self, reason: str, *, source: str, text: str, offset: int) -> None:
+        flat = text.replace("\n", " ").replace("\t", " ").replace("\r", " ")
+        super().__init__(
+            f"{source}: {reason} at position {offset + 1}:\n  {flat}\n  {' ' * offset}^"
+        )
+        self.reason = reason
+        self.source = source
+        self.text = text
+        self.offset = offset
 
 
 class PipelineLoadError(UsageError):

@@ -190,3 +190,38 @@ def test_help_lists_commands(tmp_path: Path) -> None:
     assert done.returncode == 0
     for command in ("run", "runs", "logs"):
         assert command in done.stdout
+
+
+def test_diff_lineage_and_search_from_the_shell(flow_file: FlowWriter, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    file = str(flow_file(FLOW, "flow"))
+    for lr in ("0.1", "0.5"):
+        assert (
+            pipetrail("run", file, "-q", "-p", f"lr={lr}", home=home, cwd=tmp_path).returncode == 0
+        )
+    diff = pipetrail("runs", "diff", "1", "2", "--json", home=home, cwd=tmp_path)
+    assert diff.returncode == 0, diff.stderr
+    params = {p["name"]: p for p in json.loads(diff.stdout)["params"]}
+    assert params["lr"]["differs"] and params["lr"]["values"] == [0.1, 0.5]
+    text = pipetrail("runs", "diff", "1", "2", home=home, cwd=tmp_path)
+    assert "Parameters" in text.stdout and "lr" in text.stdout
+    lonely = pipetrail("runs", "diff", "1", home=home, cwd=tmp_path)
+    assert lonely.returncode == 2 and "at least two runs" in lonely.stderr
+    for fmt, marker in (
+        ("tree", "cli_flow/2/train/0"),
+        ("mermaid", "flowchart"),
+        ("dot", "digraph"),
+    ):
+        shown = pipetrail("lineage", "cli_flow/2", "--format", fmt, home=home, cwd=tmp_path)
+        assert shown.returncode == 0 and marker in shown.stdout, (fmt, shown.stdout, shown.stderr)
+    graph = json.loads(
+        pipetrail("lineage", "2", "--format", "json", home=home, cwd=tmp_path).stdout
+    )
+    assert graph["direction"] == "up" and graph["tasks"]
+    found = pipetrail(
+        "runs", "list", "--json", "--filter", "params.lr > 0.2", home=home, cwd=tmp_path
+    )
+    assert found.returncode == 0, found.stderr
+    assert [r["pathspec"] for r in json.loads(found.stdout)] == ["cli_flow/2"]
+    bad = pipetrail("runs", "list", "--filter", "params.lr >", home=home, cwd=tmp_path)
+    assert bad.returncode == 2 and "filter" in bad.stderr and "Traceback" not in bad.stderr

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, create_engine, event, text
+from sqlalchemy import Boolean, Connection, Engine, Table, create_engine, event, literal, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.sql.functions import FunctionElement
 
 from pipetrail.errors import ConfigError
 
@@ -18,8 +24,10 @@ __all__ = [
     "WRITE_OPTION",
     "for_update",
     "insert_many_fast",
+    "like_match",
     "make_engine",
     "migration_lock",
+    "regex_match",
     "short",
     "sqlite_path",
     "upsert",
@@ -82,6 +90,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=60000")
     cursor.close()
+    # SQLite parses `x REGEXP y` but has no implementation: regex_match() relies on this one.
+    dbapi_connection.create_function("regexp", 2, _sqlite_regexp, deterministic=True)
 
 
 def _sqlite_begin(conn: Connection) -> None:
@@ -92,6 +102,75 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:
         conn.exec_driver_sql("BEGIN")
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _sqlite_regexp(pattern: str | None, value: str | None) -> bool | None:
+    """SQLite's ``value REGEXP pattern``: Python ``re.search``; NULL in, NULL out."""
+    if pattern is None or value is None:
+        return None
+    return _compiled(pattern).search(value) is not None
+
+
+def regex_match(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    """``column`` matches the regular expression ``pattern`` somewhere (a search, not anchored).
+
+    ``REGEXP`` (Python ``re``, registered on every SQLite connection) on SQLite, ``~`` (POSIX)
+    on PostgreSQL; the pattern is a bound parameter.
+    """
+    return column.regexp_match(pattern)
+
+
+def like_match(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
+    """``column LIKE pattern``, case-sensitive on every store, ``\\`` escaping ``%`` and ``_``.
+
+    PostgreSQL's LIKE already is; SQLite's ignores ASCII case, so there the pattern becomes
+    the equivalent (case-sensitive) GLOB. Both patterns are bound parameters.
+    """
+    return _CaseSensitiveLike(column, literal(pattern), literal(_like_to_glob(pattern)))
+
+
+def _like_to_glob(pattern: str) -> str:
+    wildcards = {"%": "*", "_": "?"}
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            i += 1
+            c = pattern[i]
+        elif c in wildcards:
+            out.append(wildcards[c])
+            i += 1
+            continue
+        # GLOB has no escape character: a one-character class is literal.
+        out.append(f"[{c}]" if c in "*?[" else c)
+        i += 1
+    return "".join(out)
+
+
+class _CaseSensitiveLike(FunctionElement[bool]):
+    """(column, LIKE pattern, GLOB pattern); compiled per dialect below."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "case_sensitive_like"
+
+
+@compiles(_CaseSensitiveLike)
+def _like_default(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    column, like, _ = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} LIKE {like} ESCAPE '\\')"
+
+
+@compiles(_CaseSensitiveLike, "sqlite")
+def _like_sqlite(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
+    column, _, glob = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} GLOB {glob})"
 
 
 def upsert(

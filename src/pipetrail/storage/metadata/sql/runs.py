@@ -11,6 +11,7 @@ from sqlalchemy import Connection, and_, delete, func, insert, select, update
 from pipetrail.core.hashing import digest_json
 from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
 from pipetrail.core.params import flatten
+from pipetrail.core.query import parse_filter, parse_order_by
 from pipetrail.core.status import (
     RUN_TERMINAL,
     TASK_TERMINAL,
@@ -21,6 +22,7 @@ from pipetrail.core.status import (
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.storage.metadata.base import NewRun, RunQuery
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
 from pipetrail.storage.metadata.sql.tables import (
@@ -253,24 +255,43 @@ class RunRows(SqlSession):
 
     @patient("read")
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
-        """Runs matching ``query``, newest first."""
+        """Runs matching ``query``, newest first unless ``query.order_by`` says otherwise.
+
+        ``since`` is inclusive and ``until`` exclusive (both on ``created``); ``filter`` and
+        ``order_by`` are the search language of ``pipetrail.core.query``, compiled to SQL.
+
+        Raises:
+            QuerySyntaxError: a malformed ``filter`` or ``order_by``, before touching the store.
+        """
         conditions: list[Any] = []
+        if query.filter is not None and query.filter.strip():
+            conditions.append(filter_condition(parse_filter(query.filter)))
+        order = search_order(parse_order_by(query.order_by))
         if query.pipeline is not None:
             conditions.append(pipeline.c.name == query.pipeline)
         if query.statuses:
             conditions.append(pipeline_run.c.status.in_([s.value for s in query.statuses]))
+        if query.users:
+            conditions.append(pipeline_run.c.user.in_(query.users))
         if query.since is not None:
             conditions.append(pipeline_run.c.created_at >= query.since)
+        if query.until is not None:
+            conditions.append(pipeline_run.c.created_at < query.until)
         for tag in query.tags:
             conditions.append(
                 pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
             )
         with self._read() as conn:
-            return self._runs(conn, conditions, limit=query.limit)
+            return self._runs(conn, conditions, limit=query.limit, order=order)
 
     def _runs(
-        self, conn: Connection, conditions: Sequence[Any], limit: int | None
+        self,
+        conn: Connection,
+        conditions: Sequence[Any],
+        limit: int | None,
+        order: SearchOrder | None = None,
     ) -> list[RunRecord]:
+        order = order or SearchOrder()
         stmt = (
             select(
                 pipeline_run,
@@ -282,9 +303,10 @@ class RunRows(SqlSession):
             .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
             .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
             .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
-            .where(and_(True, *conditions))
-            .order_by(pipeline_run.c.id.desc())
         )
+        for table, on in order.joins:
+            stmt = stmt.outerjoin(table, on)
+        stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
         if limit is not None:
             stmt = stmt.limit(limit)
         rows = conn.execute(stmt).mappings().all()
