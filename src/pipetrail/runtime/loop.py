@@ -100,6 +100,8 @@ class RunLoop:
         finally:
             with self._interrupt_lock:
                 self._stop.set()
+            # Nothing of this run touches the store once drive() has returned.
+            control.join(timeout=CONTROL_SECONDS + 5.0)
 
     def _fail_if_open(self, exc: BaseException) -> None:
         """Leave no run open behind an error; if the store itself is gone, recovery will."""
@@ -551,6 +553,8 @@ class RunLoop:
 
     def _control(self) -> None:
         """Runs beside the loop: heartbeat, cancel requests (they reach the loop within 1 s)."""
+        # A store that is away makes this thread skip a beat, not wait: the loop itself waits.
+        self.store.limit_patience(2.0)
         last_beat = time.monotonic()
         while not self._stop.wait(CONTROL_SECONDS):
             try:

@@ -6,6 +6,8 @@ import contextlib
 import functools
 import os
 import re
+import sqlite3
+import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -84,7 +86,16 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # Let SQLAlchemy manage transactions itself (pysqlite's own BEGIN handling is unreliable).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
+    # Switching a brand-new file to WAL can report "locked" at once, ignoring the busy timeout,
+    # when several processes open it at the same instant; it succeeds a moment later.
+    for attempt in range(100):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.05)
     # NORMAL in WAL mode survives an application crash; only power loss can drop the last commit.
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
@@ -250,10 +261,15 @@ def migration_lock(conn: Connection) -> Iterator[None]:
     """Hold a lock so that only one process migrates a store at a time."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_lock(726317)"))
+        conn.commit()
         try:
-            yield
+            yield  # the caller commits its work before the lock is let go
         finally:
+            # A failed migration leaves its transaction aborted; end it so the unlock runs and
+            # the original error is the one reported.
+            conn.rollback()
             conn.execute(text("SELECT pg_advisory_unlock(726317)"))
+            conn.commit()
     else:
         # SQLite: the IMMEDIATE transaction opened by the caller already holds the write lock.
         yield

@@ -54,7 +54,7 @@ def upgrade(engine: Engine) -> None:
             with migration_lock(conn):
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")
-            conn.commit()
+                conn.commit()
     except SQLAlchemyError as exc:
         raise MigrationError(
             f"cannot migrate the metadata store at {where!r}: {short(exc)}"

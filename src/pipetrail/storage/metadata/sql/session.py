@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -44,7 +45,8 @@ def patient(kind: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
         @functools.wraps(method)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             session: SqlSession = args[0]  # type: ignore[assignment]
-            deadline = time.monotonic() + session.patience[kind]
+            limit = getattr(session._local, "patience", None)
+            deadline = time.monotonic() + (session.patience[kind] if limit is None else limit)
             delay = 0.05
             while True:
                 try:
@@ -84,11 +86,19 @@ class SqlSession:
         self.patience = {"write": write_patience_s, "read": read_patience_s}
         #: How many times an operation was retried because the store was unreachable.
         self.outages = 0
+        self._local = threading.local()
         if migrate_schema:
             migrate.upgrade(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    def limit_patience(self, seconds: float | None) -> None:
+        """Cap how long calls from this thread retry while the store is away (None: no cap).
+
+        A background thread that beats a heartbeat must give up quickly, not outlive its run.
+        """
+        self._local.patience = seconds
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:
