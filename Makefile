@@ -17,6 +17,12 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Reinstall only when the project's declared dependencies change.
+# The dashboard's browser libraries come from the npm registry, pinned by web/package-lock.json.
+VENDOR := src/pipetrail/dashboard/static/vendor/manifest.json
+$(VENDOR): web/package.json web/package-lock.json web/build.mjs
+	npm ci --prefix web --no-audit --no-fund --loglevel=error
+	npm run build --prefix web --silent
+
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[examples,postgres]'
 	@touch $@
@@ -25,7 +31,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 	$(PIP) install -e '.[examples,postgres,dev]'
 	@touch $@ $(VENV)/.installed-demo
 
-demo: $(VENV)/.installed-demo
+demo: $(VENV)/.installed-demo $(VENDOR)
 	@$(BIN)/pipetrail run examples/iris.py --tag demo; status=$$?; \
 	echo; \
 	echo "The run is recorded in $(PIPETRAIL_HOME)."; \
@@ -47,7 +53,7 @@ browser:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
-test: $(VENV)/.installed-dev lint browser
+test: $(VENV)/.installed-dev $(VENDOR) lint browser
 	$(BIN)/python -m pytest -n 2 -q
 
 bench: $(VENV)/.installed-dev
@@ -57,4 +63,4 @@ bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py --quick
 
 clean:
-	rm -rf $(VENV) .pipetrail bench-results .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pipetrail bench-results test-output .pytest_cache .mypy_cache .ruff_cache web/node_modules

@@ -1,0 +1,70 @@
+"""Dependency providers: the app's workspace, reader and run launcher, and shared parameter types."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+
+from pipetrail.api.actions import RunLauncher
+from pipetrail.api.errors import ApiError
+from pipetrail.api.schemas import MAX_ID
+from pipetrail.client import Reader
+from pipetrail.workspace import Workspace
+
+__all__ = [
+    "NO_NUL",
+    "ApiContext",
+    "BlockRunId",
+    "Context",
+    "RunId",
+    "get_context",
+    "utc",
+]
+
+#: Text parameters may not hold NUL characters (PostgreSQL text cannot store them).
+NO_NUL = r"^[^\x00]*$"
+
+
+@dataclass(frozen=True)
+class ApiContext:
+    """What every route works with; one per app, kept in ``app.state.pipetrail``."""
+
+    workspace: Workspace
+    launcher: RunLauncher
+
+    @property
+    def reader(self) -> Reader:
+        """A fresh client reader over the workspace's stores."""
+        return self.workspace.reader()
+
+
+def get_context(request: Request) -> ApiContext:
+    """The app's :class:`ApiContext`."""
+    context: ApiContext = request.app.state.pipetrail
+    return context
+
+
+Context = Annotated[ApiContext, Depends(get_context)]
+RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Pipeline run id.")]
+BlockRunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Block run id.")]
+
+
+def utc(value: datetime | None, name: str) -> datetime | None:
+    """``value`` as a UTC-aware time; a time without an offset is taken as UTC.
+
+    Raises:
+        ApiError: 422 for a time that cannot be expressed in UTC (out of range).
+    """
+    if value is None:
+        return None
+    try:
+        if value.tzinfo is None or value.utcoffset() is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError):
+        raise ApiError(
+            422, "ValidationError", f"{name}: time {value.isoformat()!r} is out of range"
+        ) from None

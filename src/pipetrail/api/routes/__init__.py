@@ -1,0 +1,1 @@
+"""Thin route handlers: validate, call the client, runtime or store, map to a schema."""

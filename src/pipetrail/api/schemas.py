@@ -1,0 +1,578 @@
+"""Pydantic request and response models of the REST API: read-only views, apart from core models.
+
+Nouns follow Mage's REST API where they fit (``pipeline_runs``, ``block_runs``, responses that
+wrap a resource in a key named after it); field names follow pipetrail's own records.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
+
+from pipetrail.core.ids import NAME_PATTERN
+from pipetrail.core.status import RunStatus, TaskStatus
+
+__all__ = [
+    "MAX_ID",
+    "ArtifactLinkOut",
+    "BatchFilter",
+    "BatchItemResult",
+    "BatchRequest",
+    "BatchResponse",
+    "BlockRunDetail",
+    "BlockRunEnvelope",
+    "BlockRunList",
+    "BlockRunOut",
+    "CancelRequest",
+    "DagEdge",
+    "DagOut",
+    "ErrorBody",
+    "ErrorDetail",
+    "ErrorEnvelope",
+    "EventOut",
+    "LogsOut",
+    "MetricBucket",
+    "MetricHistoryOut",
+    "MetricList",
+    "MetricPointOut",
+    "MetricSummary",
+    "OutputList",
+    "OutputPreview",
+    "ParamOut",
+    "PipelineDetail",
+    "PipelineEnvelope",
+    "PipelineList",
+    "PipelineName",
+    "PipelineRunDetail",
+    "PipelineRunEnvelope",
+    "PipelineRunList",
+    "PipelineRunOut",
+    "PipelineSummary",
+    "PlanStep",
+    "ResourcesOut",
+    "RetryRequest",
+    "RetryResponse",
+    "StepOut",
+    "TagText",
+    "TriggerRequest",
+    "VersionOut",
+]
+
+#: A pipeline name as the DSL allows it.
+PipelineName = Annotated[str, StringConstraints(max_length=200, pattern=NAME_PATTERN.pattern)]
+#: A user tag.
+TagText = Annotated[str, StringConstraints(max_length=500)]
+
+#: Ids are 32-bit in the store (PostgreSQL ``integer``); larger numbers name nothing.
+MAX_ID = 2**31 - 1
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nul(cls, data: Any) -> Any:
+        # PostgreSQL text and JSONB cannot hold NUL characters: refuse them at the door.
+        if _has_nul(data):
+            raise ValueError("text may not contain NUL (\\u0000) characters")
+        return data
+
+
+def _has_nul(value: Any, depth: int = 0) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if depth > 64:
+        return False
+    if isinstance(value, dict):
+        return any(_has_nul(k, depth + 1) or _has_nul(v, depth + 1) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_has_nul(v, depth + 1) for v in value)
+    return False
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ErrorDetail(_Out):
+    """One problem found in a request (validation errors list every one)."""
+
+    loc: list[str | int] = Field(
+        description="Where: e.g. ['query', 'status', 0] or ['body', 'ids']."
+    )
+    msg: str = Field(description="What is wrong there.")
+    type: str = Field(description="Machine-readable kind of problem (Pydantic's error type).")
+
+
+class ErrorBody(_Out):
+    """What went wrong, for a person and for a script."""
+
+    type: str = Field(
+        description="The error class: NotFoundError, ParameterError, InvalidTransitionError, "
+        "ValidationError, AuthenticationError, …"
+    )
+    message: str = Field(description="A sentence naming the object, the bad value and the fix.")
+    details: list[ErrorDetail] | None = Field(
+        default=None, description="Each invalid field, for validation errors."
+    )
+
+
+class ErrorEnvelope(_Out):
+    """Every 4xx and 5xx response of the API has this body."""
+
+    error: ErrorBody
+
+
+# -- pipeline runs ----------------------------------------------------------------------------
+
+
+class PipelineRunOut(_Out):
+    """One pipeline run as recorded (Mage: pipeline run)."""
+
+    id: int = Field(description="The run id, unique in the store.")
+    pathspec: str = Field(description="Stable address ``pipeline/id``.")
+    pipeline: str = Field(description="Name of the pipeline.")
+    version: str = Field(description="Hash of the pipeline's steps' code and wiring.")
+    status: RunStatus = Field(description="initial, running, completed, failed or cancelled.")
+    created_at: datetime = Field(description="When the run was recorded (UTC).")
+    started_at: datetime | None = Field(description="When it started running (UTC).")
+    finished_at: datetime | None = Field(description="When it ended (UTC).")
+    duration_s: float | None = Field(description="Seconds from start to end; null until it ends.")
+    user: str = Field(description="Who started it.")
+    host: str = Field(description="Machine it was started on.")
+    trigger: str = Field(description="What started it: cli, api, schedule, retry, reproduce.")
+    params: dict[str, JsonValue] = Field(description="Resolved parameter values.")
+    param_types: dict[str, str] = Field(description="Declared type label of each parameter.")
+    variables: dict[str, str] = Field(description="Runtime variables.")
+    tags: list[str] = Field(description="User tags (editable).")
+    system_tags: list[str] = Field(description="Tags set by pipetrail (immutable).")
+    origin_run_id: int | None = Field(description="The run this one retries or reproduces.")
+    origin_pathspec: str | None = Field(description="Pathspec of the origin run.")
+    error: str | None = Field(description="Why the run failed or was cancelled.")
+    cancel_requested_at: datetime | None = Field(description="When a cancel was asked for.")
+    heartbeat_at: datetime | None = Field(description="Last sign of life of its runner.")
+    timeout_s: float | None = Field(description="Run timeout in seconds, if any.")
+    block_runs_url: str = Field(description="Where this run's block runs are listed.")
+
+
+class EventOut(_Out):
+    """A status change (or another event) of the run or one of its tasks; append-only history."""
+
+    at: datetime = Field(description="When (UTC).")
+    block_run_id: int | None = Field(description="The task it concerns; null for the run.")
+    kind: str = Field(description="status, cancel_requested, timeout, reused, …")
+    status: str = Field(description="Status after the event.")
+    previous: str | None = Field(description="Status before, for a status change.")
+    message: str | None = Field(description="Reason or note.")
+
+
+class PipelineRunDetail(PipelineRunOut):
+    """A pipeline run with its latest metrics, code and status history."""
+
+    metrics: dict[str, float] = Field(description="Latest value of each metric.")
+    git: dict[str, JsonValue] | None = Field(description="Commit, branch and dirty flag.")
+    code_key: str | None = Field(description="Artifact key of the stored code snapshot.")
+    environment_hash: str | None = Field(description="Hash of the recorded environment.")
+    dag: dict[str, JsonValue] = Field(description="The pipeline exactly as it ran.")
+    events: list[EventOut] = Field(description="Status history, oldest first.")
+
+
+class PipelineRunList(_Out):
+    """A page of pipeline runs."""
+
+    pipeline_runs: list[PipelineRunOut] = Field(description="Runs of this page.")
+    count: int = Field(description="Number of runs on this page.")
+    next_cursor: str | None = Field(
+        description="Pass as ``cursor`` for the next page; null on the last page."
+    )
+
+
+class PipelineRunEnvelope(_Out):
+    """One pipeline run."""
+
+    pipeline_run: PipelineRunDetail
+
+
+# -- block runs (tasks) -----------------------------------------------------------------------
+
+
+class ResourcesOut(_Out):
+    """What a task attempt used."""
+
+    cpu_time_s: float | None = Field(description="CPU seconds (user + system).")
+    peak_memory_bytes: int | None = Field(description="Peak resident memory.")
+    gpu_peak_memory_bytes: int | None = Field(description="Peak GPU memory, where measured.")
+    host: str | None = Field(description="Machine it ran on.")
+    pid: int | None = Field(description="Process id it ran in.")
+
+
+class BlockRunOut(_Out):
+    """One attempt of one task of a step (Mage: block run)."""
+
+    id: int = Field(description="Block run id, unique in the store.")
+    pipeline_run_id: int = Field(description="The run it belongs to.")
+    pathspec: str = Field(description="``pipeline/run/step/task_index``.")
+    step: str = Field(description="Step name (Mage: block uuid).")
+    task_index: int = Field(description="Index of the task (foreach item) within the step.")
+    attempt: int = Field(description="0 for the first attempt, 1 for the first retry, …")
+    status: TaskStatus = Field(description="Task status.")
+    created_at: datetime = Field(description="When it was recorded (UTC).")
+    started_at: datetime | None = Field(description="When it started (UTC).")
+    finished_at: datetime | None = Field(description="When it ended (UTC).")
+    duration_s: float | None = Field(description="Seconds it ran.")
+    resources: ResourcesOut
+    exception_type: str | None = Field(description="Class of the exception it raised.")
+    exception_message: str | None = Field(description="Message of the exception it raised.")
+    failed_upstream: str | None = Field(description="The failed step it did not run because of.")
+    reused_from_block_run_id: int | None = Field(
+        description="For a retry: the task of the origin run whose outputs this one reuses."
+    )
+    allowed_failure: bool = Field(description="Whether its failure does not fail the run.")
+    note: str | None = Field(description="Why it ended the way it did, when that is not obvious.")
+    logs_url: str = Field(description="Where its stdout and stderr are.")
+    outputs_url: str = Field(description="Where previews of its outputs are.")
+
+
+class BlockRunList(_Out):
+    """Every attempt of every task of a run, in the order they were created."""
+
+    block_runs: list[BlockRunOut]
+
+
+class ArtifactLinkOut(_Out):
+    """An artifact a task consumed or produced (a lineage edge)."""
+
+    name: str = Field(description="Name of the input or output.")
+    direction: Literal["input", "output"] = Field(description="Consumed or produced.")
+    kind: str = Field(description="output, logged, upstream or external.")
+    key: str = Field(description="Content hash (the artifact key).")
+    size: int = Field(description="Size in bytes.")
+    serializer: str = Field(description="How the value was stored (json, npy, parquet, file, …).")
+    content_type: str = Field(description="Media type of the stored bytes.")
+    type_name: str = Field(description="Python type of the value.")
+    source_uri: str | None = Field(description="Where an external input or logged file came from.")
+    producer_block_run_id: int | None = Field(description="The task that produced it.")
+    download_url: str | None = Field(
+        description="Where to download the bytes; null for external inputs, stored by hash only."
+    )
+
+
+class BlockRunDetail(BlockRunOut):
+    """A block run with its traceback and lineage."""
+
+    traceback: str | None = Field(description="Traceback of the exception, on failure.")
+    inputs: list[ArtifactLinkOut] = Field(description="What it consumed.")
+    outputs: list[ArtifactLinkOut] = Field(description="What it produced.")
+
+
+class BlockRunEnvelope(_Out):
+    """One block run."""
+
+    block_run: BlockRunDetail
+
+
+class LogsOut(_Out):
+    """Captured output of one block run."""
+
+    block_run_id: int
+    stdout: str = Field(description="Captured standard output (the last ``tail`` lines if set).")
+    stderr: str = Field(description="Captured standard error (the last ``tail`` lines if set).")
+
+
+class OutputPreview(_Out):
+    """A preview of one output of a block run (Mage: block run output)."""
+
+    name: str = Field(description="Output name.")
+    type: Literal["table", "array", "object", "text", "image", "binary", "external", "error"] = (
+        Field(description="What kind of preview ``sample_data`` holds.")
+    )
+    content_type: str = Field(description="Media type of the stored bytes.")
+    type_name: str = Field(description="Python type of the value.")
+    size: int = Field(description="Size of the stored bytes.")
+    shape: list[int] | None = Field(description="Rows and columns of a table, shape of an array.")
+    sample_data: JsonValue = Field(
+        description="table: {columns, rows: [records]}; array: nested list of the first items; "
+        "object: JSON of a small value or its repr; text: the first characters of a file; "
+        "null for images, binary files and external inputs."
+    )
+    truncated: bool = Field(description="Whether the sample is shorter than the whole output.")
+    download_url: str | None = Field(description="Where to download the whole output.")
+    preview_error: str | None = Field(description="Why no preview could be made, if so.")
+
+
+class OutputList(_Out):
+    """Previews of every output of a block run."""
+
+    block_run_id: int
+    outputs: list[OutputPreview]
+
+
+# -- metrics ----------------------------------------------------------------------------------
+
+
+class MetricSummary(_Out):
+    """A metric series of a run."""
+
+    name: str
+    latest: float = Field(description="The last value logged.")
+    url: str = Field(description="Where its history is.")
+
+
+class MetricList(_Out):
+    """Every metric of a run with its latest value."""
+
+    metrics: list[MetricSummary]
+
+
+class MetricPointOut(_Out):
+    """One logged value."""
+
+    index: int = Field(description="Position in the series, from 0, in the order logged.")
+    value: float
+    step: int | None = Field(description="The step (epoch, iteration) given when logged.")
+    timestamp: datetime = Field(description="When it was logged (UTC).")
+    block_run_id: int = Field(description="The task that logged it.")
+
+
+class MetricBucket(_Out):
+    """Consecutive points summarised so that no spike is lost: min, max and last value."""
+
+    start_index: int = Field(description="Index of the first point in the bucket.")
+    end_index: int = Field(description="Index of the last point in the bucket.")
+    count: int = Field(description="Number of points in the bucket.")
+    step_start: int | None = Field(description="Step of the first point.")
+    step_end: int | None = Field(description="Step of the last point.")
+    time_start: datetime = Field(description="Timestamp of the first point.")
+    time_end: datetime = Field(description="Timestamp of the last point.")
+    min: float = Field(description="Smallest value in the bucket.")
+    max: float = Field(description="Largest value in the bucket.")
+    last: float = Field(description="Value of the last point in the bucket.")
+
+
+class MetricHistoryOut(_Out):
+    """A metric's history: exact points, or envelopes when longer than asked for."""
+
+    run_id: int
+    name: str
+    total: int = Field(description="Number of points in the whole series.")
+    mode: Literal["exact", "envelope"] = Field(
+        description="exact: ``points`` are logged values; envelope: ``buckets`` summarise them."
+    )
+    points: list[MetricPointOut] = Field(description="The points (exact mode), maybe one page.")
+    buckets: list[MetricBucket] = Field(description="The envelopes (envelope mode).")
+    next_cursor: str | None = Field(description="Next page of exact points; null at the end.")
+
+
+# -- pipelines --------------------------------------------------------------------------------
+
+
+class ParamOut(_Out):
+    """A pipeline parameter as declared."""
+
+    name: str
+    type: str = Field(description="Declared type label: int, float, bool, str, list, dict, any.")
+    default: JsonValue = Field(description="Default value.")
+    steps: list[str] = Field(description="Steps that read it.")
+
+
+class StepOut(_Out):
+    """A step as defined in the latest run."""
+
+    name: str
+    upstream: list[str] = Field(description="Steps it reads from.")
+    params: list[str] = Field(description="Parameters it reads.")
+    outputs: list[str] = Field(description="Named outputs it returns.")
+    retries: int
+    timeout_s: float | None
+    foreach: str | None = Field(description="The input it fans out over, if any.")
+    condition: str | None = Field(description="The condition that decides whether it runs.")
+    allow_failure: bool
+    file: str | None = Field(description="Source file of the step.")
+    line: int | None = Field(description="Line of the step in its file.")
+
+
+class DagEdge(_Out):
+    """Data flows from ``source`` to ``target``."""
+
+    source: str
+    target: str
+
+
+class DagOut(_Out):
+    """The pipeline's DAG: step names in definition order and the edges between them."""
+
+    nodes: list[str]
+    edges: list[DagEdge]
+
+
+class VersionOut(_Out):
+    """A version of the pipeline seen in recorded runs."""
+
+    version: str
+    run_count: int
+    first_seen_at: datetime = Field(description="Creation time of its oldest run.")
+    last_seen_at: datetime = Field(description="Creation time of its newest run.")
+    latest_run_id: int
+
+
+class PipelineSummary(_Out):
+    """A pipeline known from its recorded runs."""
+
+    name: str
+    run_count: int = Field(description="Runs recorded.")
+    run_counts: dict[str, int] = Field(description="Runs by status.")
+    latest_run_id: int
+    latest_status: RunStatus
+    latest_created_at: datetime
+    version: str = Field(description="Version of the latest run.")
+    url: str = Field(description="Where its details are.")
+
+
+class PipelineList(_Out):
+    """Every pipeline with at least one recorded run, by name."""
+
+    pipelines: list[PipelineSummary]
+
+
+class PipelineDetail(PipelineSummary):
+    """A pipeline: its steps and DAG as the latest run had them, its versions and run counts."""
+
+    file: str | None = Field(description="The pipeline file the latest run came from.")
+    steps: list[StepOut]
+    dag: DagOut
+    params: list[ParamOut]
+    versions: list[VersionOut] = Field(description="Versions seen, newest first.")
+
+
+class PipelineEnvelope(_Out):
+    """One pipeline."""
+
+    pipeline: PipelineDetail
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+Executor = Literal["process", "inline"]
+
+
+class TriggerRequest(_In):
+    """Start a new run of a pipeline."""
+
+    parameters: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Parameter overrides, name → JSON value."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Runtime variables, readable as ``pt.current.vars``."
+    )
+    tags: list[str] = Field(default_factory=list, description="User tags.")
+    executor: Executor | None = Field(
+        default=None,
+        description="process (worker processes) or inline (the server's own process; one "
+        "step at a time, for debugging); the server's setting by default.",
+    )
+    file: str | None = Field(
+        default=None,
+        description="Pipeline file to load; by default the file of the pipeline's latest run.",
+    )
+    max_parallel: int | None = Field(default=None, ge=1, le=1024, description="Most tasks at once.")
+
+
+class RetryRequest(_In):
+    """Retry a run as a new run that reuses what completed (the origin is not changed)."""
+
+    from_step: str | None = Field(
+        default=None,
+        description="Re-run this step and everything downstream of it, whatever their status; "
+        "by default only what did not complete re-runs.",
+    )
+    parameters: dict[str, JsonValue] = Field(
+        default_factory=dict,
+        description="Parameter changes; steps that read them (and their dependants) re-run.",
+    )
+    executor: Executor | None = Field(default=None, description="process or inline.")
+
+
+class CancelRequest(_In):
+    """Cancel a waiting or running run."""
+
+    reason: str | None = Field(default=None, max_length=2000, description="Recorded with it.")
+    wait_s: float = Field(
+        default=10.0,
+        ge=0.0,
+        le=120.0,
+        description="How long to wait for the run's runner to stop it before forcing it.",
+    )
+
+
+class BatchFilter(_In):
+    """Selects runs for a batch action."""
+
+    pipeline: PipelineName | None = Field(default=None, description="Only runs of this pipeline.")
+    status: list[RunStatus] = Field(
+        default_factory=list,
+        description="Only runs with one of these statuses; by default the ones the action "
+        "applies to (cancel: initial and running; retry: failed and cancelled).",
+    )
+    tag: list[TagText] = Field(default_factory=list, description="Only runs with all these tags.")
+
+
+class BatchRequest(_In):
+    """Runs to act on: a list of ids, or a filter ("cancel all running of pipeline X")."""
+
+    ids: list[int] | None = Field(
+        default=None, max_length=1000, description="Run ids (at most 1000)."
+    )
+    filter: BatchFilter | None = Field(default=None, description="Or: the runs matching this.")
+    from_step: str | None = Field(default=None, description="Retry only: as for one run.")
+    executor: Executor | None = Field(default=None, description="Retry only: process or inline.")
+    reason: str | None = Field(default=None, max_length=2000, description="Cancel only.")
+    wait_s: float = Field(default=10.0, ge=0.0, le=120.0, description="Cancel only.")
+
+    @model_validator(mode="after")
+    def _one_selector(self) -> BatchRequest:
+        if (self.ids is None) == (self.filter is None):
+            raise ValueError("give either 'ids' or 'filter', not both and not neither")
+        if self.ids is not None and any(not 1 <= i <= MAX_ID for i in self.ids):
+            raise ValueError(f"run ids are integers from 1 to {MAX_ID}")
+        return self
+
+
+class PlanStep(_Out):
+    """What a retry does with one step."""
+
+    step: str
+    action: str = Field(description="reuse or run.")
+    reason: str
+    reused_tasks: int = Field(description="Tasks whose outputs are reused.")
+
+
+class RetryResponse(_Out):
+    """The new run started by a retry (it runs in the background) and its plan."""
+
+    pipeline_run: PipelineRunOut
+    plan: list[PlanStep]
+
+
+class BatchItemResult(_Out):
+    """The outcome of a batch action on one run."""
+
+    id: int = Field(description="The run acted on.")
+    ok: bool
+    pipeline_run: PipelineRunOut | None = Field(
+        description="retry: the new run; cancel: the run as it ended."
+    )
+    error: ErrorBody | None = Field(description="Why the action failed on this run.")
+
+
+class BatchResponse(_Out):
+    """Per-run outcomes of a batch action, in the order of the runs."""
+
+    matched: int = Field(description="Runs selected.")
+    succeeded: int
+    results: list[BatchItemResult]

@@ -1,0 +1,237 @@
+"""Core records → API schemas: the read-only views the routes return."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from pipetrail.api.previews import artifact_url
+from pipetrail.api.schemas import (
+    ArtifactLinkOut,
+    BlockRunDetail,
+    BlockRunOut,
+    DagEdge,
+    DagOut,
+    EventOut,
+    ParamOut,
+    PipelineDetail,
+    PipelineRunDetail,
+    PipelineRunOut,
+    PipelineSummary,
+    ResourcesOut,
+    StepOut,
+    VersionOut,
+)
+from pipetrail.core.model import ArtifactLink, EventRecord, PipelineSpec, RunRecord, TaskRecord
+from pipetrail.core.status import RunStatus
+
+__all__ = [
+    "block_run_detail",
+    "block_run_out",
+    "link_out",
+    "pipeline_detail",
+    "pipeline_summaries",
+    "run_detail",
+    "run_out",
+]
+
+
+def _run_fields(run: RunRecord) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "pathspec": run.pathspec,
+        "pipeline": run.pipeline,
+        "version": run.version,
+        "status": run.status,
+        "created_at": run.created_at,
+        "started_at": run.started_at,
+        "finished_at": run.finished_at,
+        "duration_s": run.duration_s,
+        "user": run.user,
+        "host": run.host,
+        "trigger": run.trigger,
+        "params": run.params,
+        "param_types": run.param_types,
+        "variables": run.variables,
+        "tags": list(run.user_tags),
+        "system_tags": list(run.system_tags),
+        "origin_run_id": run.origin_run_id,
+        # Retries and reproductions are runs of the same pipeline.
+        "origin_pathspec": (
+            f"{run.pipeline}/{run.origin_run_id}" if run.origin_run_id is not None else None
+        ),
+        "error": run.error,
+        "cancel_requested_at": run.cancel_requested_at,
+        "heartbeat_at": run.heartbeat_at,
+        "timeout_s": run.timeout_s,
+        "block_runs_url": f"/api/pipeline_runs/{run.id}/block_runs",
+    }
+
+
+def run_out(run: RunRecord) -> PipelineRunOut:
+    """The list view of a run."""
+    return PipelineRunOut(**_run_fields(run))
+
+
+def run_detail(
+    run: RunRecord, metrics: dict[str, float], events: Sequence[EventRecord]
+) -> PipelineRunDetail:
+    """The full view of a run."""
+    return PipelineRunDetail(
+        **_run_fields(run),
+        metrics=metrics,
+        git=run.git,
+        code_key=run.code_key,
+        environment_hash=run.environment_hash,
+        dag=run.dag,
+        events=[
+            EventOut(
+                at=e.at,
+                block_run_id=e.task_id,
+                kind=e.kind,
+                status=e.status,
+                previous=e.previous,
+                message=e.message,
+            )
+            for e in events
+        ],
+    )
+
+
+def _task_fields(task: TaskRecord, pipeline: str) -> dict[str, Any]:
+    return {
+        "id": task.id,
+        "pipeline_run_id": task.run_id,
+        "pathspec": f"{pipeline}/{task.run_id}/{task.step}/{task.task_index}",
+        "step": task.step,
+        "task_index": task.task_index,
+        "attempt": task.attempt,
+        "status": task.status,
+        "created_at": task.created_at,
+        "started_at": task.started_at,
+        "finished_at": task.finished_at,
+        "duration_s": task.duration_s,
+        "resources": ResourcesOut(
+            cpu_time_s=task.cpu_time_s,
+            peak_memory_bytes=task.peak_memory_bytes,
+            gpu_peak_memory_bytes=task.gpu_peak_memory_bytes,
+            host=task.host,
+            pid=task.pid,
+        ),
+        "exception_type": task.exception_type,
+        "exception_message": task.exception_message,
+        "failed_upstream": task.failed_upstream,
+        "reused_from_block_run_id": task.reused_from_task_id,
+        "allowed_failure": task.allowed_failure,
+        "note": task.note,
+        "logs_url": f"/api/block_runs/{task.id}/logs",
+        "outputs_url": f"/api/block_runs/{task.id}/outputs",
+    }
+
+
+def block_run_out(task: TaskRecord, pipeline: str) -> BlockRunOut:
+    """The list view of a block run."""
+    return BlockRunOut(**_task_fields(task, pipeline))
+
+
+def link_out(link: ArtifactLink) -> ArtifactLinkOut:
+    """An artifact edge with its download URL (none for external inputs)."""
+    record = link.artifact
+    return ArtifactLinkOut(
+        name=link.name,
+        direction="input" if link.direction == "input" else "output",
+        kind=link.kind,
+        key=record.key,
+        size=record.size,
+        serializer=record.serializer,
+        content_type=record.content_type,
+        type_name=record.type_name,
+        source_uri=link.source_uri,
+        producer_block_run_id=link.producer_task_id,
+        download_url=None if record.serializer == "external" else artifact_url(record.key),
+    )
+
+
+def block_run_detail(
+    task: TaskRecord, pipeline: str, links: Sequence[ArtifactLink]
+) -> BlockRunDetail:
+    """The full view of a block run with its inputs and outputs."""
+    mine = [link for link in links if link.task_id == task.id]
+    return BlockRunDetail(
+        **_task_fields(task, pipeline),
+        traceback=task.traceback,
+        inputs=[link_out(k) for k in mine if k.direction == "input"],
+        outputs=[link_out(k) for k in mine if k.direction == "output"],
+    )
+
+
+def _summary_fields(name: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
+    latest = runs[0]
+    counts = Counter(r.status.value for r in runs)
+    return {
+        "name": name,
+        "run_count": len(runs),
+        "run_counts": {s.value: counts.get(s.value, 0) for s in RunStatus},
+        "latest_run_id": latest.id,
+        "latest_status": latest.status,
+        "latest_created_at": latest.created_at,
+        "version": latest.version,
+        "url": f"/api/pipelines/{name}",
+    }
+
+
+def pipeline_summaries(runs: Sequence[RunRecord]) -> list[PipelineSummary]:
+    """One summary per pipeline among ``runs`` (newest first), sorted by name."""
+    by_name: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        by_name.setdefault(run.pipeline, []).append(run)
+    return [PipelineSummary(**_summary_fields(n, by_name[n])) for n in sorted(by_name)]
+
+
+def pipeline_detail(name: str, runs: Sequence[RunRecord]) -> PipelineDetail:
+    """A pipeline from its runs (newest first): steps and DAG as the latest run had them."""
+    latest = runs[0]
+    spec = PipelineSpec.from_dict(latest.dag) if latest.dag.get("steps") else None
+    steps = list(spec.steps) if spec else []
+    versions: dict[str, list[RunRecord]] = {}
+    for run in runs:
+        versions.setdefault(run.version, []).append(run)
+    return PipelineDetail(
+        **_summary_fields(name, runs),
+        file=spec.file if spec else None,
+        steps=[
+            StepOut(
+                name=s.name,
+                upstream=list(s.upstream),
+                params=list(s.params),
+                outputs=list(s.outputs),
+                retries=s.retries,
+                timeout_s=s.timeout_s,
+                foreach=s.foreach,
+                condition=s.condition,
+                allow_failure=s.allow_failure,
+                file=s.file,
+                line=s.line,
+            )
+            for s in steps
+        ],
+        dag=DagOut(
+            nodes=[s.name for s in steps],
+            edges=[DagEdge(source=up, target=s.name) for s in steps for up in s.upstream],
+        ),
+        params=[
+            ParamOut(name=p.name, type=p.type, default=p.default, steps=list(p.steps))
+            for p in (spec.params if spec else ())
+        ],
+        versions=[
+            VersionOut(
+                version=version,
+                run_count=len(group),
+                first_seen_at=group[-1].created_at,
+                last_seen_at=group[0].created_at,
+                latest_run_id=group[0].id,
+            )
+            for version, group in versions.items()
+        ],
+    )

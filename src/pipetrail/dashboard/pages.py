@@ -1,0 +1,231 @@
+"""The dashboard's routes: server-rendered pages, table fragments for live refresh, assets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from pipetrail.client import Run
+from pipetrail.core.status import RUN_TERMINAL
+from pipetrail.dashboard.assets import asset_version, static_response
+from pipetrail.dashboard.charts import run_series
+from pipetrail.dashboard.comparison import compare_view, parse_run_ids
+from pipetrail.dashboard.detail import run_detail, step_states
+from pipetrail.dashboard.formatting import FILTERS
+from pipetrail.dashboard.lineage import run_lineage
+from pipetrail.dashboard.listing import PipelineNames, RunFilters, load_page
+from pipetrail.errors import NotFoundError, PipetrailError, UsageError
+
+if TYPE_CHECKING:
+    from pipetrail.workspace import Workspace
+
+__all__ = ["create_router"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _templates(version: str) -> Environment:
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=select_autoescape(("html",)),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(FILTERS)
+    env.filters["urlpart"] = lambda text: quote(str(text), safe="")
+    env.globals["asset"] = lambda path: f"/static/{path}?v={version}"
+    env.globals["TERMINAL"] = {s.value for s in RUN_TERMINAL}
+    return env
+
+
+def create_router(
+    workspace: Workspace, csrf_for: Callable[[Request], str] | None = None
+) -> APIRouter:
+    """The dashboard's pages over ``workspace``, to include in the server's app.
+
+    Args:
+        workspace: the stores the pages read (through the client, never SQL).
+        csrf_for: the token the page's scripts send back in ``X-Pipetrail-CSRF`` with each
+            action (retry, cancel); by default ``request.state.csrf_token``, which the
+            server's access middleware sets.
+
+    Returns:
+        A router with ``/pipeline-runs``, ``/pipelines/{name}/runs``,
+        ``/pipelines/{name}/runs/{id}``, ``/compare`` and ``/static/{path}``.
+    """
+    router = APIRouter(include_in_schema=False)
+    version = asset_version()
+    templates = _templates(version)
+    reader = workspace.reader()
+    store = workspace.store
+    pipeline_names = PipelineNames(reader)
+
+    def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
+        context["request"] = request
+        context["csrf_token"] = (
+            csrf_for(request)
+            if csrf_for is not None
+            else str(getattr(request.state, "csrf_token", "") or "")
+        )
+        context.setdefault("nav", "")
+        html = templates.get_template(name).render(context)
+        return HTMLResponse(html, status_code=status_code)
+
+    def problem(request: Request, exc: PipetrailError) -> HTMLResponse:
+        code = (
+            404 if isinstance(exc, NotFoundError) else 400 if isinstance(exc, UsageError) else 500
+        )
+        title = {404: "Not found", 400: "Cannot show this"}.get(code, "Something went wrong")
+        return render(request, "error.html", code, title=title, message=str(exc))
+
+    def runs_list(request: Request, pipeline: str | None, fragment: bool) -> HTMLResponse:
+        filters = RunFilters.from_query(request.query_params.multi_items(), pipeline=pipeline)
+        page = load_page(reader, filters, names=pipeline_names)
+        if pipeline is not None:
+            base = f"/pipelines/{quote(pipeline, safe='')}/runs"
+        else:
+            base = "/pipeline-runs"
+        template = (
+            "_runs_live.html"
+            if fragment
+            else ("pipeline_runs.html" if pipeline is not None else "runs.html")
+        )
+        return render(
+            request,
+            template,
+            page=page,
+            filters=filters,
+            base=base,
+            pipeline=pipeline,
+            nav="runs",
+        )
+
+    @router.get("/")
+    def home() -> RedirectResponse:
+        return RedirectResponse("/pipeline-runs", status_code=307)
+
+    @router.get("/pipeline-runs", response_class=HTMLResponse)
+    def all_runs(request: Request) -> HTMLResponse:
+        return runs_list(request, None, fragment=False)
+
+    @router.get("/pipeline-runs/_table", response_class=HTMLResponse)
+    def all_runs_table(request: Request) -> HTMLResponse:
+        return runs_list(request, None, fragment=True)
+
+    @router.get("/pipelines/{name}/runs", response_class=HTMLResponse)
+    def pipeline_runs(request: Request, name: str) -> HTMLResponse:
+        return runs_list(request, name, fragment=False)
+
+    @router.get("/pipelines/{name}/runs/_table", response_class=HTMLResponse)
+    def pipeline_runs_table(request: Request, name: str) -> HTMLResponse:
+        return runs_list(request, name, fragment=True)
+
+    def open_run(name: str, run_id: int, suffix: str = "") -> Run | RedirectResponse:
+        run = Run(run_id, reader=reader)
+        if run.pipeline_name != name:
+            # An old link, or a typo in the pipeline: the id alone names the run.
+            target = f"/pipelines/{quote(run.pipeline_name, safe='')}/runs/{run_id}{suffix}"
+            return RedirectResponse(target, status_code=307)
+        return run
+
+    @router.get("/pipelines/{name}/runs/{run_id:int}", response_class=HTMLResponse)
+    def run_page(request: Request, name: str, run_id: int) -> Response:
+        try:
+            run = open_run(name, run_id)
+            if isinstance(run, RedirectResponse):
+                return run
+            detail = run_detail(run, store)
+            step_names = {a.record.id: s.name for s in detail.steps for a in s.attempts}
+            series = [s.to_dict() for s in run_series(store, run.id, step_names)]
+            lineage = run_lineage(run, store, reader)
+            environment = run.environment
+            code = run.code
+        except PipetrailError as exc:
+            return problem(request, exc)
+        data = {
+            "run": {
+                "id": run.id,
+                "pipeline": run.pipeline_name,
+                "status": run.status,
+                "live": detail.live,
+            },
+            "dag": detail.dag,
+            "selected": detail.selected,
+            "metrics": series,
+        }
+        return render(
+            request,
+            "run.html",
+            detail=detail,
+            run=run,
+            lineage=lineage,
+            environment=environment,
+            code=code,
+            events=run.events,
+            series=series,
+            data=data,
+            nav="runs",
+        )
+
+    @router.get("/pipelines/{name}/runs/{run_id:int}/_state")
+    def run_state(name: str, run_id: int) -> JSONResponse:
+        """Statuses for the run page's live refresh (the page reloads once the run ends)."""
+        try:
+            run = Run(run_id, reader=reader)
+        except NotFoundError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse(
+            {
+                "id": run.id,
+                "status": run.status,
+                "finished": run.finished,
+                "steps": step_states(run),
+                "at": datetime.now(UTC).isoformat(),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    @router.get("/compare", response_class=HTMLResponse)
+    def compare_page(request: Request, runs: str = "") -> HTMLResponse:
+        if not runs.strip():
+            return render(request, "compare.html", view=None, ids="", nav="compare")
+        try:
+            ids = parse_run_ids(runs)
+            view = compare_view(ids, reader, store)
+        except PipetrailError as exc:
+            return render(
+                request,
+                "compare.html",
+                404 if isinstance(exc, NotFoundError) else 400,
+                view=None,
+                ids=runs,
+                message=str(exc),
+                nav="compare",
+            )
+        data = {
+            "runs": [r.pathspec for r in view.runs],
+            "histories": view.histories,
+            "coordinates": view.coordinates,
+        }
+        return render(
+            request,
+            "compare.html",
+            view=view,
+            ids=",".join(map(str, ids)),
+            data=data,
+            nav="compare",
+        )
+
+    @router.get("/static/{path:path}")
+    def static(request: Request, path: str) -> Response:
+        return static_response(path, versioned=request.query_params.get("v") == version)
+
+    return router

@@ -1,0 +1,92 @@
+"""create_app(workspace): the REST API, the dashboard (when installed) and access control.
+
+No module-level app state: everything an app needs hangs off the app it belongs to.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.responses import RedirectResponse
+
+from pipetrail.api import api_router
+from pipetrail.api.actions import RunLauncher
+from pipetrail.api.auth import AccessMiddleware, AccessPolicy, login_router
+from pipetrail.api.deps import ApiContext
+from pipetrail.api.errors import install_error_handlers
+from pipetrail.workspace import Workspace
+
+__all__ = ["create_app"]
+
+_DESCRIPTION = """\
+The record of every pipeline run: what ran, with which code, data and parameters, what it
+produced, and how it ended. Nouns follow Mage's API (pipeline runs, block runs).
+
+Access: without a token the server listens on 127.0.0.1 only. With a token, send
+`Authorization: Bearer <token>`. Errors are JSON: `{"error": {"type": ..., "message": ...}}`.
+"""
+
+
+def create_app(
+    workspace: Workspace, *, token: str | None = None, host: str = "127.0.0.1"
+) -> FastAPI:
+    """The server over ``workspace``: ``/api``, ``/docs``, ``/login`` and the dashboard pages.
+
+    Args:
+        workspace: the stores to serve; runs it starts run with Workspaces of the same settings.
+        token: the access token; required when ``host`` is not a loopback address.
+        host: the address the server will bind (decides whether a token is required).
+
+    Raises:
+        ConfigError: ``host`` is not a loopback address and no token is given.
+    """
+    policy = AccessPolicy(token, host)
+    launcher = RunLauncher(workspace.settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        # Runs this server was driving cannot go on without it: end them as cancelled.
+        launcher.shutdown(workspace)
+
+    app = FastAPI(
+        title="pipetrail",
+        summary="REST API of the pipetrail run recorder",
+        description=_DESCRIPTION,
+        version=_version(),
+        lifespan=lifespan,
+    )
+    app.state.pipetrail = ApiContext(workspace=workspace, launcher=launcher)
+    install_error_handlers(app)
+    app.include_router(api_router())
+    app.include_router(login_router(policy))
+    if not _mount_dashboard(app, workspace):
+
+        @app.get("/", include_in_schema=False)
+        def home() -> RedirectResponse:
+            return RedirectResponse("/docs", status_code=307)
+
+    app.add_middleware(AccessMiddleware, policy=policy)
+    return app
+
+
+def _mount_dashboard(app: FastAPI, workspace: Workspace) -> bool:
+    """Include the dashboard's pages when it is installed; the API works without it."""
+    try:
+        from pipetrail.dashboard import create_router
+    except ImportError:
+        return False
+    # Pages read request.state.csrf_token, which AccessMiddleware sets.
+    app.include_router(create_router(workspace))
+    return True
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pipetrail")
+    except PackageNotFoundError:
+        return "0"
