@@ -38,6 +38,7 @@ NAMES = (
     "import_time",
     "run_record_read",
     "search_10k",
+    "list_page_10k",
 )
 SCENARIO_TIMEOUT_S = 1800
 

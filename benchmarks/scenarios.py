@@ -544,6 +544,51 @@ def search(home: Path, sizes: Sizes) -> Outcome:
     return Outcome(figures, details)
 
 
+def list_page(home: Path, sizes: Sizes) -> Outcome:
+    """The dashboard's runs list, ``GET /pipeline-runs``, over a store of many runs (SQLite).
+
+    The store is filled like ``search_10k``'s; the page is fetched through the real app with
+    Starlette's TestClient (no network), first call apart, then the median of repeats, also
+    with a status filter.
+    """
+    from fastapi.testclient import TestClient
+
+    from pipetrail.server import create_app
+
+    runs = _search_corpus(sizes.search_runs)
+    ws = _workspace(home)
+    try:
+        _load_search_runs(ws, runs)
+        client = TestClient(create_app(ws))
+        figures: list[Figure] = []
+        for label, path in (("list", "/pipeline-runs"), ("failed", "/pipeline-runs?status=failed")):
+            started = time.perf_counter()
+            first = client.get(path)
+            cold = (time.perf_counter() - started) * 1000
+            if first.status_code != 200 or "pipeline" not in first.text:
+                raise VerificationError(f"GET {path} answered {first.status_code}")
+            walls = []
+            for _ in range(sizes.search_repeats):
+                started = time.perf_counter()
+                client.get(path)
+                walls.append((time.perf_counter() - started) * 1000)
+            figures.append(
+                Figure(
+                    f"list_page_10k.{label}",
+                    statistics.median(walls),
+                    "ms",
+                    "<",
+                    200.0,
+                    note=f"GET {path} over {len(runs)} runs, median of {len(walls)}",
+                )
+            )
+            figures.append(Figure(f"list_page_10k.{label}_cold", cold, "ms", note="first request"))
+        client.close()
+    finally:
+        ws.close()
+    return Outcome(figures, {"runs": len(runs)})
+
+
 @dataclass(frozen=True)
 class _SearchRun:
     params: dict[str, Any]
@@ -866,4 +911,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "import_time": import_time,
     "run_record_read": run_record_read,
     "search_10k": search,
+    "list_page_10k": list_page,
 }
