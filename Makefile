@@ -39,6 +39,9 @@ demo: $(VENV)/.installed-demo $(VENDOR)
 	echo "  $(BIN)/pipetrail runs list"; \
 	echo "  $(BIN)/pipetrail run examples/iris.py -p lr=0.05 -p epochs=60   # another run"; \
 	echo "  $(BIN)/pipetrail run examples/iris.py -p dataset=nope           # a failing run"; \
+	echo; \
+	echo "The dashboard:  $(BIN)/pipetrail ui"; \
+	$(BIN)/python -c "import pipetrail as pt; r = pt.Pipeline('iris').latest_run; print('then open:      http://127.0.0.1:8765/pipelines/iris/runs/%s' % r.id)"; \
 	exit $$status
 
 lint: $(VENV)/.installed-dev
