@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from fastapi.testclient import TestClient
 
@@ -44,8 +45,8 @@ def test_pipelines_list_and_detail(client: TestClient, seeded: Seeded) -> None:
 
 
 def test_run_list_filters(client: TestClient, seeded: Seeded) -> None:
-    def ids(**params: object) -> list[int]:
-        response = client.get("/api/pipeline_runs", params=params)  # type: ignore[arg-type]
+    def ids(**params: Any) -> list[int]:
+        response = client.get("/api/pipeline_runs", params=params)
         assert response.status_code == 200, response.text
         return [r["id"] for r in response.json()["pipeline_runs"]]
 
@@ -89,10 +90,10 @@ def test_run_list_pages_with_a_cursor(client: TestClient, seeded: Seeded) -> Non
     cursor = None
     pages = 0
     while True:
-        params: dict[str, object] = {"limit": 1}
+        params: dict[str, Any] = {"limit": 1}
         if cursor:
             params["cursor"] = cursor
-        body = client.get("/api/pipeline_runs", params=params).json()  # type: ignore[arg-type]
+        body = client.get("/api/pipeline_runs", params=params).json()
         seen += [r["id"] for r in body["pipeline_runs"]]
         pages += 1
         cursor = body["next_cursor"]
