@@ -44,7 +44,7 @@ EXAMPLES = 50
 
 @pytest.fixture
 def api_schema(workspace: Workspace, flow_file: FlowWriter) -> Iterator[OpenApiSchema]:
-    """The spec of an app over a store with two real runs (on SQLite ids 1 and 2: fuzzed ids hit them)."""
+    """The spec of an app over a store with two real runs (fuzzed small ids hit them)."""
     # Retries the fuzzer starts run inline: no worker pools for throw-away runs.
     inline = Workspace(dataclasses.replace(workspace.settings, executor="inline"))
     record(inline, flow_file(RICH, name="rich_flow"), {"rows": 5}, tags=["exp"])

@@ -12,7 +12,7 @@ from rich.console import Console
 
 import pipetrail as pt
 from pipetrail.client import Run
-from pipetrail.client.compare import Comparison, EnvironmentDiff, FieldDiff, compare, render
+from pipetrail.client.comparison import Comparison, EnvironmentDiff, FieldDiff, compare, render
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.provenance.environment import PackageDiff
 from pipetrail.runtime.loader import load_pipeline_file

@@ -14,8 +14,8 @@ from rich.console import Console
 
 import pipetrail as pt
 from pipetrail.client import Reader, Run
-from pipetrail.client import lineage as lineage_module
-from pipetrail.client.lineage import LineageGraph, TaskNode, lineage, resolve_artifact
+from pipetrail.client import lineage_graph as lineage_module
+from pipetrail.client.lineage_graph import LineageGraph, TaskNode, lineage, resolve_artifact
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.storage.artifacts.cas import digest_file

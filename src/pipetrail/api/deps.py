@@ -1,4 +1,4 @@
-"""Dependency providers: the app's workspace, reader and run launcher, and shared parameter types."""
+"""Dependency providers: the app's workspace and run launcher, and shared parameter types."""
 
 from __future__ import annotations
 

@@ -491,7 +491,7 @@ def runs_diff(run_refs: tuple[str, ...], as_json: bool) -> None:
     columns that differ first.
     """
     from pipetrail.cli.render import console
-    from pipetrail.client.compare import compare, render
+    from pipetrail.client.comparison import compare, render
 
     if len(run_refs) < 2:
         raise UsageError(
@@ -529,7 +529,7 @@ def lineage_command(target: str, direction: str, depth: int | None, fmt: str) ->
     TARGET is a run ('iris/42') or an artifact content hash (8 characters or more).
     """
     from pipetrail.cli.render import console
-    from pipetrail.client.lineage import lineage
+    from pipetrail.client.lineage_graph import lineage
 
     workspace = _workspace()
     graph = lineage(target, direction=direction, depth=depth, reader=workspace.reader())

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipetrail.client.compare import Comparison, compare
-from pipetrail.client.lineage import LineageGraph, lineage
+from pipetrail.client.comparison import Comparison, compare
+from pipetrail.client.lineage_graph import LineageGraph, lineage
 from pipetrail.client.pipelines import Pipeline
 from pipetrail.client.runs import (
     Code,

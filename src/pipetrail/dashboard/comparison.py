@@ -196,7 +196,7 @@ def compare_view(ids: list[int], reader: Reader, store: MetadataStore) -> Compar
             raise NotFoundError(f"no run with id {run_id} to compare") from None
     view = CompareView(runs, [], [], [], None)
     try:
-        from pipetrail.client.compare import compare
+        from pipetrail.client.comparison import compare
     except ImportError:  # the client's compare is not there yet: do the side-by-side here
         view.params, view.metrics = _rows_by_hand(runs)
     else:
