@@ -297,7 +297,6 @@ class RunRows(SqlSession):
                 pipeline_run,
                 pipeline.c.name.label("pipeline_name"),
                 pipeline_version.c.version.label("version"),
-                pipeline_version.c.dag.label("dag"),
                 environment.c.hash.label("environment_hash"),
             )
             .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
@@ -318,6 +317,16 @@ class RunRows(SqlSession):
             select(run_tag).where(run_tag.c.run_id.in_(ids)).order_by(run_tag.c.tag)
         ):
             tags[t.run_id][1 if t.system else 0].append(t.tag)
+        # One decoded DAG per version, not per run: thousands of runs share a handful.
+        version_ids = {r["version_id"] for r in rows}
+        dags: dict[int, Any] = {
+            row.id: row.dag
+            for row in conn.execute(
+                select(pipeline_version.c.id, pipeline_version.c.dag).where(
+                    pipeline_version.c.id.in_(version_ids)
+                )
+            )
+        }
         return [
             RunRecord(
                 id=r["id"],
@@ -340,7 +349,7 @@ class RunRows(SqlSession):
                 git=r["git"],
                 code_key=r["code_key"],
                 environment_hash=r["environment_hash"],
-                dag=r["dag"],
+                dag=dags[r["version_id"]],
                 heartbeat_at=r["heartbeat_at"],
                 runner_host=r["runner_host"],
                 runner_pid=r["runner_pid"],
