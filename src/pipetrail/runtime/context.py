@@ -269,27 +269,34 @@ def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
 def _metric_row(
     context: StepContext, name: str, value: Any, step: int | None, now: float
 ) -> MetricRow:
-    if not isinstance(name, str) or not name or len(name) > 250:
+    # The common case (a float or int value, an int step) is checked by exact type: this runs
+    # once per point logged, and ABC checks such as numbers.Integral cost more than the rest.
+    kind = type(value)
+    number = float(value) if kind is float or kind is int else _number(name, value)
+    if not math.isfinite(number):
+        raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
+    if step is not None and type(step) is not int:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+        step = int(step)
+    if type(name) is not str or not name or len(name) > 250:
         raise UsageError(
             f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
         )
+    return MetricRow(context.run_id, context.task_id, name, number, step, now)
+
+
+def _number(name: str, value: Any) -> float:
     if isinstance(value, (str, bytes, bool)):
         raise UsageError(
             f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}"
         )
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise UsageError(
             f"metric {name!r}: value must be a number, got {type(value).__name__} {value!r}"
         ) from None
-    if not math.isfinite(number):
-        raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
-    if step is not None:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
-        step = int(step)
-    return MetricRow(context.run_id, context.task_id, name, number, step, now)
 
 
 def log_artifact(path_or_object: Any, name: str | None = None) -> ArtifactRef:

@@ -34,27 +34,33 @@ class MetricRows(SqlSession):
 
     def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
         """Keep each series' latest value, and its minimum and maximum, in one row for search."""
-        latest: dict[tuple[int, str], dict[str, Any]] = {}
+        # One pass, no allocation per point: the newest row and the extremes of each series.
+        series: dict[tuple[int, str], list[Any]] = {}
         for r in rows:
             key = (r.run_id, r.name)
-            row = latest.get(key)
-            if row is None or r.timestamp >= row["timestamp"]:
-                low = min(r.value, row["min_value"]) if row else r.value
-                high = max(r.value, row["max_value"]) if row else r.value
-                row = {
-                    "run_id": r.run_id,
-                    "name": r.name,
-                    "value": r.value,
-                    "step": r.step,
-                    "timestamp": r.timestamp,
-                    "block_run_id": r.task_id,
-                    "min_value": low,
-                    "max_value": high,
-                }
-                latest[key] = row
-            else:
-                row["min_value"] = min(row["min_value"], r.value)
-                row["max_value"] = max(row["max_value"], r.value)
+            seen = series.get(key)
+            if seen is None:
+                series[key] = [r, r.value, r.value]
+                continue
+            if r.timestamp >= seen[0].timestamp:
+                seen[0] = r
+            if r.value < seen[1]:
+                seen[1] = r.value
+            elif r.value > seen[2]:
+                seen[2] = r.value
+        latest = {
+            key: {
+                "run_id": newest.run_id,
+                "name": newest.name,
+                "value": newest.value,
+                "step": newest.step,
+                "timestamp": newest.timestamp,
+                "block_run_id": newest.task_id,
+                "min_value": low,
+                "max_value": high,
+            }
+            for key, (newest, low, high) in series.items()
+        }
         table = latest_metric
 
         def merge(new: Any) -> dict[str, Any]:
