@@ -105,7 +105,10 @@ def page_runs(
     """The page of ``limit`` runs after ``cursor`` among those ``query`` (and ``text``) select."""
     keyset = not query.order_by
     want = limit + 1
-    fetch = (cursor.position if cursor else 0) + want
+    if keyset and cursor is not None:
+        # Newest first: the next page is the runs older than the last one shown, from the index.
+        query = dataclasses.replace(query, before_id=cursor.last_id)
+    fetch = (0 if keyset else (cursor.position if cursor else 0)) + want
     if text:
         fetch *= 4
     while True:

@@ -105,6 +105,8 @@ class RunQuery:
     filter: str | None = None
     #: ``("metrics.accuracy desc", "created")``; newest first when empty.
     order_by: tuple[str, ...] = ()
+    #: Only runs with a smaller id: the next page of a newest-first listing (keyset paging).
+    before_id: int | None = None
 
 
 class MetadataStore(Protocol):

@@ -273,6 +273,8 @@ class RunRows(SqlSession):
             conditions.append(pipeline_run.c.status.in_([s.value for s in query.statuses]))
         if query.users:
             conditions.append(pipeline_run.c.user.in_(query.users))
+        if query.before_id is not None:
+            conditions.append(pipeline_run.c.id < query.before_id)
         if query.since is not None:
             conditions.append(pipeline_run.c.created_at >= query.since)
         if query.until is not None:
