@@ -25,6 +25,7 @@ from pipetrail.api.schemas import (
 )
 from pipetrail.core.model import ArtifactLink, EventRecord, PipelineSpec, RunRecord, TaskRecord
 from pipetrail.core.status import RunStatus
+from pipetrail.storage.metadata.base import MetadataStore
 
 __all__ = [
     "block_run_detail",
@@ -181,12 +182,24 @@ def _summary_fields(name: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
     }
 
 
-def pipeline_summaries(runs: Sequence[RunRecord]) -> list[PipelineSummary]:
-    """One summary per pipeline among ``runs`` (newest first), sorted by name."""
-    by_name: dict[str, list[RunRecord]] = {}
-    for run in runs:
-        by_name.setdefault(run.pipeline, []).append(run)
-    return [PipelineSummary(**_summary_fields(n, by_name[n])) for n in sorted(by_name)]
+def pipeline_summaries(store: MetadataStore) -> list[PipelineSummary]:
+    """One summary per pipeline, sorted by name, from one aggregate query and its newest runs."""
+    summaries = []
+    for stats in store.pipeline_stats():
+        latest = store.get_run(stats.latest_run_id)
+        summaries.append(
+            PipelineSummary(
+                name=stats.name,
+                run_count=sum(stats.counts.values()),
+                run_counts={s.value: stats.counts.get(s.value, 0) for s in RunStatus},
+                latest_run_id=latest.id,
+                latest_status=latest.status,
+                latest_created_at=latest.created_at,
+                version=latest.version,
+                url=f"/api/pipelines/{stats.name}",
+            )
+        )
+    return summaries
 
 
 def pipeline_detail(name: str, runs: Sequence[RunRecord]) -> PipelineDetail:

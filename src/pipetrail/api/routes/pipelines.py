@@ -30,8 +30,7 @@ Name = Annotated[PipelineName, Path(description="Pipeline name.")]
 @router.get("/pipelines", response_model=PipelineList, summary="List pipelines")
 def list_pipelines(ctx: Context) -> PipelineList:
     """Every pipeline with a recorded run: run counts by status and its latest run."""
-    runs = ctx.workspace.store.list_runs(RunQuery(limit=None))
-    return PipelineList(pipelines=pipeline_summaries(runs))
+    return PipelineList(pipelines=pipeline_summaries(ctx.workspace.store))
 
 
 @router.get("/pipelines/{name}", response_model=PipelineEnvelope, summary="Get a pipeline")

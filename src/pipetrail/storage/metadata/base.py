@@ -18,7 +18,15 @@ from pipetrail.core.model import (
 )
 from pipetrail.core.status import RunStatus, TaskStatus
 
-__all__ = ["MetadataStore", "MetricRow", "NewLink", "NewRun", "RunQuery", "TaskOutcome"]
+__all__ = [
+    "MetadataStore",
+    "MetricRow",
+    "NewLink",
+    "NewRun",
+    "PipelineStats",
+    "RunQuery",
+    "TaskOutcome",
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +98,15 @@ class MetricRow(NamedTuple):
 
 
 @dataclass(frozen=True)
+class PipelineStats:
+    """A pipeline's run counts by status and its newest run, from one aggregate query."""
+
+    name: str
+    counts: dict[str, int]
+    latest_run_id: int
+
+
+@dataclass(frozen=True)
 class RunQuery:
     """Filters for listing runs."""
 
@@ -125,6 +142,7 @@ class MetadataStore(Protocol):
     def add_tags(self, run_id: int, tags: Iterable[str], *, system: bool = False) -> None: ...
     def get_run(self, run_id: int) -> RunRecord: ...
     def list_runs(self, query: RunQuery) -> list[RunRecord]: ...
+    def pipeline_stats(self, name: str | None = None) -> list[PipelineStats]: ...
     def get_environment(self, env_hash: str) -> dict[str, Any]: ...
     def events(self, run_id: int) -> list[EventRecord]: ...
     def create_tasks(

@@ -20,7 +20,7 @@ from pipetrail.core.status import (
     check_run_transition,
 )
 from pipetrail.errors import NotFoundError, UsageError
-from pipetrail.storage.metadata.base import NewRun, RunQuery
+from pipetrail.storage.metadata.base import NewRun, PipelineStats, RunQuery
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
@@ -244,6 +244,29 @@ class RunRows(SqlSession):
             ]
             upsert(conn, run_tag, rows, ["run_id", "tag"])
         return self.get_run(run_id)
+
+    @patient("read")
+    def pipeline_stats(self, name: str | None = None) -> list[PipelineStats]:
+        """Per pipeline (or just ``name``): run counts by status and the newest run's id."""
+        stmt = (
+            select(
+                pipeline.c.name,
+                pipeline_run.c.status,
+                func.count().label("runs"),
+                func.max(pipeline_run.c.id).label("latest"),
+            )
+            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+            .group_by(pipeline.c.name, pipeline_run.c.status)
+        )
+        if name is not None:
+            stmt = stmt.where(pipeline.c.name == name)
+        found: dict[str, tuple[dict[str, int], int]] = {}
+        with self._read() as conn:
+            for row in conn.execute(stmt):
+                counts, latest = found.get(row.name, ({}, 0))
+                counts[row.status] = int(row.runs)
+                found[row.name] = (counts, max(latest, int(row.latest)))
+        return [PipelineStats(n, c, latest) for n, (c, latest) in sorted(found.items())]
 
     @patient("read")
     def get_run(self, run_id: int) -> RunRecord:
