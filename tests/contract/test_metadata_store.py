@@ -199,3 +199,22 @@ def test_a_failed_metric_batch_leaves_nothing_half_written(workspace: Workspace)
 def test_bad_database_url_is_a_config_error() -> None:
     with pytest.raises(pt.PipetrailError, match="cannot read database URL"):
         SqlMetadataStore("not a url")
+
+
+def test_pipeline_stats_and_versions_are_aggregates(workspace: Workspace) -> None:
+    store = workspace.store
+    first = store.create_run(_new_run())
+    second = store.create_run(_new_run())
+    store.set_run_status(second.id, RunStatus.RUNNING)
+    store.set_run_status(second.id, RunStatus.FAILED, error="boom")
+    [stats] = store.pipeline_stats()
+    assert stats.name == "contract" and stats.latest_run_id == second.id
+    assert stats.counts == {"initial": 1, "failed": 1}
+    assert store.pipeline_stats("nope") == []
+    [version] = store.pipeline_versions("contract")
+    assert version.version == PIPELINE.version and version.run_count == 2
+    assert version.latest_run_id == second.id
+    assert version.first_seen_at == first.created_at
+    assert (
+        version.first_seen_at.tzinfo is not None and version.last_seen_at >= version.first_seen_at
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -167,21 +166,6 @@ def block_run_detail(
     )
 
 
-def _summary_fields(name: str, runs: Sequence[RunRecord]) -> dict[str, Any]:
-    latest = runs[0]
-    counts = Counter(r.status.value for r in runs)
-    return {
-        "name": name,
-        "run_count": len(runs),
-        "run_counts": {s.value: counts.get(s.value, 0) for s in RunStatus},
-        "latest_run_id": latest.id,
-        "latest_status": latest.status,
-        "latest_created_at": latest.created_at,
-        "version": latest.version,
-        "url": f"/api/pipelines/{name}",
-    }
-
-
 def pipeline_summaries(store: MetadataStore) -> list[PipelineSummary]:
     """One summary per pipeline, sorted by name, from one aggregate query and its newest runs."""
     summaries = []
@@ -202,16 +186,24 @@ def pipeline_summaries(store: MetadataStore) -> list[PipelineSummary]:
     return summaries
 
 
-def pipeline_detail(name: str, runs: Sequence[RunRecord]) -> PipelineDetail:
-    """A pipeline from its runs (newest first): steps and DAG as the latest run had them."""
-    latest = runs[0]
+def pipeline_detail(store: MetadataStore, name: str) -> PipelineDetail | None:
+    """A pipeline from aggregates of its runs: steps and DAG as the latest run had them."""
+    found = store.pipeline_stats(name)
+    if not found:
+        return None
+    stats = found[0]
+    latest = store.get_run(stats.latest_run_id)
     spec = PipelineSpec.from_dict(latest.dag) if latest.dag.get("steps") else None
     steps = list(spec.steps) if spec else []
-    versions: dict[str, list[RunRecord]] = {}
-    for run in runs:
-        versions.setdefault(run.version, []).append(run)
     return PipelineDetail(
-        **_summary_fields(name, runs),
+        name=name,
+        run_count=sum(stats.counts.values()),
+        run_counts={s.value: stats.counts.get(s.value, 0) for s in RunStatus},
+        latest_run_id=latest.id,
+        latest_status=latest.status,
+        latest_created_at=latest.created_at,
+        version=latest.version,
+        url=f"/api/pipelines/{name}",
         file=spec.file if spec else None,
         steps=[
             StepOut(
@@ -239,12 +231,12 @@ def pipeline_detail(name: str, runs: Sequence[RunRecord]) -> PipelineDetail:
         ],
         versions=[
             VersionOut(
-                version=version,
-                run_count=len(group),
-                first_seen_at=group[-1].created_at,
-                last_seen_at=group[0].created_at,
-                latest_run_id=group[0].id,
+                version=v.version,
+                run_count=v.run_count,
+                first_seen_at=v.first_seen_at,
+                last_seen_at=v.last_seen_at,
+                latest_run_id=v.latest_run_id,
             )
-            for version, group in versions.items()
+            for v in store.pipeline_versions(name)
         ],
     )

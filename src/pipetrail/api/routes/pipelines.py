@@ -18,7 +18,6 @@ from pipetrail.api.schemas import (
 )
 from pipetrail.api.views import pipeline_detail, pipeline_summaries, run_detail
 from pipetrail.errors import NotFoundError
-from pipetrail.storage.metadata.base import RunQuery
 
 __all__ = ["router"]
 
@@ -36,10 +35,10 @@ def list_pipelines(ctx: Context) -> PipelineList:
 @router.get("/pipelines/{name}", response_model=PipelineEnvelope, summary="Get a pipeline")
 def get_pipeline(ctx: Context, name: Name) -> PipelineEnvelope:
     """Steps, DAG and parameters as the latest run had them; versions seen; counts by status."""
-    runs = ctx.workspace.store.list_runs(RunQuery(pipeline=name, limit=None))
-    if not runs:
+    detail = pipeline_detail(ctx.workspace.store, name)
+    if detail is None:
         raise NotFoundError(f"no pipeline {name!r} in the store: it has no recorded run")
-    return PipelineEnvelope(pipeline=pipeline_detail(name, runs))
+    return PipelineEnvelope(pipeline=detail)
 
 
 @router.post(

@@ -26,6 +26,7 @@ __all__ = [
     "PipelineStats",
     "RunQuery",
     "TaskOutcome",
+    "VersionStats",
 ]
 
 
@@ -107,6 +108,17 @@ class PipelineStats:
 
 
 @dataclass(frozen=True)
+class VersionStats:
+    """One version of a pipeline as seen in its runs."""
+
+    version: str
+    run_count: int
+    first_seen_at: datetime
+    last_seen_at: datetime
+    latest_run_id: int
+
+
+@dataclass(frozen=True)
 class RunQuery:
     """Filters for listing runs."""
 
@@ -143,6 +155,7 @@ class MetadataStore(Protocol):
     def get_run(self, run_id: int) -> RunRecord: ...
     def list_runs(self, query: RunQuery) -> list[RunRecord]: ...
     def pipeline_stats(self, name: str | None = None) -> list[PipelineStats]: ...
+    def pipeline_versions(self, name: str) -> list[VersionStats]: ...
     def get_environment(self, env_hash: str) -> dict[str, Any]: ...
     def events(self, run_id: int) -> list[EventRecord]: ...
     def create_tasks(

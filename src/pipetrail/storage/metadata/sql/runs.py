@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
@@ -20,7 +20,7 @@ from pipetrail.core.status import (
     check_run_transition,
 )
 from pipetrail.errors import NotFoundError, UsageError
-from pipetrail.storage.metadata.base import NewRun, PipelineStats, RunQuery
+from pipetrail.storage.metadata.base import NewRun, PipelineStats, RunQuery, VersionStats
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
@@ -267,6 +267,30 @@ class RunRows(SqlSession):
                 counts[row.status] = int(row.runs)
                 found[row.name] = (counts, max(latest, int(row.latest)))
         return [PipelineStats(n, c, latest) for n, (c, latest) in sorted(found.items())]
+
+    @patient("read")
+    def pipeline_versions(self, name: str) -> list[VersionStats]:
+        """The versions a pipeline's runs had, newest first, with counts and times."""
+        stmt = (
+            select(
+                pipeline_version.c.version,
+                func.count().label("runs"),
+                func.min(pipeline_run.c.created_at).label("first"),
+                func.max(pipeline_run.c.created_at).label("last"),
+                func.max(pipeline_run.c.id).label("latest"),
+            )
+            .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
+            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+            .where(pipeline.c.name == name)
+            .group_by(pipeline_version.c.version)
+            .order_by(func.max(pipeline_run.c.id).desc())
+        )
+        with self._read() as conn:
+            rows = conn.execute(stmt).all()
+        return [
+            VersionStats(r.version, int(r.runs), _as_time(r.first), _as_time(r.last), int(r.latest))
+            for r in rows
+        ]
 
     @patient("read")
     def get_run(self, run_id: int) -> RunRecord:
@@ -620,3 +644,11 @@ def _param_row(run_id: int, key: str, value: Any) -> dict[str, Any]:
         "value_num": None,
         "value_text": str(value),
     }
+
+
+def _as_time(value: Any) -> datetime:
+    """An aggregate of a timestamp column comes back as text on SQLite: a UTC datetime here."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    parsed = datetime.fromisoformat(str(value))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
