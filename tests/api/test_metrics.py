@@ -7,8 +7,8 @@ import math
 
 from fastapi.testclient import TestClient
 
-from pipetrail.api.series import envelope
 from pipetrail.core.model import MetricPoint
+from pipetrail.core.series import envelope
 from pipetrail.workspace import Workspace
 from tests.api.conftest import Seeded, error_of, record
 from tests.conftest import FlowWriter

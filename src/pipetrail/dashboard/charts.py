@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pipetrail.core.model import MetricPoint
+from pipetrail.core.series import bucket_ranges
 
 if TYPE_CHECKING:
     from pipetrail.storage.metadata.base import MetadataStore
@@ -57,7 +58,7 @@ def envelope(
     xs: Sequence[float], values: Sequence[float], buckets: int
 ) -> tuple[list[float], list[float], list[float], list[float]]:
     """Cut the points, in order, into ``buckets`` runs of near-equal length; keep each run's
-    min, max and last value (the API's ``/metrics/{name}?points=N`` does the same).
+    min, max and last value, by the same bucketing as the API (``core.series``).
 
     Every extreme survives: a spike shows as the band's edge in its bucket. Up to ``buckets``
     points come back unchanged (min = max = last). NaN and infinities are dropped.
@@ -74,9 +75,8 @@ def envelope(
     lo: list[float] = []
     hi: list[float] = []
     last: list[float] = []
-    for b in range(buckets):
-        # Integer bounds spread the remainder over the buckets: sizes differ by at most one.
-        chunk = pairs[b * total // buckets : (b + 1) * total // buckets]
+    for start, end in bucket_ranges(total, buckets):
+        chunk = pairs[start : end + 1]
         vals = [v for _, v in chunk]
         out_x.append(chunk[-1][0])
         lo.append(min(vals))

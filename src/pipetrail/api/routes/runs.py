@@ -32,9 +32,9 @@ from pipetrail.api.schemas import (
     RetryRequest,
     RetryResponse,
 )
-from pipetrail.api.series import envelope
 from pipetrail.api.views import block_run_out, run_detail, run_out
 from pipetrail.core.model import RunRecord
+from pipetrail.core.series import envelope
 from pipetrail.core.status import RunStatus
 from pipetrail.errors import NotFoundError
 from pipetrail.storage.metadata.base import RunQuery

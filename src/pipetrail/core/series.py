@@ -14,7 +14,7 @@ from datetime import datetime
 
 from pipetrail.core.model import MetricPoint
 
-__all__ = ["Bucket", "envelope"]
+__all__ = ["Bucket", "bucket_ranges", "envelope"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class Bucket:
         return self.end_index - self.start_index + 1
 
 
+def bucket_ranges(total: int, buckets: int) -> list[tuple[int, int]]:
+    """``(start, end)`` index pairs (inclusive) cutting ``total`` points into at most
+    ``buckets`` consecutive runs whose sizes differ by at most one: the one rule every chart of
+    a metric uses (the API's envelopes and the dashboard's embedded series alike).
+    """
+    count = min(buckets, total)
+    return [(b * total // count, (b + 1) * total // count - 1) for b in range(count)]
+
+
 def envelope(points: Sequence[MetricPoint], buckets: int) -> list[Bucket]:
     """Cut ``points`` into at most ``buckets`` runs of near-equal length and summarise each.
 
@@ -44,13 +53,8 @@ def envelope(points: Sequence[MetricPoint], buckets: int) -> list[Bucket]:
     """
     if buckets < 1:
         raise ValueError(f"buckets must be at least 1, got {buckets}")
-    total = len(points)
-    count = min(buckets, total)
     result = []
-    for b in range(count):
-        # Integer bounds spread the remainder over the buckets: sizes differ by at most one.
-        start = b * total // count
-        end = (b + 1) * total // count - 1
+    for start, end in bucket_ranges(len(points), buckets):
         values = [p.value for p in points[start : end + 1]]
         first, last = points[start], points[end]
         result.append(
