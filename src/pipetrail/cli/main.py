@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from pipetrail.errors import PipetrailError, StoreError, UsageError
+from pipetrail.errors import PipetrailError, UsageError
 
 __all__ = ["cli", "main"]
 
@@ -31,10 +31,7 @@ def _errors(func: F) -> F:
         except UsageError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_USAGE)
-        except StoreError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(EXIT_FAILED)
-        except PipetrailError as exc:
+        except PipetrailError as exc:  # the store failing, an artifact unreadable, …
             click.echo(f"error: {exc}", err=True)
             sys.exit(EXIT_FAILED)
 

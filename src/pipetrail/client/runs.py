@@ -622,12 +622,9 @@ def namespace(ns: str | object | None = ..., /) -> str | None:
 
 
 def default_namespace() -> str:
-    import getpass
+    from pipetrail.provenance.environment import current_user
 
-    try:
-        return f"user:{getpass.getuser()}"
-    except Exception:
-        return "user:unknown"
+    return f"user:{current_user()}"
 
 
 def list_runs(

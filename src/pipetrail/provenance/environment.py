@@ -19,6 +19,7 @@ import psutil
 from pipetrail.core.hashing import digest_json
 
 __all__ = [
+    "current_user",
     "EnvironmentSnapshot",
     "GpuInfo",
     "PackageDiff",
@@ -379,3 +380,13 @@ def _parse_memory(text: str) -> int | None:
         return int(float(amount) * _MEMORY_UNITS[unit.strip().upper() or "MIB"])
     except (KeyError, ValueError):
         return None
+
+
+def current_user() -> str:
+    """The name of the user running this process ("unknown" when the system cannot tell)."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except Exception:
+        return os.environ.get("USER") or "unknown"

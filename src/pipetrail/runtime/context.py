@@ -25,6 +25,7 @@ __all__ = [
     "MetricBuffer",
     "StepContext",
     "activate",
+    "content_type_of",
     "current",
     "log_artifact",
     "log_input",
@@ -329,7 +330,7 @@ def log_input(path: str | os.PathLike[str], name: str | None = None) -> Artifact
         raise UsageError(f"log_input: no file or folder at {str(target)!r}")
     key, size = context.digest_path(target)
     kind = "directory" if target.is_dir() else "file"
-    content_type = "inode/directory" if kind == "directory" else _content_type(target)
+    content_type = "inode/directory" if kind == "directory" else content_type_of(target)
     record = ArtifactRecord(key, size, "external", content_type, kind)
     resolved = str(target.resolve())
     context.links.append(
@@ -344,6 +345,7 @@ def set_tag(tag: str) -> None:
     context.tags.extend(validate_user_tags([tag]))
 
 
-def _content_type(path: Path) -> str:
+def content_type_of(path: Path) -> str:
+    """The media type of a file from its extension (a ``.png`` is ``image/png``)."""
     guessed, _ = mimetypes.guess_type(path.name)
     return guessed or "application/octet-stream"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -13,6 +12,7 @@ from pipetrail.core.model import PipelineSpec, RunRecord
 from pipetrail.core.params import to_json_value
 from pipetrail.core.status import RUN_TERMINAL, TASK_TERMINAL, RunStatus, TaskStatus
 from pipetrail.errors import PipelineLoadError, UsageError
+from pipetrail.provenance.environment import current_user
 from pipetrail.runtime.engine import RunRequest
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.runtime.planner import StepPlan, plan_retry
@@ -106,7 +106,7 @@ def cancel_run(
         raise UsageError(
             f"run {run.pathspec} has already ended ({run.status.value}); nothing to cancel"
         )
-    who = reason or f"cancelled by {_user()}@{socket.gethostname()}"
+    who = reason or f"cancelled by {current_user()}@{socket.gethostname()}"
     store.request_cancel(run.id, who)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
@@ -125,13 +125,6 @@ def _force_cancel(store: MetadataStore, run_id: int, reason: str) -> RunRecord:
     if current.status in RUN_TERMINAL:
         return current
     return store.set_run_status(run_id, RunStatus.CANCELLED, error=reason)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 def describe_plan(plan: list[StepPlan]) -> list[dict[str, Any]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
 import os
 import platform
 import socket
@@ -16,7 +15,7 @@ from pipetrail.core.params import to_json_value
 from pipetrail.core.status import TaskStatus
 from pipetrail.dsl import Pipeline
 from pipetrail.provenance.code import capture_git, code_archive
-from pipetrail.provenance.environment import capture_environment
+from pipetrail.provenance.environment import capture_environment, current_user
 from pipetrail.runtime.executors.base import Executor
 from pipetrail.runtime.task import TaskServices
 from pipetrail.storage.metadata.base import NewRun
@@ -102,7 +101,7 @@ class Engine:
         """Capture provenance and record the run (``initial``) with one task row per step."""
         spec = request.pipeline.spec
         store = self.services.store
-        user = _user()
+        user = current_user()
         host = socket.gethostname()
         env = capture_environment()
         git = capture_git(Path(spec.file).parent) if spec.file else None
@@ -163,10 +162,3 @@ class Engine:
 
     def executor_for(self, pipeline: Pipeline) -> Executor:
         return self._executor_factory(pipeline)
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return os.environ.get("USER") or "unknown"

@@ -20,7 +20,7 @@ from pipetrail.dsl import Pipeline
 from pipetrail.errors import PipelineLoadError, SerializationError
 from pipetrail.provenance.code import code_archive
 from pipetrail.provenance.resources import ResourceMeter
-from pipetrail.runtime.context import MetricBuffer, StepContext, activate
+from pipetrail.runtime.context import MetricBuffer, StepContext, activate, content_type_of
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
 from pipetrail.storage.artifacts.serializers import (
     SerializerRegistry,
@@ -236,7 +236,6 @@ def _store_value(services: TaskServices, value: Any) -> ArtifactRecord:
 
 
 def _store_path(services: TaskServices, path: Path) -> ArtifactRecord:
-    import mimetypes
 
     if path.is_dir():
         files = {str(p.relative_to(path)): p for p in sorted(path.rglob("*")) if p.is_file()}
@@ -244,8 +243,7 @@ def _store_path(services: TaskServices, path: Path) -> ArtifactRecord:
         put = services.cas.put_bytes(archive)
         return ArtifactRecord(put.key, put.size, "archive", "application/gzip", "directory")
     put = services.cas.put_file(path)
-    guessed, _ = mimetypes.guess_type(path.name)
-    return ArtifactRecord(put.key, put.size, "file", guessed or "application/octet-stream", "file")
+    return ArtifactRecord(put.key, put.size, "file", content_type_of(path), "file")
 
 
 def _digest_path(services: TaskServices, path: Path) -> tuple[str, int]:
