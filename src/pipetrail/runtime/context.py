@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import mimetypes
 import numbers
@@ -68,7 +69,6 @@ class MetricBuffer:
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._closed = False
-        self._error: BaseException | None = None
         self._thread: threading.Thread | None = None
 
     def add(self, row: MetricRow) -> None:
@@ -126,11 +126,10 @@ class MetricBuffer:
             self._wake.clear()
             if self._closed:
                 return
-            try:
+            # A failed write keeps its points pending; the final flush (close) tries again and
+            # raises to the task if the store is still away.
+            with contextlib.suppress(Exception):
                 self.flush()
-                self._error = None
-            except Exception as exc:  # kept pending; the final flush tries again and reports
-                self._error = exc
 
 
 @dataclass

@@ -10,7 +10,7 @@ import socket
 import sys
 import tempfile
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -84,7 +84,6 @@ class TaskServices:
     store: MetadataStore
     cas: ContentAddressedStore
     registry: SerializerRegistry
-    pipelines: dict[str, Pipeline] = field(default_factory=dict)
 
 
 def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipeline) -> TaskOutcome:
