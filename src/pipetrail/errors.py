@@ -17,6 +17,7 @@
     │   ├── SerializationError          an output that no serializer can store
     │   └── IntegrityError              stored bytes whose hash does not match their key
     ├── InvalidTransitionError          a status change the state machine does not allow
+    ├── LeaseLostError                  this runner's run was taken from it (reaped as lost)
     ├── StepTimeoutError (TimeoutError) a task ran past its step's timeout
     ├── WorkerLostError                 a worker process died while running a task
     └── TaskCancelledError              a running task was stopped on request
@@ -34,6 +35,7 @@ __all__ = [
     "DefinitionError",
     "IntegrityError",
     "InvalidTransitionError",
+    "LeaseLostError",
     "MigrationError",
     "NotFoundError",
     "ParameterError",
@@ -124,6 +126,17 @@ class IntegrityError(ArtifactError):
 
 class InvalidTransitionError(PipetrailError):
     """A status change that the state machine does not allow."""
+
+
+class LeaseLostError(PipetrailError):
+    """A write into a run this process no longer holds: the run was reaped as lost meanwhile.
+
+    The process stops driving the run and writes nothing more into it (fencing).
+    """
+
+    def __init__(self, message: str, *, run_id: int = 0) -> None:
+        super().__init__(message)
+        self.run_id = run_id
 
 
 class StepTimeoutError(PipetrailError, TimeoutError):

@@ -6,6 +6,7 @@ import functools
 import json
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipetrail import client
@@ -38,7 +39,14 @@ class Workspace:
         from pipetrail.runtime.recovery import reap_lost_runs
 
         # Any command that opens the store notices runs whose runner died (SIGKILL, power).
-        reap_lost_runs(self.store)
+        reap_lost_runs(self.store, self.spool_root)
+
+    @functools.cached_property
+    def spool_root(self) -> Path:
+        """This host's task spools (metrics and output on their way to the store)."""
+        from pipetrail.runtime.spool import default_spool_root
+
+        return default_spool_root(self.settings.home)
 
     @functools.cached_property
     def cas(self) -> ContentAddressedStore:
@@ -56,7 +64,7 @@ class Workspace:
     def services(self) -> TaskServices:
         from pipetrail.runtime.task import TaskServices
 
-        return TaskServices(self.store, self.cas, self.registry)
+        return TaskServices(self.store, self.cas, self.registry, self.spool_root)
 
     def executor(self, name: str, pipeline: Pipeline, max_workers: int | None = None) -> Executor:
         """The executor called ``name`` for ``pipeline``.
@@ -117,6 +125,7 @@ def open_workspace(settings: Settings | None = None) -> Workspace:
 
 def build_task_services(settings: Settings) -> TaskServices:
     """A worker process's stores: the same ones, without migrating (the runner did)."""
+    from pipetrail.runtime.spool import default_spool_root
     from pipetrail.runtime.task import TaskServices
     from pipetrail.storage.artifacts.cas import ContentAddressedStore
     from pipetrail.storage.artifacts.serializers import default_registry
@@ -126,6 +135,7 @@ def build_task_services(settings: Settings) -> TaskServices:
         SqlMetadataStore(settings.db_url, migrate_schema=False),
         ContentAddressedStore(settings.artifacts_url),
         default_registry(),
+        default_spool_root(settings.home),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -9,8 +10,15 @@ from sqlalchemy import select
 
 import pipetrail as pt
 from pipetrail.core.status import RunStatus, TaskStatus
-from pipetrail.errors import InvalidTransitionError, NotFoundError, StoreError
-from pipetrail.storage.metadata.base import MetricRow, NewRun, RunQuery, TaskOutcome
+from pipetrail.errors import InvalidTransitionError, LeaseLostError, NotFoundError, StoreError
+from pipetrail.storage.metadata.base import (
+    LogChunk,
+    MetricRow,
+    NewRun,
+    RunQuery,
+    SpoolBatch,
+    TaskOutcome,
+)
 from pipetrail.storage.metadata.sql import migrate
 from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 from pipetrail.storage.metadata.sql.tables import run_param
@@ -121,9 +129,12 @@ def test_task_lifecycle_and_outcome(workspace: Workspace) -> None:
             exception_type="ValueError",
             exception_message="bad",
             traceback="Traceback…",
-            stdout="out",
-            stderr="err",
         ),
+    )
+    store.record_spool(
+        SpoolBatch(
+            run.id, task_id, logs=[LogChunk("stdout", 0, 3, "out"), LogChunk("stderr", 0, 3, "err")]
+        )
     )
     task = store.get_task(task_id)
     assert task.status is TaskStatus.FAILED and task.duration_s == 2.0
@@ -218,3 +229,58 @@ def test_pipeline_stats_and_versions_are_aggregates(workspace: Workspace) -> Non
     assert (
         version.first_seen_at.tzinfo is not None and version.last_seen_at >= version.first_seen_at
     )
+
+
+def test_spool_drains_are_idempotent_and_logs_append(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
+    base = datetime.now(UTC).timestamp()
+    first = SpoolBatch(
+        run.id,
+        task_id,
+        metrics=[MetricRow(run.id, task_id, "loss", 1.0, 0, base)],
+        offset=33,
+        logs=[LogChunk("stdout", 0, 6, "hello\n")],
+    )
+    store.record_spool(first)
+    # The same chunk again (a drain repeated after a crash) adds nothing; a new one appends.
+    store.record_spool(SpoolBatch(run.id, task_id, logs=[LogChunk("stdout", 0, 6, "hello\n")]))
+    store.record_spool(
+        SpoolBatch(run.id, task_id, offset=66, logs=[LogChunk("stdout", 6, 7, "wörld\n")])
+    )
+    assert store.logs(task_id) == {"stdout": "hello\nwörld\n"}
+    assert store.log_ends(task_id) == {"stdout": 13}
+    assert [c.text for c in store.log_chunks(task_id, {"stdout": 6})] == ["wörld\n"]
+    assert store.get_task(task_id).spool_offset == 66
+    assert store.latest_metrics(run.id) == {"loss": 1.0}
+
+
+def test_a_run_taken_from_its_holder_refuses_its_writes(workspace: Workspace) -> None:
+    store = workspace.store
+    run = store.create_run(_new_run())
+    task_id = store.create_tasks(run.id, [("only", 0, 0)])[("only", 0, 0)]
+    store.hold(run.id, run.lease)
+    store.set_task_status(task_id, TaskStatus.QUEUED)
+    assert store.mark_lost(run.id, "runner lost: test")
+    assert store.get_run(run.id).lease == run.lease + 1
+    events = len(store.events(run.id))
+    writes: list[Callable[[], object]] = [
+        lambda: store.heartbeat(run.id),
+        lambda: store.record_event(run.id, "timeout", "late"),
+        lambda: store.create_tasks(run.id, [("only", 0, 1)]),
+        lambda: store.add_metrics([MetricRow(run.id, task_id, "x", 1.0, 0, 1.0)]),
+        lambda: store.record_spool(
+            SpoolBatch(run.id, task_id, logs=[LogChunk("stdout", 0, 1, "x")])
+        ),
+        lambda: store.cancel_requested(run.id),
+        lambda: store.set_run_status(run.id, RunStatus.COMPLETED),
+    ]
+    for write in writes:
+        with pytest.raises(LeaseLostError, match=f"run {run.id} was taken"):
+            write()
+    assert len(store.events(run.id)) == events
+    assert store.logs(task_id) == {} and store.latest_metrics(run.id) == {}
+    # Anyone who does not hold the run (a person, the reaper) still reads and acts on it.
+    store.release(run.id)
+    assert store.cancel_requested(run.id) is None

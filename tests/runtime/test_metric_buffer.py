@@ -8,7 +8,7 @@ import pytest
 
 from pipetrail.errors import StoreError
 from pipetrail.runtime.context import MetricBuffer
-from pipetrail.storage.metadata.base import MetricRow
+from pipetrail.storage.metadata.base import MetricRow, SpoolBatch
 
 
 class FlakyStore:
@@ -20,13 +20,13 @@ class FlakyStore:
         self.batches = 0
         self.lock = threading.Lock()
 
-    def write(self, rows: list[MetricRow]) -> None:
+    def write(self, batch: SpoolBatch) -> None:
         with self.lock:
             if self.failures:
                 self.failures -= 1
                 raise StoreError("store away")
             self.batches += 1
-            self.written.extend(rows)
+            self.written.extend(batch.metrics)
 
 
 def _row(i: int) -> MetricRow:

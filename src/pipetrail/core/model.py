@@ -235,6 +235,8 @@ class RunRecord:
     runner_pid: int | None = None
     cancel_requested_at: datetime | None = None
     timeout_s: float | None = None
+    #: The runner's lease (a generation): moved on when the run is taken from its runner.
+    lease: int = 1
 
     @property
     def pathspec(self) -> str:
@@ -272,6 +274,8 @@ class TaskRecord:
     reused_from_task_id: int | None = None
     allowed_failure: bool = False
     note: str | None = None
+    #: Bytes of the task's spool (metric points) already drained into the store.
+    spool_offset: int = 0
 
     @property
     def duration_s(self) -> float | None:

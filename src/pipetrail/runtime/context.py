@@ -17,8 +17,9 @@ from typing import Any
 
 from pipetrail.core.ids import validate_user_tags
 from pipetrail.core.model import ArtifactRecord
-from pipetrail.errors import UsageError
-from pipetrail.storage.metadata.base import MetricRow, NewLink
+from pipetrail.errors import LeaseLostError, UsageError
+from pipetrail.runtime.spool import LogTail, TaskSpool, link_event, tag_event
+from pipetrail.storage.metadata.base import MetricRow, NewLink, SpoolBatch
 
 __all__ = [
     "ArtifactRef",
@@ -46,90 +47,174 @@ class ArtifactRef:
 
 
 class MetricBuffer:
-    """Collects metric points where they are produced and writes them in batches.
+    """A task's recorder: metric points and events to its spool, then to the store in batches.
 
-    A background thread (started on the first point) writes every ``interval`` seconds, or at
-    once when ``batch`` points are pending; the task flushes at its end, so a step that raises
-    still has every point it logged in the store. Past ``4 * batch`` pending points the logging
-    thread writes itself, so a step cannot outrun the store without bound.
+    ``add`` puts a point in the task's spool (on local disk, so it survives the process) and in
+    memory; the process's drain thread writes pending points, with the log output the task
+    printed meanwhile (``logs``), every ``interval`` seconds or at once when ``batch`` points
+    are pending. The task flushes at its end, so a step that raises still has every point it
+    logged in the store. Past ``4 * batch`` pending points the logging thread writes itself, so
+    a step cannot outrun the store without bound.
+
+    Args:
+        write: stores one batch (the metadata store's ``record_spool``).
+        run_id: the task's run.
+        task_id: the task.
+        spool: the task's spool file; None keeps points in memory only (tests).
+        logs: reads the task's captured output as it grows.
     """
 
     def __init__(
         self,
-        write: Callable[[list[MetricRow]], None],
+        write: Callable[[SpoolBatch], None],
         *,
+        run_id: int = 0,
+        task_id: int = 0,
+        spool: TaskSpool | None = None,
+        logs: LogTail | None = None,
         interval: float = 0.5,
         batch: int = 10_000,
     ) -> None:
         self._write = write
-        self._interval = interval
+        self._run_id = run_id
+        self._task_id = task_id
+        self._spool = spool
+        self._logs = logs
+        self.interval = interval
         self._batch = batch
         self._pending: list[MetricRow] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._wake = threading.Event()
         self._closed = False
-        self._thread: threading.Thread | None = None
+        self._stored_offset = 0
+        #: Set once the run was taken from this process: nothing more is written.
+        self.fenced = False
+        _drainer.register(self)
 
     def add(self, row: MetricRow) -> None:
         with self._lock:
             self._pending.append(row)
+            if self._spool is not None:
+                self._spool.metric(row)
             pending = len(self._pending)
-        if self._thread is None or pending >= self._batch:
+        if pending >= self._batch:
             self._pressure(pending)
 
     def extend(self, rows: list[MetricRow]) -> None:
         with self._lock:
             self._pending.extend(rows)
+            if self._spool is not None:
+                for row in rows:
+                    self._spool.metric(row)
             pending = len(self._pending)
-        self._pressure(pending)
+        if pending >= self._batch:
+            self._pressure(pending)
+
+    def event(self, doc: dict[str, Any]) -> None:
+        """Spool an event (an artifact logged, a tag set) so it survives the process."""
+        if self._spool is not None:
+            with self._lock:
+                self._spool.event(doc)
 
     def _pressure(self, pending: int) -> None:
-        if self._thread is None and not self._closed:
-            self._thread = threading.Thread(
-                target=self._loop, name="pipetrail-metrics", daemon=True
-            )
-            self._thread.start()
         if pending >= 4 * self._batch:
             self.flush()
-        elif pending >= self._batch and not self._wake.is_set():
-            self._wake.set()
+        else:
+            _drainer.wake()
 
-    def flush(self) -> None:
-        """Write everything pending now, in the order it was logged.
+    def flush(self, *, final: bool = False) -> None:
+        """Write everything pending now (points in the order logged, and new output).
 
         If the write fails the points go back to the front of the queue, for the next flush.
         """
         with self._flush_lock:
+            if self.fenced:
+                return
             with self._lock:
                 batch, self._pending = self._pending, []
-            if not batch:
+                offset = self._spool.position if self._spool is not None else None
+            logs = self._logs.take(final=final) if self._logs is not None else []
+            if not batch and not logs and offset in (None, self._stored_offset):
                 return
             try:
-                self._write(batch)
+                self._write(SpoolBatch(self._run_id, self._task_id, batch, offset, logs))
+                self._stored_offset = offset or 0
+            except LeaseLostError:
+                self.fenced = True
+                raise
             except BaseException:
                 with self._lock:
                     self._pending[:0] = batch
+                if self._logs is not None:
+                    self._logs.restore(logs)
                 raise
 
     def close(self) -> None:
-        """Stop the background thread and write what is left; raise what a write raised."""
+        """Write what is left (the output too, to its last byte); raise what a write raised."""
         self._closed = True
+        _drainer.unregister(self)
+        self.flush(final=True)
+
+    def detach(self) -> None:
+        """Stop draining without writing (the task was interrupted: its spool is salvaged)."""
+        self._closed = True
+        _drainer.unregister(self)
+        with self._flush_lock:  # a drain under way finishes first
+            pass
+
+    def _drain(self) -> None:
+        if self._closed or self.fenced:
+            return
+        # A failed write keeps its points pending; the final flush (close) tries again and
+        # raises to the task if the store is still away.
+        with contextlib.suppress(Exception):
+            self.flush()
+
+
+class _Drainer:
+    """One thread per process that drains every open task's buffer on its timer."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[MetricBuffer, float] = {}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._pid = 0
+
+    def register(self, buffer: MetricBuffer) -> None:
+        with self._lock:
+            self._buffers[buffer] = time.monotonic() + buffer.interval
+            if self._thread is None or self._pid != os.getpid():
+                # Started once per process (again in a child that was forked with it).
+                self._pid = os.getpid()
+                self._thread = threading.Thread(
+                    target=self._loop, name="pipetrail-drain", daemon=True
+                )
+                self._thread.start()
+
+    def unregister(self, buffer: MetricBuffer) -> None:
+        with self._lock:
+            self._buffers.pop(buffer, None)
+
+    def wake(self) -> None:
         self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
-        self.flush()
 
     def _loop(self) -> None:
-        while not self._closed:
-            self._wake.wait(self._interval)
+        while True:
+            with self._lock:
+                due = min(self._buffers.values(), default=time.monotonic() + 0.5)
+            woken = self._wake.wait(max(0.0, due - time.monotonic()))
             self._wake.clear()
-            if self._closed:
-                return
-            # A failed write keeps its points pending; the final flush (close) tries again and
-            # raises to the task if the store is still away.
-            with contextlib.suppress(Exception):
-                self.flush()
+            now = time.monotonic()
+            with self._lock:
+                ready = [b for b, at in self._buffers.items() if woken or at <= now]
+                for b in ready:
+                    self._buffers[b] = now + b.interval
+            for buffer in ready:
+                buffer._drain()
+
+
+_drainer = _Drainer()
 
 
 @dataclass
@@ -266,6 +351,9 @@ def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
     context.metrics.extend([_metric_row(context, n, v, step, now) for n, v in values.items()])
 
 
+_STEP_LIMIT = 1 << 63
+
+
 def _metric_row(
     context: StepContext, name: str, value: Any, step: int | None, now: float
 ) -> MetricRow:
@@ -275,10 +363,13 @@ def _metric_row(
     number = float(value) if kind is float or kind is int else _number(name, value)
     if not math.isfinite(number):
         raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
-    if step is not None and type(step) is not int:
-        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-            raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
-        step = int(step)
+    if step is not None:
+        if type(step) is not int:
+            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+                raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+            step = int(step)
+        if not -_STEP_LIMIT <= step < _STEP_LIMIT:
+            raise UsageError(f"metric {name!r}: step must fit in 64 bits, got {step!r}")
     if type(name) is not str or not name or len(name) > 250:
         raise UsageError(
             f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
@@ -317,7 +408,7 @@ def log_artifact(path_or_object: Any, name: str | None = None) -> ArtifactRef:
         record = context.store_value(path_or_object)
         artifact_name = name or f"{context.step}_artifact_{len(context.links)}"
         source = None
-    context.links.append(NewLink("output", artifact_name, "logged", record, source_uri=source))
+    _link(context, NewLink("output", artifact_name, "logged", record, source_uri=source))
     return ArtifactRef(artifact_name, record.key, record.size)
 
 
@@ -332,16 +423,21 @@ def log_input(path: str | os.PathLike[str], name: str | None = None) -> Artifact
     content_type = "inode/directory" if kind == "directory" else content_type_of(target)
     record = ArtifactRecord(key, size, "external", content_type, kind)
     resolved = str(target.resolve())
-    context.links.append(
-        NewLink("input", name or target.name, "external", record, source_uri=resolved)
-    )
+    _link(context, NewLink("input", name or target.name, "external", record, source_uri=resolved))
     return ArtifactRef(name or target.name, key, size)
+
+
+def _link(context: StepContext, link: NewLink) -> None:
+    context.links.append(link)
+    context.metrics.event(link_event(link))
 
 
 def set_tag(tag: str) -> None:
     """Add a user tag to the run."""
     context = _context("set_tag")
-    context.tags.extend(validate_user_tags([tag]))
+    for valid in validate_user_tags([tag]):
+        context.tags.append(valid)
+        context.metrics.event(tag_event(valid))
 
 
 def content_type_of(path: Path) -> str:

@@ -142,6 +142,8 @@ class Engine:
                 timeout_s=request.timeout_s or spec.timeout_s,
             )
         )
+        # This runner holds the run: once it is taken (reaped as lost), its writes are refused.
+        store.hold(run.id, run.lease)
         return run
 
     def _store_code(self, spec: PipelineSpec) -> str | None:

@@ -13,8 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from pipetrail.core.model import ArtifactRecord, RunRecord, StepSpec
 from pipetrail.core.status import TASK_TERMINAL, RunStatus, TaskStatus
-from pipetrail.errors import InvalidTransitionError, StepTimeoutError, TaskCancelledError
+from pipetrail.errors import (
+    InvalidTransitionError,
+    LeaseLostError,
+    StepTimeoutError,
+    TaskCancelledError,
+)
 from pipetrail.runtime.planner import retry_delay
+from pipetrail.runtime.spool import salvage, spool_folder
 from pipetrail.runtime.task import InputRef, TaskPayload
 from pipetrail.storage.artifacts.serializers import load_from_store
 from pipetrail.storage.metadata.base import TaskOutcome
@@ -81,6 +87,8 @@ class RunLoop:
         self._interrupt_lock = threading.Lock()
         self._cancel_reason: str | None = None
         self._cancel_status = RunStatus.CANCELLED
+        #: Set when the run was taken from this runner (its lease moved on): write nothing.
+        self._lost: LeaseLostError | None = None
         self._inline = False
         self._main_thread = threading.current_thread() is threading.main_thread()
         self._run_timeout = request.timeout_s or self.spec.timeout_s
@@ -105,6 +113,8 @@ class RunLoop:
 
     def _fail_if_open(self, exc: BaseException) -> None:
         """Leave no run open behind an error; if the store itself is gone, recovery will."""
+        if self._lost is not None or isinstance(exc, LeaseLostError):
+            return  # not ours any more: whoever took the run ended it
         try:
             if self.store.get_run(self.run.id).status in (RunStatus.INITIAL, RunStatus.RUNNING):
                 reason = f"runner error: {type(exc).__name__}: {exc}"
@@ -130,21 +140,42 @@ class RunLoop:
             self._loop(executor)
         except KeyboardInterrupt as stop:
             executor.shutdown(cancel=True)
+            self._raise_if_lost()
             reason = self._cancel_reason or str(stop) or "cancelled by the user (Ctrl-C)"
             self._cancel_open_tasks(reason)
             return self._finish(self._cancel_status, reason)
+        except LeaseLostError as exc:
+            self._lost = self._lost or exc
+            executor.shutdown(cancel=True)
+            self._raise_if_lost()
         except BaseException as exc:
             executor.shutdown(cancel=True)
+            self._raise_if_lost()
             reason = f"runner error: {type(exc).__name__}: {exc}"
             self._cancel_open_tasks(reason)
             self._finish(RunStatus.FAILED, reason)
             raise
+        self._raise_if_lost(executor)
         if self._cancel_reason is not None:
             executor.shutdown(cancel=True)
             self._cancel_open_tasks(self._cancel_reason)
             return self._finish(self._cancel_status, self._cancel_reason)
         executor.shutdown()
         return self._finish(*self._verdict())
+
+    def _raise_if_lost(self, executor: Executor | None = None) -> None:
+        """Stop at once, writing nothing, when the run was taken from this runner."""
+        if self._lost is None:
+            return
+        if executor is not None:
+            executor.shutdown(cancel=True)
+        raise LeaseLostError(
+            f"run {self.run.pathspec} was taken from this runner: it was declared lost while "
+            "this runner was not heard from (paused, or cut off from the store), and its record "
+            "was ended then; this runner stopped and wrote nothing more into it. See: "
+            f"pipetrail runs show {self.run.pathspec}",
+            run_id=self.run.id,
+        ) from self._lost
 
     def _wait_for_slot(self) -> bool:
         """Take a slot of the pipeline's concurrent-run limit, in order; False if cancelled."""
@@ -153,6 +184,7 @@ class RunLoop:
         limit = self.spec.max_concurrent_runs
         announced = False
         while not self.store.claim_slot(self.run.id, limit):
+            self._raise_if_lost()
             if self._cancel_reason is not None:
                 self._cancel_open_tasks(self._cancel_reason)
                 return False
@@ -160,7 +192,7 @@ class RunLoop:
                 self.observer.run_waiting(self.run, limit or 0)
                 announced = True
             # A runner that died holding a slot must not block the queue for ever.
-            reap_lost_runs(self.store)
+            reap_lost_runs(self.store, self.services.spool_root)
             time.sleep(CONTROL_SECONDS)
         return True
 
@@ -436,6 +468,7 @@ class RunLoop:
             variables=dict(self.request.variables),
             inputs=tuple(inputs),
             foreach_param=spec.foreach if spec.foreach in spec.params else None,
+            lease=self.run.lease,
         )
         self.store.set_task_status(task.task_id, TaskStatus.QUEUED)
         task.status = TaskStatus.QUEUED
@@ -448,6 +481,17 @@ class RunLoop:
     def _record(self, step: _Step, task: _Task, future: Future[TaskOutcome]) -> None:
         spec = step.spec
         outcome = self._outcome(step, task, future)
+        # A task that did not report (its worker was killed, stopped or lost) left its spool:
+        # what it logged before then goes into the store first. One that reported but could not
+        # drain its spool (the store was away) gets its points and output in as well.
+        reported = future.exception() is None
+        if (
+            not reported
+            or spool_folder(self.services.spool_root, self.run.id, task.task_id).is_dir()
+        ):
+            salvage(
+                self.store, self.services.spool_root, self.run.id, task.task_id, events=not reported
+            )
         try:
             self.store.finish_task(task.task_id, outcome)
         except InvalidTransitionError:
@@ -564,9 +608,14 @@ class RunLoop:
                 if self._cancel_reason is None:
                     self._check_run_timeout()
                 if self._cancel_reason is None:
+                    # Also where a runner that was paused learns its run was taken from it.
                     reason = self.store.cancel_requested(self.run.id)
                     if reason is not None:
                         self._request_stop(reason, RunStatus.CANCELLED)
+            except LeaseLostError as lost:
+                self._lost = lost
+                self._request_stop(str(lost), RunStatus.FAILED)
+                return
             except Exception:  # the store is away; the next tick tries again
                 continue
 
@@ -620,6 +669,8 @@ class RunLoop:
             for task in step.tasks.values():
                 if task.status in TASK_TERMINAL:
                     continue
+                # Its process was stopped (the executor is shut down): keep what it logged.
+                salvage(self.store, self.services.spool_root, self.run.id, task.task_id)
                 current = self.store.get_task(task.task_id).status
                 if current not in TASK_TERMINAL:
                     with contextlib.suppress(InvalidTransitionError):

@@ -8,7 +8,6 @@ import os
 import pickle
 import socket
 import sys
-import tempfile
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,11 +15,12 @@ from typing import Any, TextIO
 
 from pipetrail.core.model import ArtifactRecord
 from pipetrail.core.status import TaskStatus
-from pipetrail.dsl import Pipeline
+from pipetrail.dsl import Pipeline, Step
 from pipetrail.errors import PipelineLoadError, SerializationError
 from pipetrail.provenance.code import code_archive
 from pipetrail.provenance.resources import ResourceMeter
 from pipetrail.runtime.context import MetricBuffer, StepContext, activate, content_type_of
+from pipetrail.runtime.spool import LogTail, TaskSpool
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
 from pipetrail.storage.artifacts.serializers import (
     SerializerRegistry,
@@ -75,15 +75,23 @@ class TaskPayload:
     capture_fds: bool = False
     #: A foreach over a list parameter: this parameter's element ``task_index`` is passed.
     foreach_param: str | None = None
+    #: The runner's lease on the run: the task's writes are fenced by it.
+    lease: int | None = None
 
 
 @dataclass
 class TaskServices:
-    """The stores a task writes to, built once per process."""
+    """The stores a task writes to, built once per process.
+
+    Attributes:
+        spool_root: the local folder of task spools (metrics, events and output on their
+            way to the store; see runtime.spool).
+    """
 
     store: MetadataStore
     cas: ContentAddressedStore
     registry: SerializerRegistry
+    spool_root: Path
 
 
 def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipeline) -> TaskOutcome:
@@ -101,10 +109,37 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         )
     step = pipeline.steps[payload.step]
     run_params: dict[str, Any] = pickle.loads(payload.params)
+    if payload.lease is not None:
+        services.store.hold(payload.run_id, payload.lease)
     services.store.set_task_status(
         payload.task_id, TaskStatus.RUNNING, host=socket.gethostname(), pid=os.getpid()
     )
-    buffer = MetricBuffer(services.store.add_metrics)
+    spool = TaskSpool.open(services.spool_root, payload.run_id, payload.task_id)
+    buffer = MetricBuffer(
+        services.store.record_spool,
+        run_id=payload.run_id,
+        task_id=payload.task_id,
+        spool=spool,
+        logs=LogTail(spool.folder),
+    )
+    try:
+        return _execute(payload, services, pipeline, step, run_params, spool, buffer)
+    except BaseException:
+        # Interrupted (a cancel in this process): the spool stays for salvage() to drain.
+        buffer.detach()
+        spool.close()
+        raise
+
+
+def _execute(
+    payload: TaskPayload,
+    services: TaskServices,
+    pipeline: Pipeline,
+    step: Step,
+    run_params: dict[str, Any],
+    spool: TaskSpool,
+    buffer: MetricBuffer,
+) -> TaskOutcome:
     context = StepContext(
         pipeline=payload.pipeline,
         run_id=payload.run_id,
@@ -126,7 +161,7 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     ]
     error: BaseException | None = None
     result: Any = None
-    capture = _FdCapture() if payload.capture_fds else _StreamCapture()
+    capture = _FdCapture(spool) if payload.capture_fds else _StreamCapture(spool)
     meter = ResourceMeter()
     with capture, meter:
         try:
@@ -140,15 +175,18 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
             # sys.exit() in a step ends the step, not the run.
             error = exc
     usage = meter.usage
-    try:
-        buffer.close()
-    except Exception as exc:
-        error = error or exc
     if error is None:
         try:
             links.extend(_store_outputs(services, step.name, step.outputs, result))
         except Exception as exc:  # a full disk must not lose what the task recorded
             error = exc
+    try:
+        buffer.close()
+    except Exception as exc:  # kept in the spool: the runner salvages it
+        error = error or exc
+        spool.close()
+    else:
+        spool.remove()
     links.extend(context.links)
     status = TaskStatus.COMPLETED if error is None else TaskStatus.FAILED
     exc_type = exc_message = tb = None
@@ -171,8 +209,6 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
         exception_type=exc_type,
         exception_message=exc_message,
         traceback=tb,
-        stdout=capture.stdout,
-        stderr=capture.stderr,
         links=tuple(links),
         tags=tuple(context.tags),
     )
@@ -263,36 +299,42 @@ def _user_traceback(error: BaseException) -> str:
 class _StreamCapture:
     """Captures ``sys.stdout``/``sys.stderr`` writes (in-process executor), still showing them.
 
-    Output also goes on to the terminal, so ``print`` debugging and ``breakpoint()`` work.
+    Each write goes to the task's spool at once (so it is kept if the process dies, and read
+    into the store while the task runs) and on to the terminal, so ``print`` debugging and
+    ``breakpoint()`` work.
     """
 
-    def __init__(self) -> None:
-        self._out = io.StringIO()
-        self._err = io.StringIO()
-        self.stdout = ""
-        self.stderr = ""
+    def __init__(self, spool: TaskSpool) -> None:
+        self._spool = spool
 
     def __enter__(self) -> _StreamCapture:
+        self._fds = [_open_log(self._spool.stdout_path), _open_log(self._spool.stderr_path)]
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(self._out, self._saved[0])
-        sys.stderr = _Tee(self._err, self._saved[1])
+        sys.stdout = _Tee(self._fds[0], self._saved[0])
+        sys.stderr = _Tee(self._fds[1], self._saved[1])
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.stdout, sys.stderr = self._saved
-        self.stdout = self._out.getvalue()
-        self.stderr = self._err.getvalue()
+        for fd in self._fds:
+            os.close(fd)
+
+
+def _open_log(path: Path) -> int:
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
 
 
 class _Tee(io.TextIOBase):
-    """A text stream that writes to a buffer and passes everything on."""
+    """A text stream that writes to a file descriptor (unbuffered) and passes everything on."""
 
-    def __init__(self, buffer: io.StringIO, passthrough: TextIO) -> None:
-        self._buffer = buffer
+    def __init__(self, fd: int, passthrough: TextIO) -> None:
+        self._fd = fd
         self._passthrough = passthrough
 
     def write(self, text: str) -> int:
-        self._buffer.write(text)
+        data = text.encode("utf-8", errors="replace")
+        while data:
+            data = data[os.write(self._fd, data) :]
         return self._passthrough.write(text)
 
     def flush(self) -> None:
@@ -313,21 +355,30 @@ class _Tee(io.TextIOBase):
 
 
 class _FdCapture:
-    """Captures file descriptors 1 and 2, so output of C code and subprocesses is kept too."""
+    """Points file descriptors 1 and 2 at the task's spool, so output of C code is kept too.
 
-    def __init__(self) -> None:
-        self.stdout = ""
-        self.stderr = ""
+    Python's own ``sys.stdout`` is line-buffered meanwhile: a printed line reaches the spool
+    (and survives the worker) when it is printed, not when a buffer fills.
+    """
+
+    def __init__(self, spool: TaskSpool) -> None:
+        self._spool = spool
 
     def __enter__(self) -> _FdCapture:
-        self._files = [tempfile.TemporaryFile(), tempfile.TemporaryFile()]
         self._streams: list[TextIO] = [sys.stdout, sys.stderr]
         for stream in self._streams:
             with contextlib.suppress(Exception):
                 stream.flush()
+        self._buffering = [getattr(s, "line_buffering", False) for s in self._streams]
+        for stream in self._streams:
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        files = [_open_log(self._spool.stdout_path), _open_log(self._spool.stderr_path)]
         self._saved = [os.dup(1), os.dup(2)]
-        os.dup2(self._files[0].fileno(), 1)
-        os.dup2(self._files[1].fileno(), 2)
+        os.dup2(files[0], 1)
+        os.dup2(files[1], 2)
+        for fd in files:
+            os.close(fd)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -338,9 +389,6 @@ class _FdCapture:
         os.dup2(self._saved[1], 2)
         for fd in self._saved:
             os.close(fd)
-        texts = []
-        for handle in self._files:
-            handle.seek(0)
-            texts.append(handle.read().decode("utf-8", errors="replace"))
-            handle.close()
-        self.stdout, self.stderr = texts
+        for stream, buffering in zip(self._streams, self._buffering, strict=True):
+            with contextlib.suppress(Exception):
+                stream.reconfigure(line_buffering=buffering)  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
@@ -19,12 +19,14 @@ from pipetrail.core.model import (
 from pipetrail.core.status import RunStatus, TaskStatus
 
 __all__ = [
+    "LogChunk",
     "MetadataStore",
     "MetricRow",
     "NewLink",
     "NewRun",
     "PipelineStats",
     "RunQuery",
+    "SpoolBatch",
     "TaskOutcome",
     "VersionStats",
 ]
@@ -76,8 +78,6 @@ class TaskOutcome:
     exception_type: str | None = None
     exception_message: str | None = None
     traceback: str | None = None
-    stdout: str = ""
-    stderr: str = ""
     links: tuple[NewLink, ...] = ()
     tags: tuple[str, ...] = ()
     #: Whether the step's ``retry_on`` covers the exception (decided where the exception is).
@@ -96,6 +96,33 @@ class MetricRow(NamedTuple):
     value: float
     step: int | None
     timestamp: float  # seconds since the epoch (time.time()): cheap to take and to store
+
+
+class LogChunk(NamedTuple):
+    """A piece of a task's captured stdout or stderr, at its byte offset in the stream."""
+
+    stream: str  # "stdout" | "stderr"
+    offset: int
+    size: int  # bytes of the stream this chunk covers (its text is their UTF-8 decoding)
+    text: str
+
+
+@dataclass(frozen=True)
+class SpoolBatch:
+    """What one drain of a task's spool moves into the store, in one transaction.
+
+    While the task runs a drain carries metric points and log chunks; the drain of a task
+    whose process died also carries the artifacts it logged and the tags it set.
+    """
+
+    run_id: int
+    task_id: int
+    metrics: Sequence[MetricRow] = ()
+    #: Bytes of the task's record spool covered once this batch is stored (None: unchanged).
+    offset: int | None = None
+    logs: Sequence[LogChunk] = ()
+    links: Sequence[NewLink] = ()
+    tags: Sequence[str] = ()
 
 
 @dataclass(frozen=True)
@@ -182,6 +209,13 @@ class MetadataStore(Protocol):
     def artifact(self, key: str) -> ArtifactRecord: ...
     def artifacts_by_prefix(self, prefix: str, limit: int) -> list[ArtifactRecord]: ...
     def add_metrics(self, rows: Sequence[MetricRow]) -> None: ...
+    def record_spool(self, batch: SpoolBatch) -> None: ...
+    def log_chunks(
+        self, task_id: int, after: Mapping[str, int] | None = None
+    ) -> list[LogChunk]: ...
+    def log_ends(self, task_id: int) -> dict[str, int]: ...
+    def hold(self, run_id: int, lease: int) -> None: ...
+    def release(self, run_id: int) -> None: ...
     def latest_metrics(self, run_id: int) -> dict[str, float]: ...
     def metric_history(
         self, run_id: int, name: str | None = None

@@ -26,11 +26,16 @@ class MetricRows(SqlSession):
         """Append metric points in one transaction and keep each series' latest value current."""
         if not rows:
             return
+        with self._write() as conn:
+            self._insert_metrics(conn, rows)
+
+    def _insert_metrics(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
+        for run_id in {r.run_id for r in rows}:
+            self._check_lease(conn, run_id)
         # MetricRow is already a tuple in this column order, with epoch-float timestamps.
         columns = ("run_id", "block_run_id", "name", "value", "step", "timestamp")
-        with self._write() as conn:
-            insert_many_fast(conn, metric, columns, rows)
-            self._latest(conn, rows)
+        insert_many_fast(conn, metric, columns, rows)
+        self._latest(conn, rows)
 
     def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
         """Keep each series' latest value, and its minimum and maximum, in one row for search."""

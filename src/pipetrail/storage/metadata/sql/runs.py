@@ -139,13 +139,16 @@ class RunRows(SqlSession):
     ) -> RunRecord:
         """Move a run to ``status`` (checked against the state machine) and record the event."""
         with self._write() as conn:
-            query = select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
+            query = select(pipeline_run.c.status, pipeline_run.c.lease).where(
+                pipeline_run.c.id == run_id
+            )
             if for_update(conn):
                 query = query.with_for_update()
-            current = conn.execute(query).scalar_one_or_none()
-            if current is None:
+            row = conn.execute(query).first()
+            if row is None:
                 raise NotFoundError(f"no run with id {run_id} in the store")
-            self._set_status(conn, run_id, RunStatus(current), status, error, message)
+            self._check_lease(conn, run_id, row.lease)
+            self._set_status(conn, run_id, RunStatus(row.status), status, error, message)
         return self.get_run(run_id)
 
     def _set_status(
@@ -187,6 +190,7 @@ class RunRows(SqlSession):
     @patient("write")
     def heartbeat(self, run_id: int) -> None:
         with self._write() as conn:
+            self._check_lease(conn, run_id)
             conn.execute(
                 update(pipeline_run).where(pipeline_run.c.id == run_id).values(heartbeat_at=_now())
             )
@@ -404,6 +408,7 @@ class RunRows(SqlSession):
                 runner_pid=r["runner_pid"],
                 cancel_requested_at=r["cancel_requested_at"],
                 timeout_s=r["timeout_s"],
+                lease=r["lease"],
             )
             for r in rows
         ]
@@ -441,6 +446,7 @@ class RunRows(SqlSession):
     ) -> None:
         """Record something that happened to a run that is not a status change (a timeout breach)."""
         with self._write() as conn:
+            self._check_lease(conn, run_id)
             status = conn.execute(
                 select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
             ).scalar_one()
@@ -499,13 +505,22 @@ class RunRows(SqlSession):
 
     @patient("read")
     def cancel_requested(self, run_id: int) -> str | None:
-        """The reason given when someone asked to cancel this run, or None."""
+        """The reason given when someone asked to cancel this run, or None.
+
+        Raises:
+            LeaseLostError: this process holds the run and its lease has moved on (the runner
+                polls this, so it learns within a poll that its run was taken from it).
+        """
         with self._read() as conn:
             row = conn.execute(
-                select(pipeline_run.c.cancel_requested_at, pipeline_run.c.cancel_reason).where(
-                    pipeline_run.c.id == run_id
-                )
+                select(
+                    pipeline_run.c.cancel_requested_at,
+                    pipeline_run.c.cancel_reason,
+                    pipeline_run.c.lease,
+                ).where(pipeline_run.c.id == run_id)
             ).first()
+            if row is not None:
+                self._check_lease(conn, run_id, row.lease)
         if row is None or row.cancel_requested_at is None:
             return None
         return str(row.cancel_reason or "cancel requested")
@@ -519,10 +534,11 @@ class RunRows(SqlSession):
         """
         with self._write() as conn:
             row = conn.execute(
-                select(pipeline_run.c.pipeline_id, pipeline_run.c.status).where(
-                    pipeline_run.c.id == run_id
-                )
+                select(
+                    pipeline_run.c.pipeline_id, pipeline_run.c.status, pipeline_run.c.lease
+                ).where(pipeline_run.c.id == run_id)
             ).one()
+            self._check_lease(conn, run_id, row.lease)
             if row.status != RunStatus.INITIAL.value:
                 return False
             if limit is not None:
@@ -610,6 +626,12 @@ class RunRows(SqlSession):
                     },
                 )
             self._set_status(conn, run_id, RunStatus(row.status), RunStatus.FAILED, reason, reason)
+            # The lease moves on: a runner that was only paused finds out on its next write.
+            conn.execute(
+                update(pipeline_run)
+                .where(pipeline_run.c.id == run_id)
+                .values(lease=pipeline_run.c.lease + 1)
+            )
         return True
 
 

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
-from pipetrail.errors import StoreError
+from pipetrail.errors import LeaseLostError, StoreError
 from pipetrail.storage.metadata.sql import migrate
 from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, make_engine, short
+from pipetrail.storage.metadata.sql.tables import pipeline_run
 
 __all__ = ["SqlSession", "now", "patient"]
 
@@ -80,13 +81,16 @@ class SqlSession:
         migrate_schema: bool = True,
         write_patience_s: float = 600.0,
         read_patience_s: float = 15.0,
+        pool_size: int = 1,
     ) -> None:
         self.url = url
-        self.engine: Engine = make_engine(url)
+        self.engine: Engine = make_engine(url, pool_size=pool_size)
         self.patience = {"write": write_patience_s, "read": read_patience_s}
         #: How many times an operation was retried because the store was unreachable.
         self.outages = 0
         self._local = threading.local()
+        #: Run id → the lease this process holds on it; writes into a held run are fenced.
+        self._held: dict[int, int] = {}
         if migrate_schema:
             migrate.upgrade(self.engine)
 
@@ -99,6 +103,33 @@ class SqlSession:
         A background thread that beats a heartbeat must give up quickly, not outlive its run.
         """
         self._local.patience = seconds
+
+    def hold(self, run_id: int, lease: int) -> None:
+        """Fence this process's writes into run ``run_id`` with ``lease``.
+
+        Once the run's lease moves on (it was reaped as lost and may be retried elsewhere),
+        every write into it from here raises :class:`LeaseLostError` and writes nothing.
+        """
+        self._held[run_id] = lease
+
+    def release(self, run_id: int) -> None:
+        self._held.pop(run_id, None)
+
+    def _check_lease(self, conn: Connection, run_id: int, current: int | None = None) -> None:
+        """Inside a write: raise LeaseLostError when this process's lease on the run is stale."""
+        held = self._held.get(run_id)
+        if held is None:
+            return
+        if current is None:
+            current = conn.execute(
+                select(pipeline_run.c.lease).where(pipeline_run.c.id == run_id)
+            ).scalar_one_or_none()
+        if current != held:
+            raise LeaseLostError(
+                f"run {run_id} was taken from this process (reaped as lost, lease {held} is now "
+                f"{current}); it writes nothing more into it",
+                run_id=run_id,
+            )
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[Connection]:

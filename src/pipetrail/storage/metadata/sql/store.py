@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete
+from sqlalchemy import delete, update
 
+from pipetrail.storage.metadata.base import SpoolBatch
+from pipetrail.storage.metadata.sql.engine import upsert
 from pipetrail.storage.metadata.sql.metrics import MetricRows
 from pipetrail.storage.metadata.sql.runs import RunRows
-from pipetrail.storage.metadata.sql.tables import metadata
+from pipetrail.storage.metadata.sql.session import now, patient
+from pipetrail.storage.metadata.sql.tables import block_run, log_chunk, metadata, run_tag
 from pipetrail.storage.metadata.sql.tasks import TaskRows
 
 __all__ = ["SqlMetadataStore"]
@@ -21,6 +24,39 @@ class SqlMetadataStore(RunRows, TaskRows, MetricRows):
         write_patience_s: how long writes keep retrying while the store is unreachable.
         read_patience_s: the same for reads.
     """
+
+    @patient("write")
+    def record_spool(self, batch: SpoolBatch) -> None:
+        """Move one drain of a task's spool into the store, in one transaction.
+
+        Metric points and the spool offset they reach are written together, so a drain that
+        is repeated after a crash starts where the stored one ended; a log chunk already
+        stored at its offset is skipped. Fenced by the run's lease like every task write.
+        """
+        with self._write() as conn:
+            self._check_lease(conn, batch.run_id)
+            if batch.metrics:
+                self._insert_metrics(conn, batch.metrics)
+            if batch.offset is not None:
+                conn.execute(
+                    update(block_run)
+                    .where(block_run.c.id == batch.task_id)
+                    .values(spool_offset=batch.offset)
+                )
+            rows = [
+                {
+                    "block_run_id": batch.task_id,
+                    "stream": c.stream,
+                    "byte_offset": c.offset,
+                    "size": c.size,
+                    "text": c.text,
+                }
+                for c in batch.logs
+            ]
+            upsert(conn, log_chunk, rows, ["block_run_id", "stream", "byte_offset"])
+            self._links(conn, batch.run_id, batch.task_id, batch.links, now())
+            tags = [{"run_id": batch.run_id, "tag": t, "system": False} for t in batch.tags]
+            upsert(conn, run_tag, tags, ["run_id", "tag"])
 
     def delete_everything(self) -> None:
         """Drop every row: for tests that share a database between cases."""

@@ -24,6 +24,7 @@ __all__ = [
     "block_run",
     "environment",
     "latest_metric",
+    "log_chunk",
     "metadata",
     "metric",
     "pipeline",
@@ -32,7 +33,6 @@ __all__ = [
     "run_event",
     "run_param",
     "run_tag",
-    "task_log",
 ]
 
 metadata = MetaData(
@@ -104,6 +104,9 @@ pipeline_run = Table(
     Column("timeout_s", Float),
     Column("runner_host", String(255)),
     Column("runner_pid", Integer),
+    # The runner's lease: a generation number, moved on when the run is taken from its runner
+    # (reaped as lost). A runner holding an older lease finds out on its next write and stops.
+    Column("lease", Integer, nullable=False, default=1),
     Index(None, "pipeline_id", "created_at"),
     Index(None, "status", "created_at"),
     Index(None, "created_at"),
@@ -154,14 +157,21 @@ block_run = Table(
     Column("note", Text),
     Column("host", String(255)),
     Column("pid", Integer),
+    # Bytes of the task's record spool (metric points) already in the store; recovery of a
+    # task whose process died drains the spool from here.
+    Column("spool_offset", BigId, nullable=False, default=0),
     UniqueConstraint("run_id", "step", "task_index", "attempt"),
 )
 
-task_log = Table(
-    "task_log",
+# A task's captured stdout/stderr, appended in chunks while it runs: the chunk at each byte
+# offset of the stream is written once, so a drain repeated after a crash adds nothing twice.
+log_chunk = Table(
+    "log_chunk",
     metadata,
     Column("block_run_id", Integer, ForeignKey("block_run.id"), primary_key=True),
     Column("stream", String(8), primary_key=True),
+    Column("byte_offset", BigId, primary_key=True),
+    Column("size", Integer, nullable=False),
     Column("text", Text, nullable=False),
 )
 

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, func, insert, select, update
 
 from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
 from pipetrail.core.status import TaskStatus, check_task_transition, transition_path
 from pipetrail.errors import NotFoundError
-from pipetrail.storage.metadata.base import NewLink, TaskOutcome
+from pipetrail.storage.metadata.base import LogChunk, NewLink, TaskOutcome
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
@@ -19,9 +19,10 @@ from pipetrail.storage.metadata.sql.tables import (
     artifact,
     artifact_link,
     block_run,
+    log_chunk,
+    pipeline_run,
     run_event,
     run_tag,
-    task_log,
 )
 
 __all__ = ["TaskRows"]
@@ -51,6 +52,7 @@ class TaskRows(SqlSession):
             for step, index, attempt in steps
         ]
         with self._write() as conn:
+            self._check_lease(conn, run_id)
             # One statement for all rows; ids come back in the order the rows were given.
             created = conn.execute(
                 insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
@@ -134,13 +136,6 @@ class TaskRows(SqlSession):
                     note=outcome.note,
                 )
             )
-            logs = [
-                {"block_run_id": task_id, "stream": name, "text": text}
-                for name, text in (("stdout", outcome.stdout), ("stderr", outcome.stderr))
-                if text
-            ]
-            if logs:
-                upsert(conn, task_log, logs, ["block_run_id", "stream"], update=["text"])
             self._links(conn, run_id, task_id, outcome.links, now)
             if outcome.tags:
                 rows = [
@@ -189,12 +184,18 @@ class TaskRows(SqlSession):
         )
 
     def _task_state(self, conn: Connection, task_id: int) -> tuple[int, TaskStatus]:
-        query = select(block_run.c.run_id, block_run.c.status).where(block_run.c.id == task_id)
+        """The task's run and status, locked for the write; fenced by the run's lease."""
+        query = (
+            select(block_run.c.run_id, block_run.c.status, pipeline_run.c.lease)
+            .join(pipeline_run, pipeline_run.c.id == block_run.c.run_id)
+            .where(block_run.c.id == task_id)
+        )
         if for_update(conn):
-            query = query.with_for_update()
+            query = query.with_for_update(of=block_run)
         row = conn.execute(query).first()
         if row is None:
             raise NotFoundError(f"no task with id {task_id}")
+        self._check_lease(conn, int(row.run_id), row.lease)
         return int(row.run_id), TaskStatus(row.status)
 
     def _task_events(
@@ -243,9 +244,40 @@ class TaskRows(SqlSession):
 
     @patient("read")
     def logs(self, task_id: int) -> dict[str, str]:
+        """The task's captured output so far, by stream (``stdout``, ``stderr``)."""
+        texts: dict[str, list[str]] = {}
+        for chunk in self.log_chunks(task_id):
+            texts.setdefault(chunk.stream, []).append(chunk.text)
+        return {stream: "".join(parts) for stream, parts in texts.items()}
+
+    @patient("read")
+    def log_chunks(self, task_id: int, after: Mapping[str, int] | None = None) -> list[LogChunk]:
+        """The task's output in the order written; with ``after``, only past those byte offsets.
+
+        ``after`` maps a stream to the byte offset already seen (the end of its last chunk),
+        so a follower asks for what is new and nothing twice.
+        """
+        query = select(log_chunk).where(log_chunk.c.block_run_id == task_id)
+        for stream, offset in (after or {}).items():
+            query = query.where(
+                (log_chunk.c.stream != stream) | (log_chunk.c.byte_offset >= offset)
+            )
         with self._read() as conn:
-            rows = conn.execute(select(task_log).where(task_log.c.block_run_id == task_id)).all()
-        return {r.stream: r.text for r in rows}
+            rows = conn.execute(
+                query.order_by(log_chunk.c.stream.desc(), log_chunk.c.byte_offset)
+            ).all()
+        return [LogChunk(r.stream, r.byte_offset, r.size, r.text) for r in rows]
+
+    @patient("read")
+    def log_ends(self, task_id: int) -> dict[str, int]:
+        """Bytes of each stream already in the store (where the next chunk starts)."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(log_chunk.c.stream, func.max(log_chunk.c.byte_offset + log_chunk.c.size))
+                .where(log_chunk.c.block_run_id == task_id)
+                .group_by(log_chunk.c.stream)
+            ).all()
+        return {str(stream): int(end) for stream, end in rows}
 
     @patient("read")
     def links(self, run_id: int) -> list[ArtifactLink]:
@@ -415,4 +447,5 @@ def _task(r: Any) -> TaskRecord:
         reused_from_task_id=r.reused_from_task_id,
         allowed_failure=bool(r.allowed_failure),
         note=r.note,
+        spool_offset=r.spool_offset,
     )
