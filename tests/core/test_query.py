@@ -25,6 +25,7 @@ from pipetrail.core.query import (
     parse_time,
     to_text,
 )
+from pipetrail.core.query_parser import MAX_DEPTH
 from pipetrail.core.status import RunStatus
 from pipetrail.errors import UsageError
 
@@ -187,6 +188,11 @@ def _err(text: str) -> str:
         ("params.x = 1 # comment", "unexpected character '#'", 13),
         ("params.x = -", "unexpected character '-'", 11),
         ("params.x = 1e999", "number 1e999 is too large", 11),
+        (f"params.x = {10**19}", f"number {10**19} is too large; integers go up to", 11),
+        (f"params.x > -{10**19}", f"number -{10**19} is too large", 11),
+        ("created < '9999-12-31'", "created: time '9999-12-31T00:00:00+00:00' is out of range", 10),
+        ("finished > '0001-01-01T00:00+05:00'", "'0001-01-01T00:00+05:00' is not a time", 11),
+        ("created >= '1899-12-31'", "is out of range; give a time from 1900-01-01 to", 11),
         ("params.x < null", "null can only be compared with = or !=, not <", 11),
         ("params.x like null", "null can only be compared with = or !=, not like", 14),
         ("params.x > true", "true and false can only be compared with = or !=, not >", 11),
@@ -215,6 +221,27 @@ def test_errors_point_at_the_token(text: str, reason: str, offset: int) -> None:
     assert str(error) == (
         f"filter: {error.reason} at position {offset + 1}:\n  {flat}\n  {' ' * offset}^"
     )
+
+
+def test_deep_nesting_is_refused_at_the_first_level_too_many() -> None:
+    text = "(" * 250 + "status = 'failed'" + ")" * 250
+    assert len(text) < 2000  # under the API's length cap, once a RecursionError
+    with pytest.raises(QuerySyntaxError) as caught:
+        parse_filter(text)
+    assert caught.value.offset == MAX_DEPTH
+    assert f"more than {MAX_DEPTH} levels deep" in caught.value.reason
+    nots = "not " * 300 + "status = 'failed'"
+    with pytest.raises(QuerySyntaxError) as caught:
+        parse_filter(nots)
+    assert caught.value.offset == 4 * MAX_DEPTH
+
+
+def test_nesting_up_to_the_limit_parses() -> None:
+    inner = "status = 'failed'"
+    deepest = "(" * MAX_DEPTH + inner + ")" * MAX_DEPTH
+    assert parse_filter(deepest) == parse_filter(inner)
+    mixed = "not (" * (MAX_DEPTH // 2) + inner + ")" * (MAX_DEPTH // 2)
+    assert to_text(parse_filter(mixed)).count("not") == MAX_DEPTH // 2
 
 
 def test_error_message_shape() -> None:
@@ -275,6 +302,8 @@ def test_order_by_errors(item: str, reason: str, offset: int) -> None:
 
 
 def test_parse_time() -> None:
+    with pytest.raises(ValueError, match="outside the range of times"):
+        parse_time("0001-01-01T00:00:00+05:00")
     assert parse_time("2024-05-01") == datetime(2024, 5, 1, tzinfo=UTC)
     assert parse_time("2024-05-01T12:30:00Z") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)
     assert parse_time("2024-05-01 14:30+02:00") == datetime(2024, 5, 1, 12, 30, tzinfo=UTC)

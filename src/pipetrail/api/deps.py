@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
 
 from pipetrail.api.actions import RunLauncher
 from pipetrail.api.errors import ApiError
-from pipetrail.api.schemas import MAX_ID
 from pipetrail.client import Reader
+from pipetrail.core.bounds import MAX_ID, check_time
+from pipetrail.errors import UsageError
 from pipetrail.workspace import Workspace
 
 __all__ = [
@@ -56,15 +57,11 @@ def utc(value: datetime | None, name: str) -> datetime | None:
     """``value`` as a UTC-aware time; a time without an offset is taken as UTC.
 
     Raises:
-        ApiError: 422 for a time that cannot be expressed in UTC (out of range).
+        ApiError: 422 for a time outside the range of ``core.bounds`` (naming ``name``).
     """
     if value is None:
         return None
     try:
-        if value.tzinfo is None or value.utcoffset() is None:
-            return value.replace(tzinfo=UTC)
-        return value.astimezone(UTC)
-    except (OverflowError, ValueError):
-        raise ApiError(
-            422, "ValidationError", f"{name}: time {value.isoformat()!r} is out of range"
-        ) from None
+        return check_time(value, name)
+    except UsageError as exc:
+        raise ApiError(422, "ValidationError", str(exc)) from None

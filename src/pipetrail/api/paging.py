@@ -21,6 +21,7 @@ import json
 from collections.abc import Iterable
 
 from pipetrail.api.errors import ApiError
+from pipetrail.core.bounds import MAX_COUNT, MAX_ID
 from pipetrail.core.model import RunRecord
 from pipetrail.storage.metadata.base import MetadataStore, RunQuery
 
@@ -72,8 +73,10 @@ def decode_cursor(text: str) -> Cursor:
         raise ApiError(
             422, "ValidationError", f"invalid cursor {text!r}: pass a next_cursor as returned"
         ) from None
-    if cursor.last_id < 0 or cursor.position < 0:
-        raise ApiError(422, "ValidationError", f"invalid cursor {text!r}")
+    if not (0 <= cursor.last_id <= MAX_ID and 0 <= cursor.position <= MAX_COUNT):
+        raise ApiError(
+            422, "ValidationError", f"invalid cursor {text!r}: pass a next_cursor as returned"
+        )
     return cursor
 
 
@@ -154,7 +157,7 @@ def decode_offset(text: str) -> int:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
         prefix, offset = raw.split(":")
         value = int(offset)
-        if prefix != "o" or value < 0:
+        if prefix != "o" or not 0 <= value <= MAX_COUNT:
             raise ValueError(raw)
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ApiError(

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TypeAlias
 
+from pipetrail.core.bounds import MAX_INTEGER
 from pipetrail.core.query_ast import NAME_CHARS, Value
 from pipetrail.errors import QuerySyntaxError
 
@@ -72,6 +73,12 @@ def lex(text: str, source: str) -> Iterator[Token]:
             number: int | float = float(raw) if any(ch in raw for ch in ".eE") else int(raw)
             if isinstance(number, float) and number in (float("inf"), float("-inf")):
                 raise fail(f"number {raw} is too large", i)
+            if isinstance(number, int) and abs(number) > MAX_INTEGER:
+                raise fail(
+                    f"number {raw} is too large; integers go up to {MAX_INTEGER} "
+                    "(write it with a decimal point to compare as a float)",
+                    i,
+                )
             yield Token("number", raw, i, number)
             i = match.end()
         elif c in _WORD_START:

@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
+from pipetrail.core.bounds import check_time
 from pipetrail.core.query_ast import (
     FIELD_LIST,
     NUMERIC,
@@ -29,9 +30,13 @@ from pipetrail.core.query_ast import (
 )
 from pipetrail.core.query_lexer import Token, lex
 from pipetrail.core.status import RunStatus
-from pipetrail.errors import QuerySyntaxError
+from pipetrail.errors import QuerySyntaxError, UsageError
 
-__all__ = ["Parser", "parse_time"]
+__all__ = ["MAX_DEPTH", "Parser", "parse_time"]
+
+#: How deeply parentheses and ``not`` may nest in a filter; deeper text is refused before the
+#: recursive descent (and the SQL compiler after it) could exhaust Python's stack.
+MAX_DEPTH = 32
 
 
 def parse_time(text: str) -> datetime:
@@ -43,7 +48,10 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.strip())
     if value.tzinfo is None or value.utcoffset() is None:
         return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is outside the range of times") from None
 
 
 # -- parsing ------------------------------------------------------------------------------------
@@ -57,6 +65,7 @@ class Parser:
         self.source = source
         self.tokens = list(lex(text, source))
         self.i = 0
+        self.depth = 0
 
     # token helpers
 
@@ -107,17 +116,32 @@ class Parser:
             items.append(self.negation(self.advance()))
         return items[0] if len(items) == 1 else And(tuple(items))
 
+    def nest(self, token: Token) -> None:
+        """Enter one more level of ``(`` or ``not`` at ``token``, refusing past :data:`MAX_DEPTH`."""
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.fail(
+                f"the filter nests parentheses and 'not' more than {MAX_DEPTH} levels deep "
+                "here; write it with fewer levels",
+                token,
+            )
+
     def negation(self, after: Token | None) -> Condition:
         if self.at_keyword("not"):
             token = self.advance()
-            return Not(self.negation(token))
+            self.nest(token)
+            node = Not(self.negation(token))
+            self.depth -= 1
+            return node
         return self.primary(after)
 
     def primary(self, after: Token | None) -> Condition:
         token = self.peek()
         if token.kind == "(":
             self.advance()
+            self.nest(token)
             node = self.disjunction(token)
+            self.depth -= 1
             closing = self.peek()
             if closing.kind != ")":
                 raise self.fail(
@@ -277,9 +301,13 @@ class Parser:
             if not isinstance(value, str):
                 raise self.fail(f"{field} is a time; {_TIME_HINT}", token)
             try:
-                parse_time(value)
+                moment = parse_time(value)
             except ValueError:
                 raise self.fail(f"{value!r} is not a time; {_TIME_HINT}", token) from None
+            try:
+                check_time(moment, str(field))
+            except UsageError as exc:
+                raise self.fail(str(exc), token) from None
         elif field.kind in TEXT:
             if not isinstance(value, str):
                 raise self.fail(

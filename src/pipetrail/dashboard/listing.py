@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from pipetrail.client import Reader, Run, RunList, list_runs
+from pipetrail.core.bounds import EARLIEST, LATEST, MAX_COUNT
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
 from pipetrail.errors import PipetrailError
 
@@ -22,6 +23,8 @@ STATS_WINDOW = 200
 #: Runs a text search looks through (the newest that match the other filters).
 SEARCH_WINDOW = 2000
 PAGE_SIZE = 50
+#: The last page a URL may ask for: its offset stays a count the stores accept.
+MAX_PAGE = MAX_COUNT // (2 * PAGE_SIZE)
 ACTIVE = (RunStatus.INITIAL, RunStatus.RUNNING)
 
 
@@ -74,6 +77,9 @@ class RunFilters:
                 page = max(1, int(values["page"]))
             except ValueError:
                 problems.append(f"page {values['page']!r} is not a number; showing page 1")
+            if page > MAX_PAGE:
+                problems.append(f"page {page} is out of range (1 to {MAX_PAGE}); showing page 1")
+                page = 1
         return cls(
             pipeline=pipeline or values.get("pipeline"),
             statuses=tuple(statuses),
@@ -120,10 +126,17 @@ def _date(text: str | None, name: str, problems: list[str]) -> date | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text).date() if "T" in text else date.fromisoformat(text)
+        day = datetime.fromisoformat(text).date() if "T" in text else date.fromisoformat(text)
     except ValueError:
         problems.append(f"{name} {text!r} is not a date; use YYYY-MM-DD")
         return None
+    if not EARLIEST.date() <= day < LATEST.date():
+        problems.append(
+            f"{name} {text!r} is out of range; give a date from {EARLIEST:%Y-%m-%d} "
+            f"to {LATEST - timedelta(days=1):%Y-%m-%d}"
+        )
+        return None
+    return day
 
 
 @dataclass(frozen=True)

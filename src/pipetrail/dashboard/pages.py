@@ -13,6 +13,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Resp
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from pipetrail.client import Run
+from pipetrail.core.bounds import check_id
 from pipetrail.core.status import RUN_TERMINAL
 from pipetrail.dashboard.assets import asset_version, static_response
 from pipetrail.dashboard.charts import run_series
@@ -129,7 +130,7 @@ def create_router(
         return runs_list(request, name, fragment=True)
 
     def open_run(name: str, run_id: int, suffix: str = "") -> Run | RedirectResponse:
-        run = Run(run_id, reader=reader)
+        run = Run(check_id(run_id, "run"), reader=reader)
         if run.pipeline_name != name:
             # An old link, or a typo in the pipeline: the id alone names the run.
             target = f"/pipelines/{quote(run.pipeline_name, safe='')}/runs/{run_id}{suffix}"
@@ -179,9 +180,11 @@ def create_router(
     def run_state(name: str, run_id: int) -> JSONResponse:
         """Statuses for the run page's live refresh (the page reloads once the run ends)."""
         try:
-            run = Run(run_id, reader=reader)
+            run = Run(check_id(run_id, "run"), reader=reader)
         except NotFoundError as exc:
             return JSONResponse({"detail": str(exc)}, status_code=404)
+        except UsageError as exc:
+            return JSONResponse({"detail": str(exc)}, status_code=400)
         return JSONResponse(
             {
                 "id": run.id,
@@ -198,7 +201,7 @@ def create_router(
         if not runs.strip():
             return render(request, "compare.html", view=None, ids="", nav="compare")
         try:
-            ids = parse_run_ids(runs)
+            ids = [check_id(i, "compare") for i in parse_run_ids(runs)]
             view = compare_view(ids, reader, store)
         except PipetrailError as exc:
             return render(
