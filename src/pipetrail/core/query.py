@@ -40,9 +40,11 @@ Operators
     ``like 'pattern'`` and ``not like`` (SQL LIKE: ``%`` any run of characters, ``_`` one
     character, ``\\`` before either takes it literally; **case-sensitive** on every store);
     ``~ 'regex'`` (or ``matches``) and ``!~`` (or ``not matches``): the regular expression
-    matches somewhere in the value (anchor it with ``^`` and ``$``). Patterns are checked with
-    Python's ``re``; keep to the common syntax (``. * + ? [] () | ^ $ {m,n}``) to get the same
-    answer from SQLite (Python ``re``) and PostgreSQL (POSIX ``~``).
+    matches somewhere in the value (anchor it with ``^`` and ``$``). Patterns are RE2 syntax,
+    checked when the filter is parsed: RE2 matches in linear time, so it has no backreferences
+    or lookaround (refused with the reason). Keep to the common syntax
+    (``. * + ? [] () | ^ $ {m,n}``) to get the same answer from SQLite (RE2) and PostgreSQL
+    (POSIX ``~``, stopped by a statement timeout when it runs too long).
     ``in (a, b, …)`` and ``not in (…)``: equal to one of the values.
 
     ``not`` binds tighter than ``and``, which binds tighter than ``or``.

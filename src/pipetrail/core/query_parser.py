@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 
@@ -29,6 +28,7 @@ from pipetrail.core.query_ast import (
     value_text,
 )
 from pipetrail.core.query_lexer import Token, lex
+from pipetrail.core.query_regex import compile_regex
 from pipetrail.core.status import RunStatus
 from pipetrail.errors import QuerySyntaxError, UsageError
 
@@ -290,9 +290,13 @@ class Parser:
                 )
             if op in ("~", "!~"):
                 try:
-                    re.compile(value)
-                except re.error as exc:
-                    raise self.fail(f"invalid regular expression {value!r}: {exc}", token) from None
+                    compile_regex(value)
+                except ValueError as exc:
+                    raise self.fail(
+                        f"invalid regular expression {value!r}: {exc} (patterns are RE2: "
+                        "no backreferences or lookaround)",
+                        token,
+                    ) from None
             return
         if field.kind in NUMERIC:
             if isinstance(value, bool) or not isinstance(value, int | float):

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -20,6 +18,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
+from pipetrail.core.query_regex import regex_search
 from pipetrail.errors import ConfigError
 
 __all__ = [
@@ -119,22 +118,18 @@ def _sqlite_begin(conn: Connection) -> None:
         conn.exec_driver_sql("BEGIN")
 
 
-@functools.lru_cache(maxsize=256)
-def _compiled(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
 def _sqlite_regexp(pattern: str | None, value: str | None) -> bool | None:
-    """SQLite's ``value REGEXP pattern``: Python ``re.search``; NULL in, NULL out."""
+    """SQLite's ``value REGEXP pattern``: an RE2 search (linear time, so a pattern cannot stall
+    the store the way a backtracking one can); NULL in, NULL out."""
     if pattern is None or value is None:
         return None
-    return _compiled(pattern).search(value) is not None
+    return regex_search(pattern, value)
 
 
 def regex_match(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
     """``column`` matches the regular expression ``pattern`` somewhere (a search, not anchored).
 
-    ``REGEXP`` (Python ``re``, registered on every SQLite connection) on SQLite, ``~`` (POSIX)
+    ``REGEXP`` (RE2, registered on every SQLite connection) on SQLite, ``~`` (POSIX)
     on PostgreSQL; the pattern is a bound parameter.
     """
     return column.regexp_match(pattern)
