@@ -254,12 +254,13 @@ def test_a_long_running_process_reaps_lost_runs_by_itself(
     try:
         os.kill(runner.pid, signal.SIGKILL)
         runner.wait(timeout=10)
+
         # No command opens the store: the reaper alone fails the run.
-        run = wait_until(
-            "the reaper to fail the lost run",
-            lambda: (r := _run(workspace, pathspec)).finished and r,
-            40,
-        )
+        def failed() -> Run | None:
+            run = _run(workspace, pathspec)
+            return run if run.finished else None
+
+        run = wait_until("the reaper to fail the lost run", failed, 40)
     finally:
         reaper.stop()
     assert run.status == "failed" and "runner lost" in (run.error or "")
