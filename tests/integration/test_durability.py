@@ -154,6 +154,7 @@ def test_output_and_points_before_a_cancel_timeout_or_kill_are_kept(
     shell.finish(runner, 60, "the runner")
     run = _ended(workspace, pathspec)
     task = run["chatty"].task
+    assert task is not None
     assert task.stdout == "".join(f"line {i}\n" for i in range(5))
     assert task.stderr == "to stderr\n"
     assert [p.value for p in run.metric_history("i")] == [0.0, 1.0, 2.0, 3.0, 4.0]
