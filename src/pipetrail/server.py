@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from fastapi import FastAPI
 from fastapi.responses import RedirectResponse
@@ -16,6 +17,7 @@ from pipetrail.api.actions import RunLauncher
 from pipetrail.api.auth import AccessMiddleware, AccessPolicy, login_router
 from pipetrail.api.deps import ApiContext
 from pipetrail.api.errors import install_error_handlers
+from pipetrail.api.project import ProjectDir
 from pipetrail.workspace import Workspace
 
 __all__ = ["create_app"]
@@ -24,13 +26,19 @@ _DESCRIPTION = """\
 The record of every pipeline run: what ran, with which code, data and parameters, what it
 produced, and how it ended. Nouns follow Mage's API (pipeline runs, block runs).
 
-Access: without a token the server listens on 127.0.0.1 only. With a token, send
+Triggers and retries import pipeline files only from the project directory the server was
+started for (`pipetrail ui --project-dir`). Access: without a token the server listens on
+127.0.0.1 only. With a token, send
 `Authorization: Bearer <token>`. Errors are JSON: `{"error": {"type": ..., "message": ...}}`.
 """
 
 
 def create_app(
-    workspace: Workspace, *, token: str | None = None, host: str = "127.0.0.1"
+    workspace: Workspace,
+    *,
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    project_dir: Path | None = None,
 ) -> FastAPI:
     """The server over ``workspace``: ``/api``, ``/docs``, ``/login`` and the dashboard pages.
 
@@ -38,12 +46,14 @@ def create_app(
         workspace: the stores to serve; runs it starts run with Workspaces of the same settings.
         token: the access token; required when ``host`` is not a loopback address.
         host: the address the server will bind (decides whether a token is required).
+        project_dir: the only folder whose pipeline files triggers and retries may import
+            (symlinks out of it count as outside); by default the current directory.
 
     Raises:
         ConfigError: ``host`` is not a loopback address and no token is given.
     """
     policy = AccessPolicy(token, host)
-    launcher = RunLauncher(workspace.settings)
+    launcher = RunLauncher(workspace.settings, ProjectDir(project_dir or Path.cwd()))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

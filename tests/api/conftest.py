@@ -131,9 +131,10 @@ def seeded(workspace: Workspace, flow_file: FlowWriter) -> Seeded:
 
 
 @pytest.fixture
-def client(workspace: Workspace) -> Iterator[TestClient]:
-    """A client of an app in local mode; leaving it stops the runs the app started."""
-    app = create_app(workspace)
+def client(workspace: Workspace, tmp_path: Path) -> Iterator[TestClient]:
+    """A client of an app in local mode, serving the pipeline files ``flow_file`` writes
+    (``tmp_path`` is its project directory); leaving it stops the runs the app started."""
+    app = create_app(workspace, project_dir=tmp_path)
     with TestClient(app) as test_client:
         yield test_client
     assert app.state.pipetrail.launcher.wait(30)

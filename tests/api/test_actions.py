@@ -63,8 +63,8 @@ def test_trigger_from_a_file_and_its_errors(
     )
     assert error["type"] == "ParameterError"
     # A file that is not there, a system tag, an unknown executor, an unknown field.
-    missing = error_of(client.post("/api/pipelines/chain/runs", json={"file": "/no/such.py"}), 422)
-    assert missing["type"] == "PipelineLoadError"
+    missing = error_of(client.post("/api/pipelines/chain/runs", json={"file": "/no/such.py"}), 403)
+    assert missing["type"] == "ForbiddenFileError"
     assert (
         error_of(client.post("/api/pipelines/chain/runs", json={"tags": ["user:mallory"]}), 422)[
             "type"

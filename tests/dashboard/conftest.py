@@ -34,7 +34,7 @@ CHROMIUM_ARGS = [
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 
 
-def _app(workspace: Workspace) -> tuple[FastAPI, bool]:
+def _app(workspace: Workspace, project_dir: Path) -> tuple[FastAPI, bool]:
     """The real server when the API is there; else the dashboard alone (actions skipped)."""
     try:
         from pipetrail.server import create_app
@@ -44,7 +44,7 @@ def _app(workspace: Workspace) -> tuple[FastAPI, bool]:
         app = FastAPI()
         app.include_router(create_router(workspace))
         return app, False
-    return create_app(workspace), True
+    return create_app(workspace, project_dir=project_dir), True
 
 
 @dataclass
@@ -67,8 +67,9 @@ class LiveServer:
 
 
 @pytest.fixture
-def server(sqlite_workspace: Workspace) -> Iterator[LiveServer]:
-    app, has_api = _app(sqlite_workspace)
+def server(sqlite_workspace: Workspace, tmp_path: Path) -> Iterator[LiveServer]:
+    # The server may import the pipeline files tests write (flow_file writes into tmp_path).
+    app, has_api = _app(sqlite_workspace, tmp_path)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))

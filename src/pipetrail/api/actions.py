@@ -13,9 +13,9 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pipetrail.api.project import ProjectDir
 from pipetrail.core.ids import validate_user_tags
 from pipetrail.core.model import RunRecord
 from pipetrail.core.status import RUN_TERMINAL, RunStatus
@@ -52,10 +52,12 @@ class RunLauncher:
 
     Args:
         settings: the settings every background Workspace is opened from.
+        project: the folder whose pipeline files it may load (triggers and retries).
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, project: ProjectDir) -> None:
         self.settings = settings
+        self.project = project
         self._lock = threading.Lock()
         self._threads: dict[int, threading.Thread] = {}
 
@@ -155,9 +157,11 @@ def trigger(
 ) -> RunRecord:
     """Record a new run of pipeline ``name`` and start it in the background.
 
-    The pipeline is loaded from ``file``, or else from the file of its latest recorded run.
+    The pipeline is loaded from ``file``, or else from the file of its latest recorded run;
+    either must be under the launcher's project directory.
 
     Raises:
+        ForbiddenFileError: the file is not a ``.py`` file under the project directory.
         NotFoundError: no ``file`` and no recorded run of ``name``.
         PipelineLoadError: the file is missing, does not import, or lacks the pipeline.
         ParameterError: an unknown parameter or a value of the wrong type.
@@ -170,8 +174,13 @@ def trigger(
                 f"no recorded run of pipeline {name!r} to find its file; pass 'file' "
                 "(the path of the pipeline file on the server)"
             )
-        file = str(latest[0].dag.get("file") or "")
-    pipeline = load_pipeline_file(Path(file), name)
+        path = launcher.project.pipeline_file(
+            str(latest[0].dag.get("file") or ""),
+            purpose=f"the pipeline file of {latest[0].pathspec}, the latest run of {name!r},",
+        )
+    else:
+        path = launcher.project.pipeline_file(file, purpose="file")
+    pipeline = load_pipeline_file(path, name)
     request = RunRequest(
         pipeline=pipeline,
         params=pipeline.resolve_params(dict(parameters)),
@@ -199,6 +208,8 @@ def retry_one(
     Raises:
         NotFoundError: no such run.
         InvalidTransitionError: the run has not ended yet.
+        ForbiddenFileError: the run's recorded pipeline file is not under the project directory
+            (a run recorded from elsewhere is retried with the CLI, by whoever may run its code).
         UsageError: an unknown ``from_step``, a bad parameter, or the pipeline file is gone.
     """
     origin = workspace.store.get_run(run_id)
@@ -207,6 +218,9 @@ def retry_one(
             f"run {origin.pathspec} is still {origin.status.value}; wait for it to end or "
             f"cancel it first (POST /api/pipeline_runs/{origin.id}/cancel)"
         )
+    launcher.project.pipeline_file(
+        str(origin.dag.get("file") or ""), purpose=f"cannot retry {origin.pathspec}: its file"
+    )
     # Parameters arrive as JSON values; retry_request takes command-line text.
     overrides = {k: v if isinstance(v, str) else json.dumps(v) for k, v in parameters.items()}
     request, plan = retry_request(workspace.store, origin, overrides=overrides, from_step=from_step)

@@ -36,6 +36,7 @@ __all__ = [
     "ERROR_RESPONSES",
     "STATUS_OF",
     "ApiError",
+    "ForbiddenFileError",
     "error_body",
     "error_response",
     "install_error_handlers",
@@ -44,9 +45,16 @@ __all__ = [
 
 log = logging.getLogger("pipetrail.api")
 
+
+class ForbiddenFileError(UsageError):
+    """A pipeline file the server will not import: not a ``.py`` file under its project
+    directory (missing files get the same answer). Only the server raises it."""
+
+
 #: The one table: the most specific class in an exception's MRO decides its status.
 STATUS_OF: dict[type[BaseException], int] = {
     NotFoundError: 404,
+    ForbiddenFileError: 403,
     InvalidTransitionError: 409,
     ParameterError: 422,
     DefinitionError: 422,
@@ -77,7 +85,11 @@ _ENVELOPE: dict[str, Any] = {"model": ErrorEnvelope}
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {**_ENVELOPE, "description": "A setting or request that cannot be used."},
     401: {**_ENVELOPE, "description": "No valid token or login cookie."},
-    403: {**_ENVELOPE, "description": "A cross-site or unprotected action was refused."},
+    403: {
+        **_ENVELOPE,
+        "description": "A cross-site or unprotected action, or a pipeline file outside the "
+        "server's project directory, was refused.",
+    },
     404: {**_ENVELOPE, "description": "No such pipeline, run, block run or artifact."},
     409: {**_ENVELOPE, "description": "The run is not in a status that allows this."},
     422: {**_ENVELOPE, "description": "Invalid parameters, filter or body."},
