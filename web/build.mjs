@@ -27,6 +27,16 @@ const FILES = {
     "dist/cytoscape-dagre.min.js.map": "cytoscape-dagre.min.js.map",
     LICENSE: "LICENSE.cytoscape-dagre.txt",
   },
+  // /docs and /redoc (the REST API's pages) load these instead of a CDN.
+  "swagger-ui-dist": {
+    "swagger-ui-bundle.js": "swagger-ui-bundle.js",
+    "swagger-ui.css": "swagger-ui.css",
+    LICENSE: "LICENSE.swagger-ui.txt",
+  },
+  redoc: {
+    "bundles/redoc.standalone.js": "redoc.standalone.js",
+    LICENSE: "LICENSE.redoc.txt",
+  },
   uplot: {
     "dist/uPlot.iife.min.js": "uPlot.iife.min.js",
     "dist/uPlot.min.css": "uPlot.min.css",

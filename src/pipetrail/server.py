@@ -16,6 +16,7 @@ from pipetrail.api import api_router
 from pipetrail.api.actions import RunLauncher
 from pipetrail.api.auth import AccessMiddleware, AccessPolicy, login_router
 from pipetrail.api.deps import ApiContext
+from pipetrail.api.docs import docs_router
 from pipetrail.api.errors import install_error_handlers
 from pipetrail.api.project import ProjectDir
 from pipetrail.workspace import Workspace
@@ -67,11 +68,15 @@ def create_app(
         description=_DESCRIPTION,
         version=_version(),
         lifespan=lifespan,
+        # Served by docs_router from the package: FastAPI's own pages load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.pipetrail = ApiContext(workspace=workspace, launcher=launcher)
     install_error_handlers(app)
     app.include_router(api_router())
     app.include_router(login_router(policy))
+    app.include_router(docs_router(app.openapi_url or "/openapi.json", app.title))
     if not _mount_dashboard(app, workspace):
 
         @app.get("/", include_in_schema=False)
