@@ -1,0 +1,103 @@
+"""What the ``pipetrail`` commands share: exit codes, the error wrapper, option parsers, the store."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import click
+
+from pipetrail.errors import PipetrailError, UsageError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def errors(func: F) -> F:
+    """Turn pipetrail errors into one line on stderr and the right exit code."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except UsageError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_USAGE)
+        except PipetrailError as exc:  # the store failing, an artifact unreadable, …
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(EXIT_FAILED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise UsageError(f"{option} expects NAME=VALUE, got {item!r}")
+        result[name.strip()] = value
+    return result
+
+
+def since_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+    stripped = text.strip().lower()
+    if stripped[-1:] in units and stripped[:-1].isdigit():
+        return datetime.now(UTC) - timedelta(seconds=int(stripped[:-1]) * units[stripped[-1]])
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(
+            f"--since expects a duration like '30m', '2h', '7d' or an ISO date, got {text!r}"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def run_and_step(ref: str) -> tuple[Any, str | None]:
+    """The run a pathspec names, and its step part (checked against the run's steps)."""
+    from pipetrail.client import Run
+    from pipetrail.core.ids import parse_pathspec
+
+    spec = parse_pathspec(ref)
+    workspace = workspace_or_nothing()
+    record = workspace.store.get_run(spec.run_id)
+    if spec.pipeline is not None and spec.pipeline != record.pipeline:
+        raise UsageError(
+            f"run {spec.run_id} is {record.pathspec}, not a run of {spec.pipeline!r}; run ids are "
+            f"shared by all pipelines: see pipetrail runs list --pipeline {spec.pipeline}"
+        )
+    run = Run(spec.run_id, reader=workspace.reader())
+    if spec.step is not None and spec.step not in run:
+        raise UsageError(
+            f"run {run.pathspec} has no step {spec.step!r}; steps: {', '.join(s.name for s in run)}"
+        )
+    return run, spec.step
+
+
+def workspace_or_nothing() -> Any:
+    """The configured store, for commands that read or act on recorded runs.
+
+    They never create an embedded store: with nothing recorded yet they say so.
+    """
+    from pipetrail.config import load_settings
+    from pipetrail.workspace import open_workspace
+
+    settings = load_settings()
+    database = settings.sqlite_file
+    if database is not None and not database.exists():
+        raise NothingRecorded(
+            f"no runs recorded yet: there is no store at {str(database)!r} (PIPETRAIL_HOME is "
+            f"{str(settings.home)!r}); start one with: pipetrail run FILE"
+        )
+    return open_workspace(settings)
+
+
+class NothingRecorded(UsageError):
+    """The embedded store does not exist yet."""

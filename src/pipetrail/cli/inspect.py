@@ -1,0 +1,92 @@
+"""``pipetrail logs`` and ``pipetrail lineage``: what a run printed and what its outputs came from."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from pipetrail.cli.common import errors, run_and_step, workspace_or_nothing
+from pipetrail.errors import UsageError
+
+
+@click.command("lineage")
+@click.argument("target", metavar="RUN|ARTIFACT_HASH")
+@click.option(
+    "--direction",
+    type=click.Choice(["up", "down"]),
+    default="up",
+    show_default=True,
+    help="up: what made it (back to input files); down: everything that used it.",
+)
+@click.option("--depth", type=click.IntRange(min=0), default=None, help="Most task hops.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["tree", "json", "dot", "mermaid"]),
+    default="tree",
+    show_default=True,
+)
+@errors
+def lineage_command(target: str, direction: str, depth: int | None, fmt: str) -> None:
+    """The graph of artifacts and the tasks that produced and consumed them, across runs.
+
+    TARGET is a run ('iris/42') or an artifact content hash (8 characters or more).
+    """
+    from pipetrail.cli.render import console
+    from pipetrail.client.lineage_graph import lineage
+
+    workspace = workspace_or_nothing()
+    graph = lineage(target, direction=direction, depth=depth, reader=workspace.reader())
+    if fmt == "json":
+        click.echo(json.dumps(graph.to_dict(), indent=2, default=str))
+    elif fmt == "dot":
+        click.echo(graph.to_dot())
+    elif fmt == "mermaid":
+        click.echo(graph.to_mermaid())
+    else:
+        console().print(graph.render_tree())
+
+
+def print_run_logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
+    from pipetrail.cli.render import print_logs
+
+    run, in_ref = run_and_step(run_ref)
+    if in_ref is not None and step is not None and in_ref != step:
+        raise UsageError(f"two steps given: {in_ref!r} in {run_ref!r} and {step!r}")
+    step = step or in_ref
+    if attempt is not None:
+        attempts = sorted({t.attempt for s in run if step in (None, s.name) for t in s.tasks})
+        if attempt not in attempts:
+            raise UsageError(
+                f"no attempt {attempt} of {run.pathspec}{'/' + step if step else ''}; attempts: "
+                f"{', '.join(map(str, attempts)) or 'none'}"
+            )
+    if step is not None and step not in run:
+        raise UsageError(
+            f"run {run.pathspec} has no step {step!r}; steps: {', '.join(s.name for s in run)}"
+        )
+    print_logs(run, step, stream, attempt)
+
+
+stream_option = click.option(
+    "--stream",
+    type=click.Choice(["all", "stdout", "stderr"]),
+    default="all",
+    show_default=True,
+    help="Which captured stream to print.",
+)
+attempt_option = click.option(
+    "--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt."
+)
+
+
+@click.command("logs")
+@click.argument("run_ref", metavar="RUN")
+@click.argument("step", required=False)
+@stream_option
+@attempt_option
+@errors
+def logs_command(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
+    """Captured stdout/stderr of RUN's tasks (or of STEP's)."""
+    print_run_logs(run_ref, step, stream, attempt)
