@@ -28,14 +28,19 @@ __all__ = ["Workspace", "build_task_services", "cancel", "open_workspace", "retr
 class Workspace:
     """One metadata store and one artifact store, opened from Settings.
 
+    Args:
+        settings: where the stores are.
+        connections: most PostgreSQL connections this process holds (a server wants several).
+
     Heavy modules (SQLAlchemy, fsspec) are imported here, on first use, not at ``import pipetrail``.
     """
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, connections: int = 1) -> None:
         from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 
         self.settings = settings
-        self.store: SqlMetadataStore = SqlMetadataStore(settings.db_url)
+        # One connection for a runner (its threads take turns); a server passes more.
+        self.store: SqlMetadataStore = SqlMetadataStore(settings.db_url, pool_size=connections)
         from pipetrail.runtime.recovery import reap_lost_runs
 
         # Any command that opens the store notices runs whose runner died (SIGKILL, power).

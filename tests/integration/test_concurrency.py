@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from pipetrail.client import Run
 from pipetrail.config import Settings
@@ -210,9 +212,51 @@ def test_twenty_runs_at_once_complete_with_nothing_locked_or_lost(
     store_settings: Settings, flow_file: FlowWriter
 ) -> None:
     file = flow_file(_chain_source(), name="chain10")
-    exits = _run_all_at_once(file, store_settings.home, _db_url(store_settings))
+    url = _db_url(store_settings)
+    with _ConnectionPeak(url) as peak:
+        exits = _run_all_at_once(file, store_settings.home, url)
     _check_exits(exits)
     _check_store(store_settings)
+    if url is not None:
+        # A runner holds one connection (a second only for a moment): 50 runs fit in
+        # PostgreSQL's default max_connections of 100 with room for everyone else.
+        assert 0 < peak.most <= RUNS * 1.2 + 2, f"{peak.most} connections for {RUNS} runs"
+
+
+class _ConnectionPeak:
+    """The most connections to the store's PostgreSQL database seen while the block runs."""
+
+    def __init__(self, url: str | None) -> None:
+        self.url = url
+        self.most = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> _ConnectionPeak:
+        if self.url is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self.url is not None:
+            self._thread.join()
+
+    def _sample(self) -> None:
+        assert self.url is not None
+        name = self.url.rsplit("/", 1)[1]
+        # Autocommit: pg_stat_activity is a snapshot taken once per transaction.
+        admin = create_engine(PG_ADMIN_URL, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                while not self._stop.wait(0.02):
+                    count = conn.execute(
+                        text("SELECT count(*) FROM pg_stat_activity WHERE datname = :db"),
+                        {"db": name},
+                    ).scalar_one()
+                    self.most = max(self.most, int(count))
+        finally:
+            admin.dispose()
 
 
 @pytest.mark.slow

@@ -41,9 +41,9 @@ WRITE_OPTION = "pipetrail_write"
 def make_engine(url: str, *, pool_size: int = 1) -> Engine:
     """An engine for ``url``: SQLite gets WAL, NORMAL sync, foreign keys and a busy timeout.
 
-    On PostgreSQL ``pool_size`` connections stay open (a runner or worker needs one; a
-    server more); a thread that finds them all busy gets a connection of its own, closed
-    again when it is returned, so idle processes hold few of the server's connections.
+    On PostgreSQL a process holds at most ``pool_size`` connections: a runner or worker needs
+    one (its threads take turns; each holds it for one short transaction), so 50 concurrent
+    runs stay within PostgreSQL's default ``max_connections`` of 100. A server asks for more.
 
     Raises:
         ConfigError: naming the URL when it cannot be parsed or its driver is not installed.
@@ -73,7 +73,7 @@ def make_engine(url: str, *, pool_size: int = 1) -> Engine:
     elif backend == "postgresql":
         if parsed.drivername == "postgresql":
             parsed = parsed.set(drivername="postgresql+psycopg")
-        kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=10)
+        kwargs.update(pool_pre_ping=True, pool_size=pool_size, max_overflow=0)
     try:
         engine = create_engine(parsed, **kwargs)
     except (NoSuchModuleError, ModuleNotFoundError, ImportError) as exc:

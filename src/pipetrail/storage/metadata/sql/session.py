@@ -72,6 +72,7 @@ class SqlSession:
         migrate_schema: bring the schema to the head revision first (workers skip it).
         write_patience_s: how long a write keeps retrying while the store is unreachable.
         read_patience_s: the same for reads.
+        pool_size: most connections this process holds on PostgreSQL (one for a runner).
     """
 
     def __init__(
