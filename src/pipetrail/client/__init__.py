@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
+from pipetrail.client.artifacts import DataArtifacts
 from pipetrail.client.comparison import Comparison, compare
 from pipetrail.client.lineage_graph import LineageGraph, lineage
 from pipetrail.client.pipelines import Pipeline
-from pipetrail.client.runs import (
-    Code,
-    DataArtifacts,
-    Reader,
-    Run,
-    RunList,
-    Step,
-    Task,
-    list_runs,
-    namespace,
-    search_runs,
-    set_default_reader,
-)
+from pipetrail.client.reader import Reader, set_default_reader
+from pipetrail.client.runs import Code, Run, RunList, list_runs, namespace, search_runs
+from pipetrail.client.steps import Step, Task
 
 __all__ = [
     "Code",

@@ -8,7 +8,8 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from pipetrail.client.runs import Reader, Run
+from pipetrail.client.reader import Reader
+from pipetrail.client.runs import Run
 from pipetrail.core.model import ArtifactLink
 from pipetrail.errors import UsageError
 

@@ -8,7 +8,8 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pipetrail.client.runs import Reader, Run, _reader
+from pipetrail.client.reader import Reader, resolve_reader
+from pipetrail.client.runs import Run
 from pipetrail.core.model import ArtifactLink, ArtifactRecord, RunRecord, TaskRecord
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.storage.metadata.base import MetadataStore
@@ -352,7 +353,7 @@ def lineage(
     if depth is not None and (isinstance(depth, bool) or depth < 0):
         raise UsageError(f"lineage depth must be a whole number ≥ 0 or None, got {depth!r}")
     if isinstance(target, str) and _is_hash(target):
-        store = _reader(reader).store
+        store = resolve_reader(reader).store
         record = resolve_artifact(store, target)
         walk = _Walk(store, direction, depth)
         walk.see_artifact(record)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime
 from typing import Any
 
-from pipetrail.client.runs import Reader, Run, RunList, _reader, list_runs
+from pipetrail.client.reader import Reader, resolve_reader
+from pipetrail.client.runs import Run, RunList, list_runs
 from pipetrail.core.model import PipelineSpec
 from pipetrail.core.status import RunStatus
 from pipetrail.dsl import Pipeline as PipelineDefinition
@@ -69,7 +70,7 @@ class Pipeline(PipelineDefinition):
             since=since,
             limit=limit,
             filter=filter,
-            reader=_reader(self._history_reader),
+            reader=resolve_reader(self._history_reader),
         )
 
     @property

@@ -1,143 +1,28 @@
-"""Run, Step and Task handles over the store, addressed by pathspec (Metaflow's shape)."""
+"""Run handles over the store, addressed by pathspec (Metaflow's shape), and run listings."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pipetrail.client.artifacts import DataArtifacts
+from pipetrail.client.reader import Reader, resolve_reader
+from pipetrail.client.steps import Step, Task
 from pipetrail.core.ids import parse_pathspec, validate_user_tags
 from pipetrail.core.model import ArtifactLink, EventRecord, MetricPoint, RunRecord, TaskRecord
 from pipetrail.core.status import RunStatus, TaskStatus
 from pipetrail.errors import NotFoundError, UsageError
-from pipetrail.storage.metadata.base import MetadataStore, RunQuery
-
-if TYPE_CHECKING:
-    from pipetrail.storage.artifacts.cas import ContentAddressedStore
-    from pipetrail.storage.artifacts.serializers import SerializerRegistry
+from pipetrail.storage.metadata.base import RunQuery
 
 __all__ = [
     "Code",
-    "DataArtifacts",
-    "Reader",
     "Run",
     "RunList",
-    "Step",
-    "Task",
     "list_runs",
     "namespace",
     "search_runs",
-    "set_default_reader",
 ]
-
-
-class Reader:
-    """The stores a client handle reads from; the artifact store is opened on first use.
-
-    Args:
-        store: the metadata store.
-        artifacts: returns the artifact store and serializers (called at most once).
-    """
-
-    def __init__(
-        self,
-        store: MetadataStore,
-        artifacts: Callable[[], tuple[ContentAddressedStore, SerializerRegistry]],
-    ) -> None:
-        self.store = store
-        self._artifacts = artifacts
-
-    @functools.cached_property
-    def _opened(self) -> tuple[ContentAddressedStore, SerializerRegistry]:
-        return self._artifacts()
-
-    @property
-    def cas(self) -> ContentAddressedStore:
-        return self._opened[0]
-
-    @property
-    def registry(self) -> SerializerRegistry:
-        return self._opened[1]
-
-    def load(self, link: ArtifactLink) -> Any:
-        """The Python value of a stored artifact (bytes for files)."""
-        from pipetrail.storage.artifacts.serializers import load_from_store
-
-        if link.artifact.serializer in ("file", "archive"):
-            return self.cas.get_bytes(link.artifact.key)
-        if link.artifact.serializer == "external":
-            raise UsageError(
-                f"artifact {link.name!r} is an external input recorded by hash only "
-                f"({link.source_uri}); it was not copied into the store"
-            )
-        return load_from_store(self.cas, link.artifact.key, link.artifact.serializer, self.registry)
-
-
-_default_reader: Callable[[], Reader] | None = None
-
-
-def set_default_reader(factory: Callable[[], Reader]) -> None:
-    """Install how handles built without a ``reader`` find the store (the workspace does this)."""
-    global _default_reader
-    _default_reader = factory
-
-
-def _reader(reader: Reader | None) -> Reader:
-    if reader is not None:
-        return reader
-    if _default_reader is None:
-        raise UsageError("no store configured: import pipetrail (not pipetrail.client) first")
-    return _default_reader()
-
-
-class DataArtifacts:
-    """Artifacts by name, loaded on first access: ``run.data.model``.
-
-    A name produced by several tasks (a foreach step) reads as the list of their values, in
-    task order, as the downstream step received it.
-    """
-
-    def __init__(
-        self, reader: Reader, links: list[ArtifactLink] | dict[str, list[ArtifactLink]]
-    ) -> None:
-        self._reader = reader
-        if isinstance(links, dict):
-            self._groups = links
-        else:
-            self._groups = {}
-            for link in links:
-                self._groups.setdefault(link.name, []).append(link)
-        self._links = {name: group[-1] for name, group in self._groups.items()}
-        self._cache: dict[str, Any] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or name not in self._links:
-            raise AttributeError(f"no artifact {name!r}; artifacts: {sorted(self._links)}")
-        return self[name]
-
-    def __getitem__(self, name: str) -> Any:
-        if name not in self._links:
-            raise KeyError(f"no artifact {name!r}; artifacts: {sorted(self._links)}")
-        if name not in self._cache:
-            group = self._groups[name]
-            if len(group) == 1:
-                self._cache[name] = self._reader.load(group[0])
-            else:
-                self._cache[name] = [self._reader.load(link) for link in group]
-        return self._cache[name]
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._links
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._links)
-
-    def __dir__(self) -> list[str]:
-        return sorted(self._links)
-
-    def __repr__(self) -> str:
-        return f"<data {sorted(self._links)}>"
 
 
 class Run:
@@ -148,7 +33,7 @@ class Run:
     """
 
     def __init__(self, pathspec: str | int, *, reader: Reader | None = None) -> None:
-        self._reader = _reader(reader)
+        self._reader = resolve_reader(reader)
         spec = parse_pathspec(str(pathspec))
         self._record = self._reader.store.get_run(spec.run_id)
         if spec.pipeline is not None and spec.pipeline != self._record.pipeline:
@@ -419,133 +304,6 @@ class Run:
         return f"Run('{self.pathspec}', status={self.status!r})"
 
 
-class Step:
-    """One step of a run, with its task attempts."""
-
-    def __init__(self, run: Run, name: str, tasks: list[TaskRecord]) -> None:
-        self.run = run
-        self.name = name
-        self._tasks = tasks
-
-    @property
-    def pathspec(self) -> str:
-        return f"{self.run.pathspec}/{self.name}"
-
-    @property
-    def tasks(self) -> list[Task]:
-        """Every attempt, oldest first."""
-        return [Task(self, t) for t in self._tasks]
-
-    @property
-    def task(self) -> Task | None:
-        """The latest attempt."""
-        return Task(self, self._tasks[-1]) if self._tasks else None
-
-    @property
-    def status(self) -> str:
-        return self._tasks[-1].status.value if self._tasks else TaskStatus.INITIAL.value
-
-    def __repr__(self) -> str:
-        return f"Step('{self.pathspec}', status={self.status!r})"
-
-
-class Task:
-    """One attempt of one task (Mage: block run)."""
-
-    def __init__(self, step: Step, record: TaskRecord) -> None:
-        self.step = step
-        self._record = record
-
-    @property
-    def record(self) -> TaskRecord:
-        return self._record
-
-    @property
-    def id(self) -> int:
-        return self._record.id
-
-    @property
-    def pathspec(self) -> str:
-        return f"{self.step.pathspec}/{self._record.task_index}"
-
-    @property
-    def attempt(self) -> int:
-        return self._record.attempt
-
-    @property
-    def status(self) -> str:
-        return self._record.status.value
-
-    @property
-    def successful(self) -> bool:
-        return self._record.status is TaskStatus.COMPLETED
-
-    @property
-    def started_at(self) -> datetime | None:
-        return self._record.started_at
-
-    @property
-    def finished_at(self) -> datetime | None:
-        return self._record.finished_at
-
-    @property
-    def duration(self) -> float | None:
-        return self._record.duration_s
-
-    @property
-    def resources(self) -> dict[str, Any]:
-        return {
-            "cpu_time_s": self._record.cpu_time_s,
-            "peak_memory_bytes": self._record.peak_memory_bytes,
-            "gpu_peak_memory_bytes": self._record.gpu_peak_memory_bytes,
-            "host": self._record.host,
-            "pid": self._record.pid,
-        }
-
-    @property
-    def exception(self) -> str | None:
-        if self._record.exception_type is None:
-            return None
-        return f"{self._record.exception_type}: {self._record.exception_message}"
-
-    @property
-    def traceback(self) -> str | None:
-        return self._record.traceback
-
-    def _logs(self) -> dict[str, str]:
-        return self.step.run._reader.store.logs(self._record.id)
-
-    @property
-    def stdout(self) -> str:
-        return self._logs().get("stdout", "")
-
-    @property
-    def stderr(self) -> str:
-        return self._logs().get("stderr", "")
-
-    def _links(self, direction: str) -> list[ArtifactLink]:
-        return [
-            link
-            for link in self.step.run._link_records()
-            if link.task_id == self._record.id and link.direction == direction
-        ]
-
-    @property
-    def inputs(self) -> list[ArtifactLink]:
-        return self._links("input")
-
-    @property
-    def outputs(self) -> list[ArtifactLink]:
-        return self._links("output")
-
-    @property
-    def data(self) -> DataArtifacts:
-        return DataArtifacts(self.step.run._reader, self.outputs)
-
-    def __repr__(self) -> str:
-        return f"Task('{self.pathspec}', attempt={self.attempt}, status={self.status!r})"
-
-
 class Code:
     """A run's stored source: the files as they ran, and the source of each step."""
 
@@ -640,7 +398,7 @@ def list_runs(
     reader: Reader | None = None,
 ) -> RunList:
     """Runs newest first (or by ``order_by``), filtered, in the current namespace."""
-    r = _reader(reader)
+    r = resolve_reader(reader)
     scope = None if all_namespaces else namespace()
     records = r.store.list_runs(
         RunQuery(
