@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, Engine, Table, create_engine, event, literal, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -19,9 +19,11 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.sql.functions import FunctionElement
 
 from pipetrail.core.query_regex import regex_search
-from pipetrail.errors import ConfigError
+from pipetrail.errors import ConfigError, UsageError
 
 __all__ = [
+    "SEARCH_TIMEOUT_MS",
+    "SEARCH_TIMEOUT_OPTION",
     "WRITE_OPTION",
     "for_update",
     "insert_many_fast",
@@ -36,6 +38,12 @@ __all__ = [
 
 #: Execution option that marks a connection as about to write.
 WRITE_OPTION = "pipetrail_write"
+#: How long a PostgreSQL statement with a regular expression (a search) may run before it is
+#: stopped; the execution option :data:`SEARCH_TIMEOUT_OPTION` sets another limit (ms).
+SEARCH_TIMEOUT_MS = 10_000
+SEARCH_TIMEOUT_OPTION = "pipetrail_search_timeout_ms"
+#: Set on a compiled statement that holds a regular expression.
+_SEARCH_FLAG = "pipetrail_search"
 
 
 def make_engine(url: str, *, pool_size: int = 1) -> Engine:
@@ -82,6 +90,9 @@ def make_engine(url: str, *, pool_size: int = 1) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _sqlite_pragmas)
         event.listen(engine, "begin", _sqlite_begin)
+    elif backend == "postgresql":
+        event.listen(engine, "before_cursor_execute", _pg_search_timeout)
+        event.listen(engine, "handle_error", _pg_search_stopped)
     return engine
 
 
@@ -130,9 +141,10 @@ def regex_match(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]
     """``column`` matches the regular expression ``pattern`` somewhere (a search, not anchored).
 
     ``REGEXP`` (RE2, registered on every SQLite connection) on SQLite, ``~`` (POSIX)
-    on PostgreSQL; the pattern is a bound parameter.
+    on PostgreSQL, where the statement runs under a timeout of :data:`SEARCH_TIMEOUT_MS`; the
+    pattern is a bound parameter.
     """
-    return column.regexp_match(pattern)
+    return _RegexMatch(column, literal(pattern))
 
 
 def like_match(column: ColumnElement[Any], pattern: str) -> ColumnElement[bool]:
@@ -181,6 +193,59 @@ def _like_default(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any)
 def _like_sqlite(element: _CaseSensitiveLike, compiler: SQLCompiler, **kw: Any) -> str:
     column, _, glob = (compiler.process(c, **kw) for c in element.clauses)
     return f"({column} GLOB {glob})"
+
+
+class _RegexMatch(FunctionElement[bool]):
+    """(column, pattern); compiled per dialect below."""
+
+    type = Boolean()
+    inherit_cache = True
+    name = "regex_match"
+
+
+@compiles(_RegexMatch)
+def _regex_default(element: _RegexMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} REGEXP {pattern})"
+
+
+@compiles(_RegexMatch, "postgresql")
+def _regex_postgresql(element: _RegexMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    # The compiled statement is cached with its flag: every execution of it gets the timeout.
+    setattr(compiler, _SEARCH_FLAG, True)
+    column, pattern = (compiler.process(c, **kw) for c in element.clauses)
+    return f"({column} ~ {pattern})"
+
+
+def _pg_search_timeout(
+    conn: Connection, cursor: Any, statement: str, params: Any, context: Any, many: bool
+) -> None:
+    """Before a search statement: limit it (and the rest of its transaction) in time."""
+    if context is not None and getattr(context.compiled, _SEARCH_FLAG, False):
+        limit = int(conn.get_execution_options().get(SEARCH_TIMEOUT_OPTION, SEARCH_TIMEOUT_MS))
+        cursor.execute(f"SET LOCAL statement_timeout = {limit}")
+
+
+def _pg_search_stopped(context: ExceptionContext) -> None:
+    """A search stopped by its timeout is bad input (a too costly filter), not a store failure.
+
+    Raises:
+        UsageError: in place of PostgreSQL's query_canceled, for a search statement.
+    """
+    execution = context.execution_context
+    if execution is None or not getattr(execution.compiled, _SEARCH_FLAG, False):
+        return
+    if getattr(context.original_exception, "sqlstate", None) != "57014":  # query_canceled
+        return
+    limit = int(
+        context.connection.get_execution_options().get(SEARCH_TIMEOUT_OPTION, SEARCH_TIMEOUT_MS)
+        if context.connection is not None
+        else SEARCH_TIMEOUT_MS
+    )
+    raise UsageError(
+        f"the search took longer than {limit / 1000:g} s and was stopped: its regular "
+        "expressions are too costly over these runs; anchor them (^, $) or narrow the filter"
+    ) from context.original_exception
 
 
 def upsert(
