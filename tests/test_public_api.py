@@ -41,6 +41,31 @@ def test_all_is_sorted_and_pinned() -> None:
         assert hasattr(pt, name), name
 
 
+def test_client_all_is_sorted_and_pinned() -> None:
+    assert pt.client.__all__ == sorted(pt.client.__all__)
+    assert pt.client.__all__ == [
+        "Code",
+        "Comparison",
+        "DataArtifacts",
+        "LineageGraph",
+        "Pipeline",
+        "PipelineHistory",
+        "Reader",
+        "Run",
+        "RunList",
+        "Step",
+        "Task",
+        "compare",
+        "lineage",
+        "list_runs",
+        "namespace",
+        "search_runs",
+        "set_default_reader",
+    ]
+    for name in pt.client.__all__:
+        assert hasattr(pt.client, name), name
+
+
 def test_import_loads_no_heavy_library() -> None:
     code = (
         "import sys, pipetrail; "

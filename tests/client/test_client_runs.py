@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import pipetrail as pt
-from pipetrail.client import Run, list_runs, namespace
+from pipetrail.client import PipelineHistory, Run, list_runs, namespace
 from pipetrail.runtime.control import reproduce_request, reproduction_report
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.workspace import Workspace
@@ -53,7 +53,8 @@ def test_run_shape(run: Run, workspace: Workspace) -> None:
     assert run.data.square == [0, 1, 4], "foreach outputs read as the gathered list"
     assert run.data.total == 5
     assert run.successful and run.finished
-    assert run.parent.name == "client_flow"
+    assert isinstance(run.parent, PipelineHistory) and run.parent.name == "client_flow"
+    assert run.parent.latest_run is not None and run.parent.latest_run.id == run.id
     assert run.code is not None and "def square(load)" in run.code.steps["square"]
     assert "<table>" in run._repr_html_()
     assert repr(run) == f"Run('{run.pathspec}', status='completed')"
@@ -185,3 +186,11 @@ def test_reproduce_reports_determinism(run: Run, workspace: Workspace, tmp_path:
         for r in reproduction_report(workspace.store, noisy, again)["outputs"]
     }
     assert verdicts["total"] == "differs" and verdicts["load"] == "identical"
+
+
+def test_run_handles_do_not_import_the_pipeline_definition() -> None:
+    """client.runs sits below client.pipelines: a run's parent is its history, not a definition."""
+    import grimp
+
+    graph = grimp.build_graph("pipetrail")
+    assert not graph.chain_exists("pipetrail.client.runs", "pipetrail.client.pipelines")

@@ -7,7 +7,15 @@ from pipetrail.client.comparison import Comparison, compare
 from pipetrail.client.lineage_graph import LineageGraph, lineage
 from pipetrail.client.pipelines import Pipeline
 from pipetrail.client.reader import Reader, set_default_reader
-from pipetrail.client.runs import Code, Run, RunList, list_runs, namespace, search_runs
+from pipetrail.client.runs import (
+    Code,
+    PipelineHistory,
+    Run,
+    RunList,
+    list_runs,
+    namespace,
+    search_runs,
+)
 from pipetrail.client.steps import Step, Task
 
 __all__ = [
@@ -16,6 +24,7 @@ __all__ = [
     "DataArtifacts",
     "LineageGraph",
     "Pipeline",
+    "PipelineHistory",
     "Reader",
     "Run",
     "RunList",

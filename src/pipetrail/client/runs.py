@@ -99,11 +99,9 @@ class Run:
         return [self._record.pipeline, str(self._record.id)]
 
     @property
-    def parent(self) -> Any:
-        """The Pipeline this run belongs to (its recorded history)."""
-        from pipetrail.client.pipelines import Pipeline
-
-        return Pipeline(self._record.pipeline, reader=self._reader)
+    def parent(self) -> PipelineHistory:
+        """The pipeline this run belongs to, as its recorded history (Metaflow's ``Flow``)."""
+        return PipelineHistory(self._record.pipeline, reader=self._reader)
 
     @property
     def end_task(self) -> Task | None:
@@ -434,6 +432,61 @@ def search_runs(
         all_namespaces=True,
         reader=reader,
     )
+
+
+class PipelineHistory:
+    """A pipeline's recorded runs: ``runs(...)``, ``latest_run``, ``latest_successful_run``.
+
+    Iterating it yields the runs, newest first, in the current namespace. ``pt.Pipeline`` is
+    one of these too; a run's ``parent`` is one without the definition.
+    """
+
+    def __init__(self, name: str, *, reader: Reader | None = None) -> None:
+        self.name = name
+        self._history_reader = reader
+
+    def runs(
+        self,
+        status: str | Iterable[str] | None = None,
+        tags: Iterable[str] = (),
+        since: datetime | None = None,
+        limit: int | None = None,
+        filter: str | None = None,
+    ) -> RunList:
+        """This pipeline's runs, newest first, in the current namespace."""
+        wanted = [status] if isinstance(status, str) else list(status or [])
+        try:
+            statuses = tuple(RunStatus(s) for s in wanted)
+        except ValueError:
+            valid = ", ".join(s.value for s in RunStatus)
+            raise UsageError(f"unknown status in {wanted}; statuses: {valid}") from None
+        return list_runs(
+            pipeline=self.name,
+            statuses=statuses,
+            tags=tuple(tags),
+            since=since,
+            limit=limit,
+            filter=filter,
+            reader=resolve_reader(self._history_reader),
+        )
+
+    @property
+    def latest_run(self) -> Run | None:
+        found = self.runs(limit=1)
+        return found[0] if found else None
+
+    @property
+    def latest_successful_run(self) -> Run | None:
+        for run in self.runs(status="completed", limit=50):
+            if run.successful:
+                return run
+        return None
+
+    def __iter__(self) -> Iterator[Run]:
+        return iter(self.runs())
+
+    def __repr__(self) -> str:
+        return f"Pipeline('{self.name}')"
 
 
 def _html_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
