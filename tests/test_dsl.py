@@ -190,6 +190,39 @@ def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text, what="timeout") == seconds
 
 
+def test_zero_retry_delay_retries_at_once() -> None:
+    @pt.step(retries=2, retry_delay="0s")
+    def flaky():  # type: ignore[no-untyped-def]
+        return 1
+
+    assert flaky.retry_delay_s == 0.0
+    assert parse_duration(0, what="retry_delay", zero_ok=True) == 0.0
+
+
+@pytest.mark.parametrize(
+    "value", ["nan", "inf", "-inf", "1e400m", "1e300d", float("nan"), float("inf"), 10**400]
+)
+def test_meaningless_durations_are_refused(value: str | float) -> None:
+    with pytest.raises(DefinitionError, match=r"retry_delay: .* is not a usable duration"):
+        parse_duration(value, what="retry_delay", zero_ok=True)
+
+
+@pytest.mark.parametrize("value", ["0s", 0, "-5s"])
+def test_a_timeout_of_zero_or_less_is_refused(value: str | int) -> None:
+    with pytest.raises(DefinitionError, match=r"timeout of step 'x': must be positive"):
+
+        @pt.step(timeout=value)
+        def x():  # type: ignore[no-untyped-def]
+            return 1
+
+
+def test_a_negative_retry_delay_and_a_nan_backoff_are_refused() -> None:
+    with pytest.raises(DefinitionError, match=r"retry_delay of step 'x': must be zero or positive"):
+        pt.step(name="x", retry_delay="-1s")(lambda: 1)
+    with pytest.raises(DefinitionError, match=r"backoff must be a finite number >= 1, got nan"):
+        pt.step(name="x", backoff=float("nan"))(lambda: 1)
+
+
 def test_bad_duration_names_the_step() -> None:
     with pytest.raises(DefinitionError, match=r"timeout of step 'x'.*'soon'"):
 

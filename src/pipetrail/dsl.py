@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import functools
 import inspect
+import math
 import sys
 import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -59,9 +60,15 @@ class Step:
         if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
             raise DefinitionError(f"{where}: retries must be an integer >= 0, got {retries!r}")
         self.retries = retries
-        self.retry_delay_s = parse_duration(retry_delay, what=f"retry_delay of {where}") or 0.0
-        if isinstance(backoff, bool) or not isinstance(backoff, (int, float)) or backoff < 1:
-            raise DefinitionError(f"{where}: backoff must be a number >= 1, got {backoff!r}")
+        self.retry_delay_s = (
+            parse_duration(retry_delay, what=f"retry_delay of {where}", zero_ok=True) or 0.0
+        )
+        if (
+            isinstance(backoff, bool)
+            or not isinstance(backoff, (int, float))
+            or not 1 <= backoff < math.inf
+        ):
+            raise DefinitionError(f"{where}: backoff must be a finite number >= 1, got {backoff!r}")
         self.backoff = float(backoff)
         classes = (retry_on,) if isinstance(retry_on, type) else tuple(retry_on)
         if not classes or not all(
@@ -163,32 +170,47 @@ def step(
 
 
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: The longest duration accepted (100 years): beyond it a deadline leaves ``datetime``'s range.
+MAX_DURATION_S = 100 * 365 * 86400.0
 
 
-def parse_duration(value: str | float | None, *, what: str) -> float | None:
+def parse_duration(value: str | float | None, *, what: str, zero_ok: bool = False) -> float | None:
     """``"10m"`` → 600.0; numbers are seconds; None stays None.
+
+    The one parser of durations (step and pipeline timeouts, retry delays, ``run --timeout``).
+    A duration is finite and at most :data:`MAX_DURATION_S`; zero only with ``zero_ok`` (a retry
+    delay of zero retries at once; a timeout of zero means nothing).
 
     Raises:
         DefinitionError: naming ``what`` and the bad value.
     """
     if value is None:
         return None
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u)), "s")
-        number = text[: -len(unit)] if text.endswith(unit) else text
-        try:
-            seconds = float(number) * _UNITS[unit]
-        except ValueError:
-            raise DefinitionError(
-                f"{what}: cannot read {value!r} as a duration; use e.g. '30s', '10m' or '2h'"
-            ) from None
-    else:
-        raise DefinitionError(f"{what}: expected a duration like '10m', got {value!r}")
-    if seconds <= 0:
-        raise DefinitionError(f"{what}: must be positive, got {value!r}")
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            seconds = float(value)
+        elif isinstance(value, str):
+            text = value.strip().lower()
+            unit = next((u for u in sorted(_UNITS, key=len, reverse=True) if text.endswith(u)), "s")
+            number = text[: -len(unit)] if text.endswith(unit) else text
+            try:
+                seconds = float(number) * _UNITS[unit]
+            except ValueError:
+                raise DefinitionError(
+                    f"{what}: cannot read {value!r} as a duration; use e.g. '30s', '10m' or '2h'"
+                ) from None
+        else:
+            raise DefinitionError(f"{what}: expected a duration like '10m', got {value!r}")
+    except OverflowError:
+        seconds = math.inf
+    if math.isnan(seconds) or not -MAX_DURATION_S <= seconds <= MAX_DURATION_S:
+        raise DefinitionError(
+            f"{what}: {value!r} is not a usable duration; give a finite one of at most "
+            f"{MAX_DURATION_S / 86400:.0f}d, e.g. '30s', '10m' or '2h'"
+        )
+    if seconds < 0 or (seconds == 0 and not zero_ok):
+        expected = "zero or positive" if zero_ok else "positive"
+        raise DefinitionError(f"{what}: must be {expected}, got {value!r}")
     return seconds
 
 

@@ -136,6 +136,20 @@ def test_failed_run_exits_1_and_explains(flow_file: FlowWriter, tmp_path: Path) 
         (["run", "{flow}", "-p", "learning_rate=1"], "unknown parameter 'learning_rate'"),
         (["run", "{flow}", "--var", "oops"], "--var expects NAME=VALUE"),
         (["run", "{bad_def}"], "argument 'trian' of step 'evaluate' names no step or output"),
+        (["run", "{flow}", "--timeout", "nan"], "--timeout: 'nan' is not a usable duration"),
+        (["run", "{flow}", "--timeout", "inf"], "--timeout: 'inf' is not a usable duration"),
+        (["run", "{flow}", "--timeout", "1e400m"], "--timeout: '1e400m' is not a usable duration"),
+        (["run", "{flow}", "--timeout", "0"], "--timeout: must be positive, got '0'"),
+        (["run", "{exits}"], "exits.py' called sys.exit(3) at line 3"),
+        (["runs", "list", "--limit", str(10**20)], "Invalid value for '--limit'"),
+        (["runs", "list", "--limit", "10^20"], "Invalid value for '--limit'"),
+        (["runs", "list", "--since", "99999999999d"], "'99999999999d' reaches back before 1900"),
+        (["runs", "list", "--since", "0001-01-01"], "--since: time '0001-01-01T00:00:00+00:00'"),
+        (["runs", "list", "--nope"], "No such option '--nope'"),
+        (["runs", "show", "PIPE/999999"], "no run 'PIPE/999999': no runs recorded yet"),
+        (["logs", "PIPE/999999"], "no run 'PIPE/999999': no runs recorded yet"),
+        (["runs", "retry", "PIPE/999999"], "no run 'PIPE/999999': no runs recorded yet"),
+        (["lineage", "PIPE/999999"], "no run or artifact 'PIPE/999999': no runs recorded yet"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -147,7 +161,8 @@ def test_bad_input_exits_2_and_writes_nothing(
         "pipeline = pt.Pipeline('bad', [train, evaluate])\n"
     )
     home = tmp_path / "home"
-    argv = [a.format(flow=flow, bad_def=bad_def) for a in args]
+    exits = flow_file("import sys\nsys.exit(3)\n", "exits")
+    argv = [a.format(flow=flow, bad_def=bad_def, exits=exits) for a in args]
     done = pipetrail(*argv, home=home, cwd=tmp_path)
     assert done.returncode == 2, done.stdout + done.stderr
     assert message in done.stderr

@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import click
 
+from pipetrail.core.bounds import EARLIEST, MAX_COUNT, check_time
 from pipetrail.errors import PipetrailError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -44,20 +45,37 @@ def pairs(values: tuple[str, ...], option: str) -> dict[str, str]:
     return result
 
 
-def since_time(text: str | None) -> datetime | None:
+def count(*, low: int) -> click.IntRange:
+    """The type of every count option (limits, parallelism, depths, attempts): from ``low`` to
+    the largest count a store takes, so a huge number is a usage error, not a store failure."""
+    return click.IntRange(min=low, max=MAX_COUNT)
+
+
+def since_time(text: str | None, option: str = "--since") -> datetime | None:
+    """The time ``text`` names: a duration back from now (30m, 2h, 7d, 1w) or an ISO date.
+
+    Raises:
+        UsageError: naming ``option`` and the value, when it is unreadable or out of range.
+    """
     if text is None:
         return None
     units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
     stripped = text.strip().lower()
-    if stripped[-1:] in units and stripped[:-1].isdigit():
+    if stripped[-1:] in units and stripped[:-1].isascii() and stripped[:-1].isdigit():
+        back = (datetime.now(UTC) - EARLIEST).total_seconds()
+        if len(stripped) > 20 or int(stripped[:-1]) * units[stripped[-1]] > back:
+            raise UsageError(
+                f"{option}: {text!r} reaches back before {EARLIEST:%Y-%m-%d}; "
+                "give a shorter duration or an ISO date"
+            )
         return datetime.now(UTC) - timedelta(seconds=int(stripped[:-1]) * units[stripped[-1]])
     try:
         parsed = datetime.fromisoformat(text)
     except ValueError:
         raise UsageError(
-            f"--since expects a duration like '30m', '2h', '7d' or an ISO date, got {text!r}"
+            f"{option} expects a duration like '30m', '2h', '7d' or an ISO date, got {text!r}"
         ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return check_time(parsed, option)
 
 
 def run_and_step(ref: str) -> tuple[Any, str | None]:
@@ -66,7 +84,7 @@ def run_and_step(ref: str) -> tuple[Any, str | None]:
     from pipetrail.core.ids import parse_pathspec
 
     spec = parse_pathspec(ref)
-    workspace = workspace_or_nothing()
+    workspace = workspace_or_nothing(f"run {ref!r}")
     record = workspace.store.get_run(spec.run_id)
     if spec.pipeline is not None and spec.pipeline != record.pipeline:
         raise UsageError(
@@ -81,10 +99,18 @@ def run_and_step(ref: str) -> tuple[Any, str | None]:
     return run, spec.step
 
 
-def workspace_or_nothing() -> Any:
+def asked_runs(refs: tuple[str, ...]) -> str | None:
+    """How :func:`workspace_or_nothing` names the runs a command was given, if any."""
+    if not refs:
+        return None
+    return ("run " if len(refs) == 1 else "runs ") + ", ".join(map(repr, refs))
+
+
+def workspace_or_nothing(asked: str | None = None) -> Any:
     """The configured store, for commands that read or act on recorded runs.
 
-    They never create an embedded store: with nothing recorded yet they say so.
+    They never create an embedded store: with nothing recorded yet they say so, naming what was
+    ``asked`` for (``"run 'iris/42'"``) when there is one.
     """
     from pipetrail.config import load_settings
     from pipetrail.workspace import open_workspace
@@ -93,7 +119,8 @@ def workspace_or_nothing() -> Any:
     database = settings.sqlite_file
     if database is not None and not database.exists():
         raise NothingRecorded(
-            f"no runs recorded yet: there is no store at {str(database)!r} (PIPETRAIL_HOME is "
+            (f"no {asked}: " if asked else "")
+            + f"no runs recorded yet: there is no store at {str(database)!r} (PIPETRAIL_HOME is "
             f"{str(settings.home)!r}); start one with: pipetrail run FILE"
         )
     return open_workspace(settings)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from pipetrail.cli.common import errors, run_and_step, workspace_or_nothing
+from pipetrail.cli.common import count, errors, run_and_step, workspace_or_nothing
 from pipetrail.errors import UsageError
 
 
@@ -19,7 +19,7 @@ from pipetrail.errors import UsageError
     show_default=True,
     help="up: what made it (back to input files); down: everything that used it.",
 )
-@click.option("--depth", type=click.IntRange(min=0), default=None, help="Most task hops.")
+@click.option("--depth", type=count(low=0), default=None, help="Most task hops.")
 @click.option(
     "--format",
     "fmt",
@@ -36,7 +36,7 @@ def lineage_command(target: str, direction: str, depth: int | None, fmt: str) ->
     from pipetrail.cli.render import console
     from pipetrail.client.lineage_graph import lineage
 
-    workspace = workspace_or_nothing()
+    workspace = workspace_or_nothing(f"run or artifact {target!r}")
     graph = lineage(target, direction=direction, depth=depth, reader=workspace.reader())
     if fmt == "json":
         click.echo(json.dumps(graph.to_dict(), indent=2, default=str))
@@ -77,7 +77,7 @@ stream_option = click.option(
     help="Which captured stream to print.",
 )
 attempt_option = click.option(
-    "--attempt", type=click.IntRange(min=0), default=None, help="Only this attempt."
+    "--attempt", type=count(low=0), default=None, help="Only this attempt."
 )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import sys
 
 import click
+from click.exceptions import NoArgsIsHelpError
 
-from pipetrail.cli.common import EXIT_INTERRUPTED
+from pipetrail.cli.common import EXIT_INTERRUPTED, EXIT_OK
 from pipetrail.cli.inspect import lineage_command, logs_command
 from pipetrail.cli.run import run_command
 from pipetrail.cli.runs import runs_group
@@ -30,9 +31,22 @@ for _command in (run_command, runs_group, lineage_command, logs_command, ui_comm
 
 
 def main() -> None:
-    """Entry point of the ``pipetrail`` console script."""
+    """Entry point of the ``pipetrail`` console script.
+
+    Bad usage that click itself catches (an unknown option, a number out of range) ends like
+    every other bad input: one line on stderr, exit 2.
+    """
     try:
-        cli.main(prog_name="pipetrail")
-    except KeyboardInterrupt:
+        code = cli.main(prog_name="pipetrail", standalone_mode=False)
+    except NoArgsIsHelpError as exc:  # a bare group: its help, as click shows it
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        context = exc.ctx if isinstance(exc, click.UsageError) else None
+        hint = f" (see: {context.command_path} --help)" if context is not None else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
+        sys.exit(exc.exit_code)
+    except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
         sys.exit(EXIT_INTERRUPTED)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

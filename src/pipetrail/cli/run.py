@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from pipetrail.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, errors, pairs
+from pipetrail.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, count, errors, pairs
 
 
 @click.command("run")
@@ -36,9 +36,7 @@ from pipetrail.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, errors,
     default=None,
     help="Where steps run: warm worker processes (default) or this process.",
 )
-@click.option(
-    "--max-parallel", type=click.IntRange(min=1), default=None, help="Most tasks at once."
-)
+@click.option("--max-parallel", type=count(low=1), default=None, help="Most tasks at once.")
 @click.option("--timeout", default=None, metavar="DURATION", help="Run timeout: 90s, 10m, 2h.")
 @click.option(
     "--on-timeout",

@@ -12,6 +12,8 @@ from pipetrail.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     NothingRecorded,
+    asked_runs,
+    count,
     errors,
     pairs,
     run_and_step,
@@ -56,7 +58,7 @@ def runs_group() -> None:
     metavar="FIELD [asc|desc]",
     help="Sort, e.g. --order-by 'metrics.accuracy desc' (repeatable).",
 )
-@click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--limit", type=count(low=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @errors
 def runs_list(
@@ -181,7 +183,7 @@ def _select_runs(
 @click.option("--pipeline", default=None, help="With --status: only this pipeline's runs.")
 @click.option("--since", default=None, help="With --status: only runs created since (30m, 2h, 7d).")
 @click.option("--executor", type=click.Choice(["process", "inline"]), default=None)
-@click.option("--max-parallel", type=click.IntRange(min=1), default=None)
+@click.option("--max-parallel", type=count(low=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--quiet", "-q", is_flag=True, help="No live display.")
 @errors
@@ -208,7 +210,7 @@ def runs_retry(
     from pipetrail.runtime.control import describe_plan, retry_request
 
     overrides = pairs(params, "-p/--param")
-    workspace = workspace_or_nothing()
+    workspace = workspace_or_nothing(asked_runs(run_refs))
     origins = _select_runs(
         workspace, run_refs, pipeline=pipeline, statuses=statuses, since=since, what="runs retry"
     )
@@ -259,7 +261,7 @@ def runs_cancel(
     from pipetrail.core.status import RUN_TERMINAL
     from pipetrail.runtime.control import cancel_run
 
-    workspace = workspace_or_nothing()
+    workspace = workspace_or_nothing(asked_runs(run_refs))
     if all_running:
         if run_refs:
             raise UsageError("runs cancel: give RUN ids or --all-running, not both")

@@ -150,6 +150,14 @@ def _import_file(file: Path) -> ModuleType:
     except SyntaxError as exc:
         sys.modules.pop(module_name, None)
         raise PipelineLoadError(f"{exc.filename}:{exc.lineno}: syntax error: {exc.msg}") from None
+    except SystemExit as exc:
+        # sys.exit() at import would end the CLI, a worker or the server without a word.
+        sys.modules.pop(module_name, None)
+        where = _user_frame(exc, str(path))
+        raise PipelineLoadError(
+            f"importing {str(file)!r} called sys.exit({exc.code!r}){where}; a pipeline file "
+            "must not exit when imported (guard script code with: if __name__ == '__main__':)"
+        ) from None
     except Exception as exc:
         sys.modules.pop(module_name, None)
         where = _user_frame(exc, str(path))
