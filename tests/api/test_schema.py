@@ -49,7 +49,7 @@ def api_schema(workspace: Workspace, flow_file: FlowWriter) -> Iterator[OpenApiS
     inline = Workspace(dataclasses.replace(workspace.settings, executor="inline"))
     record(inline, flow_file(RICH, name="rich_flow"), {"rows": 5}, tags=["exp"])
     record(inline, flow_file(FLAKY, name="flaky_flow"))
-    app = create_app(inline)
+    app = create_app(inline, project_dir=flow_file.folder)
     try:
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
     finally:

@@ -4,7 +4,7 @@ and the retry and cancel actions, one run at a time or in batches."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query
 from pydantic import StringConstraints
@@ -45,6 +45,18 @@ router = APIRouter(prefix="/api", tags=["pipeline runs"], responses=ERROR_RESPON
 
 Text = Annotated[str, StringConstraints(max_length=2000, pattern=NO_NUL)]
 Tag = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
+#: A next_cursor as the API makes them (URL-safe base64 of a few numbers).
+CursorText = Annotated[str, StringConstraints(max_length=64, pattern=r"^[A-Za-z0-9_-]*$")]
+#: The spec says what BatchRequest's validator checks: exactly one of ids and filter.
+_ONE_SELECTOR: dict[str, Any] = {
+    "requestBody": {
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"required": ["ids"]}, {"required": ["filter"]}]}
+            }
+        }
+    }
+}
 _CANCELLABLE = (RunStatus.INITIAL, RunStatus.RUNNING)
 _RETRYABLE = (RunStatus.FAILED, RunStatus.CANCELLED)
 
@@ -85,7 +97,9 @@ def list_pipeline_runs(
         Query(description="Sort keys 'field [asc|desc]' (repeatable); newest first by default."),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500, description="Runs per page.")] = 50,
-    cursor: Annotated[Text | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        CursorText | None, Query(description="next_cursor of the previous page.")
+    ] = None,
 ) -> PipelineRunList:
     """Runs newest first (or by ``order_by``), filtered, one page at a time."""
     query = RunQuery(
@@ -96,7 +110,8 @@ def list_pipeline_runs(
         until=utc(until, "until"),
         users=tuple(user or ()),
         filter=filter or None,
-        order_by=tuple(order_by or ()),
+        # An empty item adds no key (an empty order_by is the default order).
+        order_by=tuple(item for item in order_by or () if item.strip()),
     )
     page = page_runs(
         ctx.workspace.store,
@@ -109,6 +124,51 @@ def list_pipeline_runs(
         pipeline_runs=[run_out(r) for r in page.runs],
         count=len(page.runs),
         next_cursor=page.next_cursor,
+    )
+
+
+# The batch actions come before /pipeline_runs/{run_id}: matched first, OPTIONS and other
+# methods on /pipeline_runs/retry and /cancel answer with their own Allow (POST), not GET's.
+
+
+@router.post(
+    "/pipeline_runs/retry",
+    response_model=BatchResponse,
+    summary="Retry many runs",
+    openapi_extra=_ONE_SELECTOR,
+)
+def retry_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
+    """Retry the runs given by ``ids`` or matching ``filter`` (by default the failed and
+    cancelled ones); each new run starts in the background."""
+
+    def retry(run_id: int) -> RunRecord:
+        run, _ = actions.retry_one(
+            ctx.workspace,
+            ctx.launcher,
+            run_id,
+            from_step=body.from_step,
+            parameters={},
+            executor=body.executor,
+        )
+        return run
+
+    ids = _select(ctx, body, _RETRYABLE)
+    return _batch(ids, actions.each(ids, retry))
+
+
+@router.post(
+    "/pipeline_runs/cancel",
+    response_model=BatchResponse,
+    summary="Cancel many runs",
+    openapi_extra=_ONE_SELECTOR,
+)
+def cancel_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
+    """Cancel the runs given by ``ids`` or matching ``filter`` (by default the waiting and
+    running ones): "cancel all running of pipeline X" is
+    ``{"filter": {"pipeline": "X", "status": ["running"]}}``."""
+    ids = _select(ctx, body, _CANCELLABLE)
+    return _batch(
+        ids, actions.cancel_many(ctx.workspace, ids, reason=body.reason, wait_s=body.wait_s)
     )
 
 
@@ -174,7 +234,9 @@ def metric_history(
         bool, Query(description="Every point as logged, one page of ``limit`` at a time.")
     ] = False,
     limit: Annotated[int, Query(ge=1, le=100000, description="Points per page (exact).")] = 10000,
-    cursor: Annotated[Text | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        CursorText | None, Query(description="next_cursor of the previous page.")
+    ] = None,
 ) -> MetricHistoryOut:
     """Exact points when the history fits ``points`` (or ``exact=true``), else envelopes."""
     store = ctx.workspace.store
@@ -271,37 +333,6 @@ def cancel_pipeline_run(
     run = actions.cancel_one(ctx.workspace, run_id, reason=body.reason, wait_s=body.wait_s)
     return PipelineRunEnvelope(
         pipeline_run=run_detail(run, store.latest_metrics(run_id), store.events(run_id))
-    )
-
-
-@router.post("/pipeline_runs/retry", response_model=BatchResponse, summary="Retry many runs")
-def retry_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
-    """Retry the runs given by ``ids`` or matching ``filter`` (by default the failed and
-    cancelled ones); each new run starts in the background."""
-
-    def retry(run_id: int) -> RunRecord:
-        run, _ = actions.retry_one(
-            ctx.workspace,
-            ctx.launcher,
-            run_id,
-            from_step=body.from_step,
-            parameters={},
-            executor=body.executor,
-        )
-        return run
-
-    ids = _select(ctx, body, _RETRYABLE)
-    return _batch(ids, actions.each(ids, retry))
-
-
-@router.post("/pipeline_runs/cancel", response_model=BatchResponse, summary="Cancel many runs")
-def cancel_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
-    """Cancel the runs given by ``ids`` or matching ``filter`` (by default the waiting and
-    running ones): "cancel all running of pipeline X" is
-    ``{"filter": {"pipeline": "X", "status": ["running"]}}``."""
-    ids = _select(ctx, body, _CANCELLABLE)
-    return _batch(
-        ids, actions.cancel_many(ctx.workspace, ids, reason=body.reason, wait_s=body.wait_s)
     )
 
 
