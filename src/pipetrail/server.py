@@ -19,6 +19,7 @@ from pipetrail.api.deps import ApiContext
 from pipetrail.api.docs import docs_router
 from pipetrail.api.errors import install_error_handlers
 from pipetrail.api.project import ProjectDir
+from pipetrail.runtime.recovery import LostRunReaper
 from pipetrail.workspace import Workspace
 
 __all__ = ["create_app"]
@@ -56,11 +57,18 @@ def create_app(
     policy = AccessPolicy(token, host)
     launcher = RunLauncher(workspace.settings, ProjectDir(project_dir or Path.cwd()))
 
+    # A server left running must notice runs whose runner died, with no other command.
+    reaper = LostRunReaper(workspace.store, workspace.spool_root)
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        yield
-        # Runs this server was driving cannot go on without it: end them as cancelled.
-        launcher.shutdown(workspace)
+        reaper.start()
+        try:
+            yield
+        finally:
+            reaper.stop()
+            # Runs this server was driving cannot go on without it: end them as cancelled.
+            launcher.shutdown(workspace)
 
     app = FastAPI(
         title="pipetrail",

@@ -275,3 +275,31 @@ def test_settings_spool_lives_under_home(tmp_path: Path) -> None:
         assert ws.services().spool_root == ws.spool_root
     finally:
         ws.close()
+
+
+def test_the_server_fails_a_sigkilled_runners_run_with_no_other_command(
+    shell: Cli, workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from pipetrail.server import create_app
+
+    file = flow_file(PAUSABLE, "pausable")
+    with TestClient(create_app(workspace, project_dir=tmp_path)) as client:
+        runner = shell.start("run", str(file), "-q")
+        _wait_file(tmp_path / "slow-started")
+        run_id = _run(workspace, _started(workspace, "pausable")).id
+        url = f"/api/pipeline_runs/{run_id}"
+        assert client.get(url).json()["pipeline_run"]["status"] == "running"
+        kill_tree(runner.pid)
+        runner.wait(timeout=10)
+
+        def failed() -> dict[str, object] | None:
+            record: dict[str, object] = client.get(url).json()["pipeline_run"]
+            return record if record["status"] == "failed" else None
+
+        record = wait_until("the server to fail the lost run", failed, 30)
+        assert "runner lost" in str(record["error"])
+        (tmp_path / "go").touch()
+        retry = client.post(f"/api/pipeline_runs/{run_id}/retry", json={})
+        assert retry.status_code < 300, retry.text
