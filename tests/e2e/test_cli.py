@@ -123,6 +123,26 @@ def test_failed_run_exits_1_and_explains(flow_file: FlowWriter, tmp_path: Path) 
     assert "pipetrail/runtime" not in done.stdout
 
 
+def test_a_run_into_a_pipe_prints_each_step_and_quiet_stays_quiet(
+    flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    home = tmp_path / "home"
+    file = str(flow_file(BROKEN))
+    done = pipetrail("run", file, home=home, cwd=tmp_path)
+    assert done.returncode == 1
+    lines = done.stdout.splitlines()
+    assert lines[0] == "broken/1 started: 2 step(s)"
+    assert re.fullmatch(r"broken/1 load: completed in \S+ m?s \(attempt 0\)", lines[1]), lines
+    assert re.fullmatch(r"broken/1 train: failed in \S+ m?s \(attempt 0\)", lines[2]), lines
+    assert lines[3] == "broken/1 failed: steps 1 completed, 1 failed"
+    assert lines[4].startswith("broken/1 failed in ")
+
+    quiet = pipetrail("run", file, "--quiet", home=home, cwd=tmp_path)
+    assert quiet.returncode == 1
+    assert quiet.stdout.startswith("broken/2 failed in "), quiet.stdout
+    assert "broken/2 load:" not in quiet.stdout
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 from rich.console import Console
@@ -36,7 +37,11 @@ class _Row:
 
 
 class LiveRunDisplay:
-    """A RunObserver that redraws a table of steps a few times a second."""
+    """A RunObserver that redraws a table of steps a few times a second on a terminal.
+
+    Off a terminal (CI logs, pipes) nothing is redrawn: it prints one line per task as it ends
+    (status, duration, attempt) and, when the run ends, how many steps ended in each status.
+    """
 
     def __init__(self, console: Console) -> None:
         self._console = console
@@ -54,8 +59,10 @@ class LiveRunDisplay:
         with self._lock:
             self._title = f"{run.pathspec}"
             self._steps = {s.name: _Row() for s in spec.steps}
-        # Not a terminal (CI, a pipe): no redraws, just the outcome at the end.
-        if self._console.is_terminal:
+        # Not a terminal (CI, a pipe): no redraws, a line per task as it ends instead.
+        if not self._console.is_terminal:
+            self._print(f"{run.pathspec} started: {len(spec.steps)} step(s)")
+        else:
             self._live = Live(
                 get_renderable=self._render,
                 console=self._console,
@@ -78,9 +85,28 @@ class LiveRunDisplay:
                 row.start, row.end, row.recorded = now, None, None
             if status in TASK_TERMINAL:
                 row.end, row.recorded = now, duration_s
+            line = None
+            if status in TASK_TERMINAL and not self._console.is_terminal:
+                took_s = row.duration(now)
+                took = (
+                    f" in {format_duration(took_s)} (attempt {attempt})"
+                    if took_s is not None
+                    else " (not run)"
+                )
+                line = f"{self._title} {step}: {status.value}{took}"
+        if line is not None:
+            self._print(line)
 
     def run_finished(self, run: RunRecord) -> None:
+        if not self._console.is_terminal:
+            with self._lock:
+                counts = Counter(row.status.value for row in self._steps.values())
+            ended = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+            self._print(f"{run.pathspec} {run.status.value}: steps {ended or 'none'}")
         self.stop()
+
+    def _print(self, line: str) -> None:
+        self._console.print(line, markup=False, highlight=False, soft_wrap=True)
 
     def stop(self) -> None:
         if self._live is not None:
