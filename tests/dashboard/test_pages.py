@@ -108,7 +108,7 @@ def test_the_vendored_libraries_are_built() -> None:
     manifest = STATIC / "vendor" / "manifest.json"
     assert manifest.is_file(), "run: npm ci --prefix web && npm run build --prefix web"
     packages = json.loads(manifest.read_text())["packages"]
-    assert set(packages) == {"cytoscape", "cytoscape-dagre", "uplot"}
+    assert set(packages) == {"cytoscape", "cytoscape-dagre", "uplot", "swagger-ui-dist", "redoc"}
     for meta in packages.values():
         for name in meta["files"]:
             assert (STATIC / "vendor" / name).is_file(), name
