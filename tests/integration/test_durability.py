@@ -303,3 +303,33 @@ def test_the_server_fails_a_sigkilled_runners_run_with_no_other_command(
         (tmp_path / "go").touch()
         retry = client.post(f"/api/pipeline_runs/{run_id}/retry", json={})
         assert retry.status_code < 300, retry.text
+
+
+TICKER = """
+import time
+from pathlib import Path
+
+@pt.step
+def ticker(lines: int = 12):
+    (Path(__file__).parent / "ready").touch()
+    for i in range(lines):
+        print("tick", i, flush=True)
+        time.sleep(0.15)
+    return lines
+
+pipeline = pt.Pipeline("ticker", [ticker])
+"""
+
+
+def test_logs_follow_tails_a_running_step_to_its_end(
+    shell: Cli, workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    file = flow_file(TICKER, "ticker")
+    runner = shell.start("run", str(file), "-q")
+    _wait_file(tmp_path / "ready")
+    follower = shell.start("logs", _started(workspace, "ticker"), "ticker", "--follow")
+    code, out, err = shell.finish(follower, 60, "logs --follow")
+    assert code == 0, err
+    ticks = [line for line in out.splitlines() if line.startswith("tick")]
+    assert ticks == [f"tick {i}" for i in range(12)], out
+    assert shell.finish(runner, 60, "the runner")[0] == 0
