@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -260,3 +265,67 @@ def test_diff_lineage_and_search_from_the_shell(flow_file: FlowWriter, tmp_path:
     assert [r["pathspec"] for r in json.loads(found.stdout)] == ["cli_flow/2"]
     bad = pipetrail("runs", "list", "--filter", "params.lr >", home=home, cwd=tmp_path)
     assert bad.returncode == 2 and "filter" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def _request(url: str, body: dict[str, object] | None = None) -> tuple[int, dict[str, Any]]:
+    data = json.dumps(body).encode() if body is not None else None
+    headers = {"Content-Type": "application/json"} if data else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data, headers), timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_ui_serves_pipeline_files_from_its_project_dir(
+    flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    (project / "flow.py").write_text(flow_file(FLOW).read_text())
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "PIPETRAIL_HOME": str(tmp_path / "home")}
+    env.pop("PIPETRAIL_DB", None)
+    with subprocess.Popen(
+        [sys.executable, "-m", "pipetrail.cli", "ui", "--port", str(port), "--project-dir",
+         "../project"],
+        cwd=elsewhere, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    ) as server:  # fmt: skip
+        try:
+            assert server.stdout is not None
+            assert "pipetrail dashboard:" in server.stdout.readline()
+            assert server.stdout.readline().strip() == f"pipeline files from: {project.resolve()}"
+            base = f"http://127.0.0.1:{port}/api"
+            for _ in range(300):  # the address is printed before uvicorn listens
+                try:
+                    _request(f"{base}/pipelines")
+                    break
+                except urllib.error.URLError:
+                    time.sleep(0.1)
+            # A relative file is taken from the project directory, not the server's working one.
+            status, body = _request(
+                f"{base}/pipelines/cli_flow/runs", {"file": "flow.py", "executor": "inline"}
+            )
+            assert status == 201, body
+            run_id = body["pipeline_run"]["id"]
+            for _ in range(600):
+                status, body = _request(f"{base}/pipeline_runs/{run_id}")
+                if body["pipeline_run"]["status"] in ("completed", "failed"):
+                    break
+                time.sleep(0.1)
+            assert body["pipeline_run"]["status"] == "completed", body
+        finally:
+            server.terminate()
+            server.wait(30)
+
+
+def test_ui_refuses_a_project_dir_that_is_not_a_folder(tmp_path: Path) -> None:
+    done = pipetrail("ui", "--project-dir", "missing", home=tmp_path / "home", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: Invalid value for '--project-dir': Directory 'missing' does not exist. "
+        "(see: pipetrail ui --help)"
+    ]
