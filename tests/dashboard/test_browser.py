@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Page, expect
+from playwright.sync_api import Page, Route, expect
 
 import pipetrail as pt
 from pipetrail.client import Run
@@ -326,3 +326,30 @@ def test_compare_runs(server: LiveServer, page: Page, seeded: Seeded, screenshot
     page.goto(f"{server.url}/compare?runs={ids}")
     assert painted(page, "#parallel"), "the parallel coordinates are blank"
     screenshot(page, "compare-three")
+
+
+def test_api_docs_render_offline(server: LiveServer, page: Page, screenshot: Shot) -> None:
+    server.require_api()
+    foreign: list[str] = []
+
+    def only_local(route: Route) -> None:
+        # Offline: anything not from this server fails, as it would with no network.
+        if route.request.url.startswith(server.url):
+            route.continue_()
+        else:
+            foreign.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    page.goto(f"{server.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("pipetrail")
+    expect(
+        page.locator(".opblock-summary-path", has_text="/api/pipeline_runs").first
+    ).to_be_visible()
+    screenshot(page, "api-docs")
+    page.goto(f"{server.url}/redoc")
+    expect(page.locator("h1", has_text="pipetrail").first).to_be_visible()
+    expect(page.get_by_text("List pipeline runs").first).to_be_attached()
+    # ReDoc's "API docs by Redocly" credit tries its logo from Redocly's site and hides it when
+    # that fails; it is an image, not a script or style the page needs.
+    assert [u for u in foreign if not u.endswith("/redoc/logo-mini.svg")] == [], foreign
