@@ -169,7 +169,7 @@ def step(
     return decorate
 
 
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 #: The longest duration accepted (100 years): beyond it a deadline leaves ``datetime``'s range.
 MAX_DURATION_S = 100 * 365 * 86400.0
 
@@ -177,7 +177,8 @@ MAX_DURATION_S = 100 * 365 * 86400.0
 def parse_duration(value: str | float | None, *, what: str, zero_ok: bool = False) -> float | None:
     """``"10m"`` → 600.0; numbers are seconds; None stays None.
 
-    The one parser of durations (step and pipeline timeouts, retry delays, ``run --timeout``).
+    The one parser of durations (step and pipeline timeouts, retry delays, ``run --timeout``,
+    ``--since 7d``).
     A duration is finite and at most :data:`MAX_DURATION_S`; zero only with ``zero_ok`` (a retry
     delay of zero retries at once; a timeout of zero means nothing).
 

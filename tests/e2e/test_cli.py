@@ -168,7 +168,8 @@ def test_a_run_into_a_pipe_prints_each_step_and_quiet_stays_quiet(
         (["run", "{exits}"], "exits.py' called sys.exit(3) at line 3"),
         (["runs", "list", "--limit", str(10**20)], "Invalid value for '--limit'"),
         (["runs", "list", "--limit", "10^20"], "Invalid value for '--limit'"),
-        (["runs", "list", "--since", "99999999999d"], "'99999999999d' reaches back before 1900"),
+        (["runs", "list", "--since", "99999999999d"], "'99999999999d' is not a usable duration"),
+        (["runs", "list", "--since", "yesterday"], "or give an ISO date such as 2026-01-31"),
         (["runs", "list", "--since", "0001-01-01"], "--since: time '0001-01-01T00:00:00+00:00'"),
         (["runs", "list", "--nope"], "No such option '--nope'"),
         (["runs", "show", "PIPE/999999"], "no run 'PIPE/999999': no runs recorded yet"),
@@ -329,3 +330,12 @@ def test_ui_refuses_a_project_dir_that_is_not_a_folder(tmp_path: Path) -> None:
         "error: Invalid value for '--project-dir': Directory 'missing' does not exist. "
         "(see: pipetrail ui --help)"
     ]
+
+
+def test_since_takes_a_duration_or_a_date(flow_file: FlowWriter, tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    assert pipetrail("run", str(flow_file(FLOW)), "-q", home=home, cwd=tmp_path).returncode == 0
+    for since, expected in (("1h", ["cli_flow/1"]), ("1w", ["cli_flow/1"]), ("2100-01-01", [])):
+        listed = pipetrail("runs", "list", "--json", "--since", since, home=home, cwd=tmp_path)
+        assert listed.returncode == 0, listed.stderr
+        assert [r["pathspec"] for r in json.loads(listed.stdout)] == expected, since

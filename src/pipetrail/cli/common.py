@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 
 import click
 
-from pipetrail.core.bounds import EARLIEST, MAX_COUNT, check_time
-from pipetrail.errors import PipetrailError, UsageError
+from pipetrail.core.bounds import MAX_COUNT, check_time
+from pipetrail.errors import DefinitionError, PipetrailError, UsageError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,30 +52,24 @@ def count(*, low: int) -> click.IntRange:
 
 
 def since_time(text: str | None, option: str = "--since") -> datetime | None:
-    """The time ``text`` names: a duration back from now (30m, 2h, 7d, 1w) or an ISO date.
+    """The time ``text`` names: an ISO date, or a duration back from now (30m, 2h, 7d, 1w).
 
     Raises:
         UsageError: naming ``option`` and the value, when it is unreadable or out of range.
     """
     if text is None:
         return None
-    units = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-    stripped = text.strip().lower()
-    if stripped[-1:] in units and stripped[:-1].isascii() and stripped[:-1].isdigit():
-        back = (datetime.now(UTC) - EARLIEST).total_seconds()
-        if len(stripped) > 20 or int(stripped[:-1]) * units[stripped[-1]] > back:
-            raise UsageError(
-                f"{option}: {text!r} reaches back before {EARLIEST:%Y-%m-%d}; "
-                "give a shorter duration or an ISO date"
-            )
-        return datetime.now(UTC) - timedelta(seconds=int(stripped[:-1]) * units[stripped[-1]])
+    from pipetrail.dsl import parse_duration
+
     try:
-        parsed = datetime.fromisoformat(text)
+        return check_time(datetime.fromisoformat(text), option)
     except ValueError:
-        raise UsageError(
-            f"{option} expects a duration like '30m', '2h', '7d' or an ISO date, got {text!r}"
-        ) from None
-    return check_time(parsed, option)
+        pass  # not a date: a duration
+    try:
+        back = parse_duration(text, what=option, zero_ok=True) or 0.0
+    except DefinitionError as exc:
+        raise UsageError(f"{exc}; or give an ISO date such as 2026-01-31") from None
+    return check_time(datetime.now(UTC) - timedelta(seconds=back), option)
 
 
 def run_and_step(ref: str) -> tuple[Any, str | None]:
