@@ -44,6 +44,8 @@ def test_all_is_sorted_and_pinned() -> None:
 def test_client_all_is_sorted_and_pinned() -> None:
     assert pt.client.__all__ == sorted(pt.client.__all__)
     assert pt.client.__all__ == [
+        "Artifact",
+        "ArtifactMap",
         "Code",
         "Comparison",
         "DataArtifacts",
@@ -55,6 +57,7 @@ def test_client_all_is_sorted_and_pinned() -> None:
         "RunList",
         "Step",
         "Task",
+        "TaskException",
         "compare",
         "lineage",
         "list_runs",

@@ -13,7 +13,7 @@ import pytest
 from rich.console import Console
 
 import pipetrail as pt
-from pipetrail.client import Reader, Run
+from pipetrail.client import Artifact, Reader, Run
 from pipetrail.client import lineage_graph as lineage_module
 from pipetrail.client.lineage_graph import LineageGraph, TaskNode, lineage, resolve_artifact
 from pipetrail.errors import NotFoundError, UsageError
@@ -76,7 +76,9 @@ def runs(workspace: Workspace, flow_file: FlowWriter, data: Path) -> tuple[Run, 
 def _model_key(run: Run) -> str:
     task = run["train"].task
     assert task is not None
-    return next(link.artifact.key for link in task.outputs if link.name == "model")
+    model = task.outputs["model"]
+    assert isinstance(model, Artifact)
+    return model.hash
 
 
 def _tasks(graph: LineageGraph) -> dict[str, TaskNode]:

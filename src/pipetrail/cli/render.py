@@ -12,8 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from pipetrail.client import Run
-from pipetrail.core.model import ArtifactLink
+from pipetrail.client import Artifact, Run
 
 __all__ = [
     "STATUS_STYLES",
@@ -166,7 +165,7 @@ def print_run(run: Run) -> None:
         steps.add_column(column)
     for step in run:
         for task in step.tasks:
-            note = task.exception or ""
+            note = str(task.exception or "")
             if task.record.failed_upstream:
                 note = f"upstream {task.record.failed_upstream!r} failed"
             cpu = task.record.cpu_time_s
@@ -190,23 +189,28 @@ def print_run(run: Run) -> None:
             table.add_row(name, f"{value:.6g}")
         out.print(table)
 
-    links = [link for step in run for task in step.tasks for link in task.outputs + task.inputs]
-    if links:
-        names = {t.id: s.name for s in run for t in s.tasks}
+    rows = [
+        (step.name, direction, artifact)
+        for step in run
+        for task in step.tasks
+        for direction, artifacts in (("out", task.outputs), ("in", task.inputs))
+        for artifact in artifacts.all()
+    ]
+    if rows:
         table = Table(
             title="artifacts and inputs", box=None, header_style="bold", title_justify="left"
         )
         for column in ("STEP", "DIR", "NAME", "KIND", "TYPE", "SIZE", "HASH"):
             table.add_column(column)
-        for link in links:
+        for step_name, direction, artifact in rows:
             table.add_row(
-                names.get(link.task_id, "?"),
-                "out" if link.direction == "output" else "in",
-                link.name,
-                link.kind,
-                link.artifact.type_name,
-                format_bytes(link.artifact.size),
-                link.artifact.key[:12],
+                step_name,
+                direction,
+                artifact.name,
+                artifact.kind,
+                artifact.type,
+                format_bytes(artifact.size),
+                artifact.hash[:12],
             )
         out.print(table)
     failed = [s for s in run if s.task is not None and s.task.status == "failed"]
@@ -321,18 +325,19 @@ def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None
             out.print(f"no captured output for{where} {run.pathspec}")
 
 
-def _link_json(link: ArtifactLink) -> dict[str, Any]:
+def _artifact_json(artifact: Artifact, direction: str) -> dict[str, Any]:
+    producer = artifact.task
     return {
-        "name": link.name,
-        "direction": link.direction,
-        "kind": link.kind,
-        "hash": link.artifact.key,
-        "size": link.artifact.size,
-        "serializer": link.artifact.serializer,
-        "content_type": link.artifact.content_type,
-        "type": link.artifact.type_name,
-        "source_uri": link.source_uri,
-        "producer_task_id": link.producer_task_id,
+        "name": artifact.name,
+        "direction": direction,
+        "kind": artifact.kind,
+        "hash": artifact.hash,
+        "size": artifact.size,
+        "serializer": artifact.serializer,
+        "content_type": artifact.content_type,
+        "type": artifact.type,
+        "source_uri": artifact.source_uri,
+        "producer_task_id": None if producer is None else producer.id,
     }
 
 
@@ -369,14 +374,22 @@ def run_to_json(run: Run) -> dict[str, Any]:
                     "finished_at": record.finished_at.isoformat() if record.finished_at else None,
                     "duration_s": task.duration,
                     "resources": task.resources,
-                    "exception": task.exception,
+                    "exception": None if task.exception is None else str(task.exception),
                     "traceback": task.traceback,
                     "failed_upstream": record.failed_upstream,
-                    "inputs": [_link_json(link) for link in task.inputs],
-                    "outputs": [_link_json(link) for link in task.outputs],
+                    "inputs": [_artifact_json(a, "input") for a in task.inputs.all()],
+                    "outputs": [_artifact_json(a, "output") for a in task.outputs.all()],
                 }
             )
-        steps.append({"name": step.name, "status": step.status, "tasks": tasks})
+        steps.append(
+            {
+                "name": step.name,
+                "status": step.status,
+                "started_at": step.started_at.isoformat() if step.started_at else None,
+                "finished_at": step.finished_at.isoformat() if step.finished_at else None,
+                "tasks": tasks,
+            }
+        )
     return {
         **run_summary_json(run),
         "version": run.version,

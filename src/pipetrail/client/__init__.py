@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipetrail.client.artifacts import DataArtifacts
+from pipetrail.client.artifacts import Artifact, ArtifactMap, DataArtifacts
 from pipetrail.client.comparison import Comparison, compare
 from pipetrail.client.lineage_graph import LineageGraph, lineage
 from pipetrail.client.pipelines import Pipeline
@@ -16,9 +16,11 @@ from pipetrail.client.runs import (
     namespace,
     search_runs,
 )
-from pipetrail.client.steps import Step, Task
+from pipetrail.client.steps import Step, Task, TaskException
 
 __all__ = [
+    "Artifact",
+    "ArtifactMap",
     "Code",
     "Comparison",
     "DataArtifacts",
@@ -30,6 +32,7 @@ __all__ = [
     "RunList",
     "Step",
     "Task",
+    "TaskException",
     "compare",
     "lineage",
     "list_runs",

@@ -247,6 +247,19 @@ class Run:
             self._links = self._reader.store.links(self._record.id)
         return self._links
 
+    def _task_handle(self, task_id: int) -> Task | None:
+        """The Task handle of a task id: of this run, or of the run that recorded it."""
+        tasks = self._task_records()
+        record = next((t for t in tasks if t.id == task_id), None)
+        if record is None:
+            found = self._reader.store.get_tasks([task_id])
+            if not found:
+                return None
+            return Run._of(self._reader.store.get_run(found[0].run_id), self._reader)._task_handle(
+                task_id
+            )
+        return Task(Step(self, record.step, [t for t in tasks if t.step == record.step]), record)
+
     @property
     def steps(self) -> list[Step]:
         """Steps in execution order."""

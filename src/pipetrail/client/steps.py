@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from pipetrail.client.artifacts import DataArtifacts
+from pipetrail.client.artifacts import Artifact, ArtifactMap, DataArtifacts
 from pipetrail.core.model import ArtifactLink, TaskRecord
-from pipetrail.core.status import TaskStatus
+from pipetrail.core.status import TASK_TERMINAL, TaskStatus
 
 if TYPE_CHECKING:
     from pipetrail.client.runs import Run
 
-__all__ = ["Step", "Task"]
+__all__ = ["Step", "Task", "TaskException"]
+
+
+@dataclass(frozen=True)
+class TaskException:
+    """Why a task failed: ``str()`` reads ``"ValueError: bad row"``.
+
+    Attributes:
+        type: the exception's class name.
+        message: its message.
+        traceback: the recorded traceback, starting at the user's code (None if none was kept).
+    """
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}"
 
 
 class Step:
@@ -40,6 +60,26 @@ class Step:
     @property
     def status(self) -> str:
         return self._tasks[-1].status.value if self._tasks else TaskStatus.INITIAL.value
+
+    @property
+    def created_at(self) -> datetime | None:
+        """When the step's first task was created; None before it has one."""
+        return min((t.created_at for t in self._tasks), default=None)
+
+    @property
+    def started_at(self) -> datetime | None:
+        """When its first task (attempt) started; None before one has."""
+        return min((t.started_at for t in self._tasks if t.started_at is not None), default=None)
+
+    @property
+    def finished_at(self) -> datetime | None:
+        """When its last task (attempt, retries included) ended; None until every task has."""
+        latest: dict[int, TaskRecord] = {}
+        for task in self._tasks:
+            latest[task.task_index] = task
+        if not latest or any(t.status not in TASK_TERMINAL for t in latest.values()):
+            return None
+        return max((t.finished_at for t in self._tasks if t.finished_at is not None), default=None)
 
     def __repr__(self) -> str:
         return f"Step('{self.pathspec}', status={self.status!r})"
@@ -99,10 +139,15 @@ class Task:
         }
 
     @property
-    def exception(self) -> str | None:
+    def exception(self) -> TaskException | None:
+        """Why the attempt failed (``str()`` is ``"Type: message"``); None unless it failed."""
         if self._record.exception_type is None:
             return None
-        return f"{self._record.exception_type}: {self._record.exception_message}"
+        return TaskException(
+            self._record.exception_type,
+            self._record.exception_message or "",
+            self._record.traceback,
+        )
 
     @property
     def traceback(self) -> str | None:
@@ -126,17 +171,36 @@ class Task:
             if link.task_id == self._record.id and link.direction == direction
         ]
 
-    @property
-    def inputs(self) -> list[ArtifactLink]:
-        return self._links("input")
+    def _artifacts(self, direction: str) -> ArtifactMap:
+        reader = self.step.run._reader
+
+        def producer(link: ArtifactLink) -> Task | None:
+            if link.direction == "output":
+                return self
+            if link.producer_task_id is None:
+                return None
+            return self.step.run._task_handle(link.producer_task_id)
+
+        return ArtifactMap(
+            [
+                Artifact(link, reader, functools.partial(producer, link))
+                for link in self._links(direction)
+            ]
+        )
 
     @property
-    def outputs(self) -> list[ArtifactLink]:
-        return self._links("output")
+    def inputs(self) -> ArtifactMap:
+        """What the task consumed, by name: upstream values and external inputs."""
+        return self._artifacts("input")
+
+    @property
+    def outputs(self) -> ArtifactMap:
+        """What the task produced, by name: its return values and logged artifacts."""
+        return self._artifacts("output")
 
     @property
     def data(self) -> DataArtifacts:
-        return DataArtifacts(self.step.run._reader, self.outputs)
+        return DataArtifacts(self.step.run._reader, self._links("output"))
 
     def __repr__(self) -> str:
         return f"Task('{self.pathspec}', attempt={self.attempt}, status={self.status!r})"
