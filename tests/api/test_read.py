@@ -167,6 +167,11 @@ def test_block_runs_of_a_run_and_one_block_run(client: TestClient, seeded: Seede
     assert [i["name"] for i in detail["inputs"]] == ["root"]
     assert detail["inputs"][0]["producer_block_run_id"] == by_step["root"]["id"]
     assert detail["outputs"] == []
+    root = client.get(f"/api/block_runs/{by_step['root']['id']}").json()["block_run"]
+    [produced] = root["outputs"]
+    assert "key" not in produced, "the content hash is named hash, as in the client and CLI"
+    assert detail["inputs"][0]["hash"] == produced["hash"]
+    assert produced["download_url"] == f"/api/artifacts/{produced['hash']}"
 
     logs = client.get(f"/api/block_runs/{boom['id']}/logs").json()
     assert logs == {"block_run_id": boom["id"], "stdout": "about to fail\n", "stderr": ""}
@@ -200,7 +205,7 @@ def test_output_previews(client: TestClient, seeded: Seeded) -> None:
         {"x": 2, "y": 1.0, "label": "b"},
     ]
     assert load["truncated"] is True
-    assert load["download_url"].startswith("/api/artifacts/")
+    assert load["download_url"] == f"/api/artifacts/{load['hash']}"
 
     [array] = client.get(
         f"/api/block_runs/{ids['features']}/outputs", params={"sample_count": 2}

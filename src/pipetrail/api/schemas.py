@@ -251,7 +251,9 @@ class ArtifactLinkOut(_Out):
     name: str = Field(description="Name of the input or output.")
     direction: Literal["input", "output"] = Field(description="Consumed or produced.")
     kind: str = Field(description="output, logged, upstream or external.")
-    key: str = Field(description="Content hash (the artifact key).")
+    hash: str = Field(
+        description="Content hash of the bytes: the artifact's identity, as in /api/artifacts/{hash}."
+    )
     size: int = Field(description="Size in bytes.")
     serializer: str = Field(description="How the value was stored (json, npy, parquet, file, …).")
     content_type: str = Field(description="Media type of the stored bytes.")
@@ -289,6 +291,7 @@ class OutputPreview(_Out):
     """A preview of one output of a block run (Mage: block run output)."""
 
     name: str = Field(description="Output name.")
+    hash: str = Field(description="Content hash of the stored bytes, as in /api/artifacts/{hash}.")
     type: Literal["table", "array", "object", "text", "image", "binary", "external", "error"] = (
         Field(description="What kind of preview ``sample_data`` holds.")
     )

@@ -142,7 +142,7 @@ def link_out(link: ArtifactLink) -> ArtifactLinkOut:
         name=link.name,
         direction="input" if link.direction == "input" else "output",
         kind=link.kind,
-        key=record.key,
+        hash=record.key,
         size=record.size,
         serializer=record.serializer,
         content_type=record.content_type,

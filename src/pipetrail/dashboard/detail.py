@@ -71,7 +71,7 @@ class ArtifactView:
         return self.link.name
 
     @property
-    def key(self) -> str:
+    def hash(self) -> str:
         return self.link.artifact.key
 
     @property

@@ -70,7 +70,10 @@ def get_block_run_outputs(
     links = [k for k in store.links_of_tasks([block_run_id]) if k.direction == "output"]
     return OutputList(
         block_run_id=block_run_id,
-        outputs=[OutputPreview(**preview(reader, link, sample_count)) for link in links],
+        outputs=[
+            OutputPreview(**preview(reader, link, sample_count), hash=link.artifact.key)
+            for link in links
+        ],
     )
 
 
