@@ -26,8 +26,8 @@ def test_iris_example_records_a_complete_run(sqlite_workspace: Workspace) -> Non
     assert 0 < run.metrics["f1_macro"] <= 1
     evaluate = run["evaluate"].task
     assert evaluate is not None
-    image = next(link for link in evaluate.outputs if link.name == "confusion_matrix.png")
-    assert image.artifact.content_type == "image/png"
+    image = next(a for a in evaluate.outputs.all() if a.name == "confusion_matrix.png")
+    assert image.content_type == "image/png"
     assert run.data["confusion_matrix.png"][:8] == b"\x89PNG\r\n\x1a\n"
     assert run.data.evaluate["accuracy"] == run.metrics["accuracy"]
     model = run.data.train
