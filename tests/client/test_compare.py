@@ -136,7 +136,7 @@ def test_changed_data_file_is_a_changed_input(
     diff = compare(a, b)
 
     (numbers,) = diff.inputs
-    assert numbers.status == "changed" and numbers.keys[0] != numbers.keys[1]
+    assert numbers.status == "changed" and numbers.hashes[0] != numbers.hashes[1]
     assert {x.step: x.status for x in diff.artifacts}["load"] == "changed"
 
 
@@ -218,6 +218,8 @@ def test_pathspecs_json_and_errors(workspace: Workspace, flow_file: FlowWriter, 
     }
     assert as_json["environment"]["identical"] is True
     assert as_json["environment"]["packages"] == {"added": [], "removed": [], "changed": []}
+    assert all("hashes" in d and "keys" not in d for d in as_json["artifacts"] + as_json["inputs"])
+    assert as_json["artifacts"] and as_json["inputs"]
     assert as_json["code"][1]["changed"] is False
     assert as_json["columns"][:3] == ["run", "params.lr", "metrics.score"]
     assert as_json["table"][1]["params.lr"] == 0.3

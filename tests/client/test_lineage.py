@@ -113,7 +113,7 @@ def test_up_from_a_model_reaches_the_data_file_params_and_code(
     steps = {s["name"]: s for s in first.dag["steps"]}
     assert train.source_hash == steps["train"]["source_hash"] and train.source_hash
     (csv,) = graph.external_inputs
-    assert csv.key == digest_file(data)[0], "the exact input file, by content hash"
+    assert csv.hash == digest_file(data)[0], "the exact input file, by content hash"
     assert csv.source_uri == str(data.resolve()) and csv.names == ("train.csv",)
     assert _edges(graph) == {
         (f"{p}/train/0", "produced", "model"),
@@ -137,7 +137,7 @@ def test_down_from_the_data_file_reaches_every_run_that_used_it(
     assert len(graph.tasks) == 6
     names = {name for a in graph.artifacts for name in a.names}
     assert {"train.csv", "prepare", "model", "report", "evaluate"} <= names
-    models = {a.key for a in graph.artifacts if "model" in a.names}
+    models = {a.hash for a in graph.artifacts if "model" in a.names}
     assert models == {_model_key(first), _model_key(second)}
     # Both evaluate tasks consumed the same prepared data, each its own run's model.
     consumed = {(s, t) for s, kind, t in _edges(graph) if kind == "consumed"}
@@ -151,7 +151,7 @@ def test_depth_counts_task_hops(workspace: Workspace, runs: tuple[Run, Run], dat
     key = _model_key(first)
 
     only = lineage(key, direction="up", depth=0, reader=reader)
-    assert only.tasks == () and [a.key for a in only.artifacts] == [key] and only.truncated
+    assert only.tasks == () and [a.hash for a in only.artifacts] == [key] and only.truncated
 
     one = lineage(key, direction="up", depth=1, reader=reader)
     assert [t.step for t in one.tasks] == ["train"] and one.truncated
@@ -188,6 +188,7 @@ def test_to_dict_dot_and_mermaid(workspace: Workspace, runs: tuple[Run, Run]) ->
     assert all(e["source"] in ids and e["target"] in ids for e in as_json["edges"])
     csv = next(a for a in as_json["artifacts"] if a["external"])
     assert csv["source_uri"] and csv["source_uris"] == [csv["source_uri"]]
+    assert csv["id"] == f"artifact:{csv['hash']}" and "key" not in csv, "hash, as everywhere"
 
     dot = graph.to_dot()
     assert dot.startswith("digraph lineage {") and dot.rstrip().endswith("}")
@@ -241,7 +242,7 @@ def test_unknown_short_and_ambiguous_prefixes(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     reader = workspace.reader()
-    known = {a.key for a in lineage(runs[0], direction="up").artifacts}
+    known = {a.hash for a in lineage(runs[0], direction="up").artifacts}
     unknown = next(
         p
         for p in ("deadbeef00", "0123abcd99", "ffffeeee11")
@@ -360,4 +361,4 @@ def test_up_from_a_retried_run_follows_reused_outputs_to_the_origin(
     assert f"{origin.pathspec}/train/0" not in tasks, "the failed attempt made nothing used"
     assert (f"{origin.pathspec}/prepare/0", "produced", "prepare") in _edges(graph)
     assert ("train.csv", "consumed", f"{origin.pathspec}/prepare/0") in _edges(graph)
-    assert [a.key for a in graph.external_inputs] == [digest_file(data)[0]]
+    assert [a.hash for a in graph.external_inputs] == [digest_file(data)[0]]

@@ -142,14 +142,14 @@ class ArtifactDiff(_Record):
         step: the step (``"step/index"`` for a step that ran as several tasks).
         name: the output name.
         status: ``"identical"``, ``"changed"``, ``"added"`` (only in the second) or ``"removed"``.
-        keys: the content hash in each run (``None`` where absent).
+        hashes: the content hash in each run (``None`` where absent).
         type_names: the stored type in each run.
     """
 
     step: str
     name: str
     status: str
-    keys: tuple[str | None, str | None]
+    hashes: tuple[str | None, str | None]
     type_names: tuple[str | None, str | None]
 
 
@@ -160,13 +160,13 @@ class InputDiff(_Record):
     Attributes:
         name: the input name (the file name unless given).
         status: ``"identical"``, ``"changed"``, ``"added"`` or ``"removed"``.
-        keys: the content hash in each run.
+        hashes: the content hash in each run.
         source_uris: where each run read it from.
     """
 
     name: str
     status: str
-    keys: tuple[str | None, str | None]
+    hashes: tuple[str | None, str | None]
     source_uris: tuple[str | None, str | None]
 
 
@@ -504,10 +504,10 @@ def render(comparison: Comparison) -> Any:
         hashes.add_column(column)
     colours = {"identical": "green", "changed": "yellow", "added": "cyan", "removed": "red"}
     for a in comparison.artifacts:
-        keys = (_short(k) for k in a.keys)
+        keys = (_short(k) for k in a.hashes)
         hashes.add_row("output", a.step, a.name, Text(a.status, colours[a.status]), *keys)
     for i in comparison.inputs:
-        keys = (_short(k) for k in i.keys)
+        keys = (_short(k) for k in i.hashes)
         hashes.add_row("input", "", i.name, Text(i.status, colours[i.status]), *keys)
     parts.append(hashes)
     return Group(*parts)

@@ -37,7 +37,7 @@ class ArtifactNode:
     """An artifact in the graph, by content hash.
 
     Attributes:
-        key: the content hash.
+        hash: the content hash.
         names: every name it was produced or consumed under, in the walked links.
         type_name: the stored Python type (``"file"`` or ``"directory"`` for external inputs).
         size: bytes.
@@ -46,7 +46,7 @@ class ArtifactNode:
         source_uris: where external inputs were read from.
     """
 
-    key: str
+    hash: str
     names: tuple[str, ...]
     type_name: str
     size: int
@@ -56,8 +56,8 @@ class ArtifactNode:
 
     @property
     def id(self) -> str:
-        """The node id: ``artifact:<key>``."""
-        return f"artifact:{self.key}"
+        """The node id: ``artifact:<hash>``."""
+        return f"artifact:{self.hash}"
 
     @property
     def external(self) -> bool:
@@ -72,7 +72,7 @@ class ArtifactNode:
     @property
     def label(self) -> str:
         """Its names (or its short hash when it has none) and short hash."""
-        return f"{', '.join(self.names) or '?'} ({self.key[:12]})"
+        return f"{', '.join(self.names) or '?'} ({self.hash[:12]})"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -190,7 +190,7 @@ class LineageGraph:
         return [a for a in self.artifacts if a.external]
 
     def node(self, node_id: str) -> ArtifactNode | TaskNode:
-        """The node with this id (``artifact:<key>`` or ``task:<id>``).
+        """The node with this id (``artifact:<hash>`` or ``task:<id>``).
 
         Raises:
             KeyError: no such node in the graph.
@@ -225,7 +225,7 @@ class LineageGraph:
             lines.append(f"  {_dot(t.id)} [shape=box, label={_dot(label)}];")
         for a in self.artifacts:
             shape = "note" if a.external else "ellipse"
-            label = "\n".join([", ".join(a.names), a.key[:12], *a.source_uris])
+            label = "\n".join([", ".join(a.names), a.hash[:12], *a.source_uris])
             lines.append(f"  {_dot(a.id)} [shape={shape}, label={_dot(label)}];")
         for e in self.edges:
             lines.append(f"  {_dot(e.source)} -> {_dot(e.target)} [label={_dot(e.name)}];")
@@ -242,7 +242,7 @@ class LineageGraph:
             )
             lines.append(f'  {_mermaid_id(t.id)}["{label}"]')
         for a in self.artifacts:
-            label = "<br/>".join(_mermaid(s) for s in (", ".join(a.names), a.key[:12]))
+            label = "<br/>".join(_mermaid(s) for s in (", ".join(a.names), a.hash[:12]))
             shape = ('[/"', '"/]') if a.external else ('(["', '"])')
             lines.append(f"  {_mermaid_id(a.id)}{shape[0]}{label}{shape[1]}")
         for e in self.edges:
@@ -547,7 +547,7 @@ class _Walk:
     def graph(self, target: str, kind: str, roots: Sequence[str]) -> LineageGraph:
         artifacts = tuple(
             ArtifactNode(
-                key=r.key,
+                hash=r.key,
                 names=tuple(self.names[r.key]),
                 type_name=r.type_name,
                 size=r.size,
