@@ -99,6 +99,14 @@ def test_run_show_list_logs(flow_file: FlowWriter, tmp_path: Path, db: str | Non
     assert record["trigger"] == "cli"
     assert record["metrics"] == {"loss": 0.25}
     assert [s["name"] for s in record["steps"]] == ["load", "train"]
+    load, train = record["steps"]
+    assert (
+        load["started_at"] and load["finished_at"] and load["finished_at"] <= train["finished_at"]
+    )
+    [produced] = load["tasks"][0]["outputs"]
+    [consumed] = train["tasks"][0]["inputs"]
+    assert consumed["hash"] == produced["hash"] and "key" not in produced
+    assert consumed["producer_task_id"] == load["tasks"][0]["id"]
     assert record["code_files"] == ["flow.py"]
     assert record["environment"]["packages"]["click"]
 
