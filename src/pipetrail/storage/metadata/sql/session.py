@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from pipetrail.errors import LeaseLostError, StoreError
 from pipetrail.storage.metadata.sql import migrate
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, make_engine, short
+from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, for_update, make_engine, short
 from pipetrail.storage.metadata.sql.tables import pipeline_run
 
 __all__ = ["SqlSession", "now", "patient"]
@@ -121,10 +121,14 @@ class SqlSession:
         held = self._held.get(run_id)
         if held is None:
             return
-        if current is None:
-            current = conn.execute(
-                select(pipeline_run.c.lease).where(pipeline_run.c.id == run_id)
-            ).scalar_one_or_none()
+        if current is None or for_update(conn):
+            query = select(pipeline_run.c.lease).where(pipeline_run.c.id == run_id)
+            if for_update(conn):
+                # A key-share lock until this write commits: taking the run (mark_lost, FOR
+                # UPDATE) waits for it, and a write that starts later sees the new lease. Row
+                # updates such as the heartbeat do not conflict with it.
+                query = query.with_for_update(read=True, key_share=True)
+            current = conn.execute(query).scalar_one_or_none()
         if current != held:
             raise LeaseLostError(
                 f"run {run_id} was taken from this process (reaped as lost, lease {held} is now "

@@ -185,18 +185,24 @@ class TaskRows(SqlSession):
 
     def _task_state(self, conn: Connection, task_id: int) -> tuple[int, TaskStatus]:
         """The task's run and status, locked for the write; fenced by the run's lease."""
-        query = (
+        row = conn.execute(
             select(block_run.c.run_id, block_run.c.status, pipeline_run.c.lease)
             .join(pipeline_run, pipeline_run.c.id == block_run.c.run_id)
             .where(block_run.c.id == task_id)
-        )
-        if for_update(conn):
-            query = query.with_for_update(of=block_run)
-        row = conn.execute(query).first()
+        ).first()
         if row is None:
             raise NotFoundError(f"no task with id {task_id}")
-        self._check_lease(conn, int(row.run_id), row.lease)
-        return int(row.run_id), TaskStatus(row.status)
+        run_id = int(row.run_id)
+        if not for_update(conn):
+            self._check_lease(conn, run_id, row.lease)
+            return run_id, TaskStatus(row.status)
+        # Locks in one order everywhere, the run's row before its tasks' (mark_lost too), so
+        # that taking a run and finishing one of its tasks never deadlock.
+        self._check_lease(conn, run_id)
+        status = conn.execute(
+            select(block_run.c.status).where(block_run.c.id == task_id).with_for_update()
+        ).scalar_one()
+        return run_id, TaskStatus(status)
 
     def _task_events(
         self,
