@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q -q
 export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
 
-.PHONY: demo test lint bench bench-quick clean help browser
+.PHONY: demo test lint bench bench-quick soak clean help browser
 
 help:
 	@echo "make demo   - set up .venv, run the example ML pipeline, print where to look"
 	@echo "make test   - install test tools, run linters and the whole test suite (SQLite + PostgreSQL)"
 	@echo "make bench  - run the benchmark suite, print a table, write bench-results/latest.json"
+	@echo "make soak   - bounded fault injection (kills, pauses, crowds) on SQLite and PostgreSQL"
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -64,6 +65,10 @@ bench: $(VENV)/.installed-dev
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py --quick
+
+# Kills, pauses and crowds real runners, then counts what was lost (minutes; not part of make test).
+soak: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) .pipetrail bench-results test-output .pytest_cache .mypy_cache .ruff_cache web/node_modules
