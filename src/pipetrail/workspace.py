@@ -123,9 +123,13 @@ class Workspace:
         self.store.close()
 
 
-def open_workspace(settings: Settings | None = None) -> Workspace:
-    """Open the stores named by ``settings`` (by default: PIPETRAIL_* and pyproject.toml)."""
-    return Workspace(settings or load_settings())
+def open_workspace(settings: Settings | None = None, *, connections: int = 1) -> Workspace:
+    """Open the stores named by ``settings`` (by default: PIPETRAIL_* and pyproject.toml).
+
+    ``connections``: most PostgreSQL connections of this process (a server serves requests
+    side by side; a runner needs one).
+    """
+    return Workspace(settings or load_settings(), connections=connections)
 
 
 def build_task_services(settings: Settings) -> TaskServices:

@@ -9,6 +9,10 @@ import click
 from pipetrail.cli.common import errors
 
 
+#: PostgreSQL connections the server keeps for requests served side by side.
+SERVER_CONNECTIONS = 8
+
+
 @click.command("ui")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
 @click.option("--port", type=click.IntRange(1, 65535), default=8765, show_default=True)
@@ -34,7 +38,9 @@ def ui_command(host: str, port: int, token: str | None, project_dir: Path) -> No
     from pipetrail.workspace import open_workspace
 
     project = project_dir.resolve()
-    app = create_app(open_workspace(), token=token, host=host, project_dir=project)
+    app = create_app(
+        open_workspace(connections=SERVER_CONNECTIONS), token=token, host=host, project_dir=project
+    )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"pipetrail dashboard: http://{shown}:{port}/pipeline-runs   (API docs: /docs)")
     click.echo(f"pipeline files from: {project}")
