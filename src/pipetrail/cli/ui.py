@@ -8,7 +8,6 @@ import click
 
 from pipetrail.cli.common import errors
 
-
 #: PostgreSQL connections the server keeps for requests served side by side.
 SERVER_CONNECTIONS = 8
 
