@@ -319,7 +319,7 @@ def print_logs(run: Run, step_name: str | None, stream: str, attempt: int | None
         if still and (step_name is None or step_name in still):
             out.print(
                 f"no captured output yet for{where} {run.pathspec}: {', '.join(still)} still "
-                "running; a task's output is stored when it ends"
+                f"running; follow it with: pipetrail logs {run.pathspec} --follow"
             )
         else:
             out.print(f"no captured output for{where} {run.pathspec}")
