@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NamedTuple, Protocol
 
@@ -28,6 +28,9 @@ __all__ = [
     "RunQuery",
     "SpoolBatch",
     "TaskOutcome",
+    "TickRecord",
+    "TriggerDefinition",
+    "TriggerRecord",
     "VersionStats",
 ]
 
@@ -165,6 +168,63 @@ class RunQuery:
     before_id: int | None = None
 
 
+@dataclass(frozen=True)
+class TriggerDefinition:
+    """What a trigger runs, when and how; validated by ``scheduling.triggers`` before storing.
+
+    ``kind`` is one of ``cron``, ``interval``, ``once``, ``always_on``, ``after``, ``api``;
+    only the schedule fields of that kind are set.
+    """
+
+    name: str
+    pipeline_file: str
+    pipeline_name: str | None
+    kind: str
+    cron: str | None = None
+    interval_s: float | None = None
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    once_at: datetime | None = None
+    after_pipeline: str | None = None
+    after_on: str | None = None
+    timezone: str = "UTC"
+    params: dict[str, Any] = field(default_factory=dict)
+    variables: dict[str, str] = field(default_factory=dict)
+    tags: tuple[str, ...] = ()
+    timeout_s: float | None = None
+    on_timeout: str | None = None
+    sla_s: float | None = None
+    max_concurrent: int | None = None
+    overlap: str = "wait"  # "wait" | "skip"
+    catchup: str = "latest"  # "latest" | "all" | "none"
+
+
+@dataclass(frozen=True)
+class TriggerRecord:
+    """A stored trigger: its definition and its state."""
+
+    id: int
+    definition: TriggerDefinition
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+
+@dataclass(frozen=True)
+class TickRecord:
+    """A tick a scheduler claimed: the run it started, or why it started none."""
+
+    trigger_id: int
+    scheduled_at: datetime
+    claimed_at: datetime
+    run_id: int | None
+    skip_reason: str | None
+
+
 class MetadataStore(Protocol):
     """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
 
@@ -236,4 +296,20 @@ class MetadataStore(Protocol):
     def reuse_task(self, task_id: int, origin_task_id: int, message: str) -> list[ArtifactLink]: ...
     def skip_task(self, task_id: int, status: TaskStatus, message: str) -> None: ...
     def limit_patience(self, seconds: float | None) -> None: ...
+    def create_trigger(self, definition: TriggerDefinition) -> TriggerRecord: ...
+    def get_trigger(self, name: str) -> TriggerRecord: ...
+    def list_triggers(self) -> list[TriggerRecord]: ...
+    def set_trigger_paused(self, name: str, paused: bool) -> TriggerRecord: ...
+    def delete_trigger(self, name: str) -> None: ...
+    def claim_tick(self, trigger_id: int, scheduled_at: datetime) -> bool: ...
+    def settle_tick(
+        self,
+        trigger_id: int,
+        scheduled_at: datetime,
+        *,
+        run_id: int | None = None,
+        skip_reason: str | None = None,
+    ) -> None: ...
+    def ticks(self, trigger_id: int, limit: int | None = None) -> list[TickRecord]: ...
+    def last_tick_at(self, trigger_id: int) -> datetime | None: ...
     def close(self) -> None: ...

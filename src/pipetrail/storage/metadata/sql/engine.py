@@ -27,6 +27,7 @@ __all__ = [
     "WRITE_OPTION",
     "for_update",
     "insert_many_fast",
+    "insert_once",
     "like_match",
     "make_engine",
     "migration_lock",
@@ -286,6 +287,25 @@ def upsert(
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
     conn.execute(stmt, list(rows))
+
+
+def insert_once(conn: Connection, table: Table, row: dict[str, Any], keys: Sequence[str]) -> bool:
+    """Insert ``row`` unless one with the same ``keys`` exists; whether this call inserted it.
+
+    Two writers racing for the same keys never both win and the loser's transaction stays
+    usable: the clash is resolved by the database (``ON CONFLICT DO NOTHING``), not raised.
+    """
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt: Any = pg_insert(table)
+    else:
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(table)
+    # RETURNING, not rowcount: with an implicit RETURNING of the key, psycopg reports -1.
+    stmt = stmt.values(**row).on_conflict_do_nothing(index_elements=list(keys))
+    return conn.execute(stmt.returning(table.c[keys[0]])).first() is not None
 
 
 def insert_many_fast(

@@ -33,6 +33,8 @@ __all__ = [
     "run_event",
     "run_param",
     "run_tag",
+    "trigger",
+    "trigger_tick",
 ]
 
 metadata = MetaData(
@@ -243,4 +245,50 @@ artifact_link = Table(
     Index(None, "artifact_key"),
     Index(None, "block_run_id"),
     Index(None, "run_id"),
+)
+
+# A trigger: what to run (a pipeline file and name, as ``pipetrail run`` takes them), when
+# (its kind and schedule fields) and how (params, variables, tags, timeout, SLA, overlap).
+trigger = Table(
+    "trigger",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("pipeline_file", Text, nullable=False),
+    Column("pipeline_name", String(200)),
+    Column("kind", String(16), nullable=False),
+    Column("cron", String(200)),
+    Column("interval_s", Float),
+    Column("start_at", UtcDateTime),
+    Column("end_at", UtcDateTime),
+    Column("once_at", UtcDateTime),
+    Column("after_pipeline", String(200)),
+    Column("after_on", String(16)),
+    Column("timezone", String(64), nullable=False),
+    Column("params", JsonDoc, nullable=False),
+    Column("variables", JsonDoc, nullable=False),
+    Column("tags", JsonDoc, nullable=False),
+    Column("timeout_s", Float),
+    Column("on_timeout", String(16)),
+    Column("sla_s", Float),
+    Column("max_concurrent", Integer),
+    Column("overlap", String(8), nullable=False),
+    Column("catchup", String(8), nullable=False),
+    Column("paused", Boolean, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+)
+
+# One row per tick a scheduler claimed: the unique (trigger, scheduled time) pair is what
+# makes a tick start at most one run, whatever number of schedulers share the store.
+trigger_tick = Table(
+    "trigger_tick",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("trigger_id", Integer, ForeignKey("trigger.id"), nullable=False),
+    Column("scheduled_at", UtcDateTime, nullable=False),
+    Column("claimed_at", UtcDateTime, nullable=False),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id")),
+    Column("skip_reason", Text),
+    UniqueConstraint("trigger_id", "scheduled_at"),
 )
