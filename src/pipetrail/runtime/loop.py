@@ -484,7 +484,7 @@ class RunLoop:
         # A task that did not report (its worker was killed, stopped or lost) left its spool:
         # what it logged before then goes into the store first. One that reported but could not
         # drain its spool (the store was away) gets its points and output in as well.
-        reported = future.exception() is None
+        reported = not future.cancelled() and future.exception() is None
         if (
             not reported
             or spool_folder(self.services.spool_root, self.run.id, task.task_id).is_dir()
