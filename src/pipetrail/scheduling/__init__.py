@@ -1,0 +1,1 @@
+"""Triggers, the scheduler loop that claims their ticks, and the runs it starts."""

@@ -1,0 +1,167 @@
+"""Trigger definitions checked before they are stored, and their next fire times (pure)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from croniter import croniter
+
+from pipetrail.errors import UsageError
+from pipetrail.storage.metadata.base import TriggerDefinition
+
+__all__ = [
+    "CATCHUP",
+    "CLOCK_KINDS",
+    "KINDS",
+    "OVERLAP",
+    "fire_times",
+    "next_fire_time",
+    "validate",
+    "zone",
+]
+
+#: Every kind of trigger; the ``CLOCK_KINDS`` fire at times the clock decides.
+KINDS = ("cron", "interval", "once", "always_on", "after", "api")
+CLOCK_KINDS = ("cron", "interval", "once")
+CATCHUP = ("latest", "all", "none")
+OVERLAP = ("wait", "skip")
+AFTER_ON = ("completed", "failed", "any")
+#: Schedule fields and the kinds that use them; a field set for another kind is an error.
+_FIELDS = {
+    "cron": ("cron",),
+    "interval_s": ("interval",),
+    "start_at": ("interval",),
+    "end_at": ("interval",),
+    "once_at": ("once",),
+    "after_pipeline": ("after",),
+    "after_on": ("after",),
+}
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``.
+
+    Raises:
+        UsageError: naming the zone when it is unknown.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise UsageError(
+            f"unknown time zone {name!r}; use an IANA name such as 'UTC' or 'Europe/Paris'"
+        ) from None
+
+
+def _aware(value: datetime | None, what: str) -> None:
+    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+        raise UsageError(f"{what} {value.isoformat()!r} has no time zone; add one, e.g. 'Z'")
+
+
+def validate(definition: TriggerDefinition, *, now: datetime) -> TriggerDefinition:
+    """Check a definition before it is stored; returns it ready to store.
+
+    An interval without a start counts from ``now``, so its ticks do not move when the
+    scheduler restarts.
+
+    Raises:
+        UsageError: one line naming the bad value and what is expected.
+    """
+    d = definition
+    if not d.name.strip():
+        raise UsageError("a trigger needs a name, got an empty one")
+    if d.kind not in KINDS:
+        raise UsageError(f"unknown trigger kind {d.kind!r}; expected one of {', '.join(KINDS)}")
+    for name, kinds in _FIELDS.items():
+        if getattr(d, name) is not None and d.kind not in kinds:
+            raise UsageError(f"{name} does not apply to a {d.kind} trigger {d.name!r}")
+    if d.catchup not in CATCHUP:
+        raise UsageError(f"catchup {d.catchup!r} is not one of {', '.join(CATCHUP)}")
+    if d.overlap not in OVERLAP:
+        raise UsageError(f"overlap {d.overlap!r} is not one of {', '.join(OVERLAP)}")
+    if d.max_concurrent is not None and d.max_concurrent < 1:
+        raise UsageError(f"max_concurrent must be 1 or more, got {d.max_concurrent}")
+    zone(d.timezone)
+    for what in ("start_at", "end_at", "once_at"):
+        _aware(getattr(d, what), what)
+    if d.kind == "cron":
+        _check_cron(d.cron)
+    elif d.kind == "interval":
+        if d.interval_s is None or not math.isfinite(d.interval_s) or d.interval_s <= 0:
+            raise UsageError(
+                f"the interval of trigger {d.name!r} must be a positive duration such as '10m', "
+                f"got {d.interval_s!r}"
+            )
+        if d.start_at is None:
+            d = dataclasses.replace(d, start_at=now)
+        if d.end_at is not None and d.start_at is not None and d.end_at <= d.start_at:
+            raise UsageError(
+                f"end {d.end_at.isoformat()!r} of trigger {d.name!r} is not after its start "
+                f"{d.start_at.isoformat()!r}"
+            )
+    elif d.kind == "once":
+        if d.once_at is None:
+            raise UsageError(f"a once trigger {d.name!r} needs its time, e.g. 2026-12-24T18:00Z")
+        if d.once_at <= now:
+            raise UsageError(
+                f"once-at {d.once_at.isoformat()!r} is in the past (now is "
+                f"{now.isoformat(timespec='seconds')}); give a future time"
+            )
+    elif d.kind == "after":
+        if not d.after_pipeline:
+            raise UsageError(f"an after trigger {d.name!r} needs the upstream pipeline's name")
+        if d.after_pipeline == d.pipeline_name:
+            raise UsageError(
+                f"trigger {d.name!r} runs {d.pipeline_name!r} after itself; name another pipeline"
+            )
+        if d.after_on is None:
+            d = dataclasses.replace(d, after_on="completed")
+        elif d.after_on not in AFTER_ON:
+            raise UsageError(f"--on {d.after_on!r} is not one of {', '.join(AFTER_ON)}")
+    return d
+
+
+def _check_cron(expression: str | None) -> None:
+    fields = (expression or "").split()
+    if len(fields) != 5 or not croniter.is_valid(" ".join(fields)):
+        raise UsageError(
+            f"malformed cron expression {expression!r}; expected five fields "
+            "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
+        )
+
+
+def next_fire_time(definition: TriggerDefinition, after: datetime) -> datetime | None:
+    """The first tick of a clock trigger strictly after ``after``, in UTC; None when done.
+
+    Triggers that are not driven by the clock (always-on, after, api) have no fire times.
+    """
+    d = definition
+    if d.kind == "cron" and d.cron is not None:
+        local = after.astimezone(zone(d.timezone))
+        nxt: datetime = croniter(d.cron, local).get_next(datetime)
+        return nxt.astimezone(UTC)
+    if d.kind == "interval" and d.interval_s is not None and d.start_at is not None:
+        step = timedelta(seconds=d.interval_s)
+        if after < d.start_at:
+            tick = d.start_at
+        else:
+            tick = d.start_at + step * ((after - d.start_at) // step + 1)
+        return None if d.end_at is not None and tick > d.end_at else tick.astimezone(UTC)
+    if d.kind == "once" and d.once_at is not None:
+        return d.once_at.astimezone(UTC) if d.once_at > after else None
+    return None
+
+
+def fire_times(
+    definition: TriggerDefinition, after: datetime, until: datetime, *, limit: int | None = None
+) -> Iterator[datetime]:
+    """Ticks in ``(after, until]``, oldest first, at most ``limit`` of them."""
+    count = 0
+    tick = next_fire_time(definition, after)
+    while tick is not None and tick <= until and (limit is None or count < limit):
+        yield tick
+        count += 1
+        tick = next_fire_time(definition, tick)
