@@ -180,10 +180,12 @@ def _execute(
             links.extend(_store_outputs(services, step.name, step.outputs, result))
         except Exception as exc:  # a full disk must not lose what the task recorded
             error = exc
+    spool_kept = False
     try:
         buffer.close()
     except Exception as exc:  # kept in the spool: the runner salvages it
         error = error or exc
+        spool_kept = True
         spool.close()
     else:
         spool.remove()
@@ -211,6 +213,7 @@ def _execute(
         traceback=tb,
         links=tuple(links),
         tags=tuple(context.tags),
+        spool_kept=spool_kept,
     )
 
 

@@ -87,6 +87,8 @@ class TaskOutcome:
     retryable: bool = True
     #: The run goes on past this failure (``allow_failure=True``).
     allowed_failure: bool = False
+    #: The task could not drain its spool into the store (it was away): salvage what is left.
+    spool_kept: bool = False
     note: str | None = None
 
 
