@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import pickle
-import signal
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from pipetrail.core.model import ArtifactRecord, RunRecord, StepSpec
+from pipetrail.core.model import RunRecord, StepSpec
 from pipetrail.core.status import TASK_TERMINAL, RunStatus, TaskStatus
 from pipetrail.errors import (
     InvalidTransitionError,
@@ -19,8 +16,10 @@ from pipetrail.errors import (
     StepTimeoutError,
     TaskCancelledError,
 )
+from pipetrail.runtime.controls import CONTROL_SECONDS, RunControls
 from pipetrail.runtime.planner import retry_delay
-from pipetrail.runtime.spool import salvage, spool_folder
+from pipetrail.runtime.run_state import StepState, TaskState
+from pipetrail.runtime.spool import salvage
 from pipetrail.runtime.task import InputRef, TaskPayload
 from pipetrail.storage.artifacts.serializers import load_from_store
 from pipetrail.storage.metadata.base import TaskOutcome
@@ -29,45 +28,10 @@ if TYPE_CHECKING:
     from pipetrail.runtime.engine import Engine, RunRequest
     from pipetrail.runtime.executors.base import Executor
 
-__all__ = ["CONTROL_SECONDS", "HEARTBEAT_SECONDS", "RunLoop"]
-
-#: How often the runner writes its heartbeat; a run is lost when it stops (runtime.recovery).
-HEARTBEAT_SECONDS = 5.0
-#: How often the runner looks for a cancel request and checks timeouts.
-CONTROL_SECONDS = 0.5
-
-Outputs = dict[str, tuple[ArtifactRecord, int]]
+__all__ = ["RunLoop"]
 
 
-@dataclass
-class _Task:
-    index: int
-    task_id: int
-    attempt: int = 0
-    status: TaskStatus = TaskStatus.INITIAL
-    future: Future[TaskOutcome] | None = None
-    submitted: float | None = None
-    ready_at: float = 0.0
-    warned: bool = False
-    timed_out: bool = False
-    outputs: Outputs = field(default_factory=dict)
-
-
-@dataclass
-class _Step:
-    spec: StepSpec
-    state: str = "waiting"  # waiting → active → done
-    result: TaskStatus | None = None
-    allowed_failure: bool = False
-    failed_upstream: str | None = None
-    tasks: dict[int, _Task] = field(default_factory=dict)
-    is_foreach: bool = False
-
-    def outputs(self) -> list[Outputs]:
-        return [self.tasks[i].outputs for i in sorted(self.tasks)]
-
-
-class RunLoop:
+class RunLoop(RunControls):
     """The state of one run while it executes; ``drive`` takes it to a terminal status."""
 
     def __init__(self, engine: Engine, run: RunRecord, request: RunRequest) -> None:
@@ -80,20 +44,10 @@ class RunLoop:
         self.spec = request.pipeline.spec
         self.dag = request.pipeline.dag
         self.observer = engine.observer
-        self.steps = {name: _Step(self.spec.step(name)) for name in self.dag.order}
+        self.steps = {name: StepState(self.spec.step(name)) for name in self.dag.order}
         self.failures: list[tuple[str, str]] = []
         self._params_blob = pickle.dumps(dict(request.params))
-        self._stop = threading.Event()
-        self._interrupt_lock = threading.Lock()
-        self._cancel_reason: str | None = None
-        self._cancel_status = RunStatus.CANCELLED
-        #: Set when the run was taken from this runner (its lease moved on): write nothing.
-        self._lost: LeaseLostError | None = None
-        self._inline = False
-        self._main_thread = threading.current_thread() is threading.main_thread()
-        self._run_timeout = request.timeout_s or self.spec.timeout_s
-        self._run_deadline: float | None = None
-        self._run_warned = False
+        self._init_controls(request, self.spec)
 
     # -- the whole run -------------------------------------------------------------------------
 
@@ -127,7 +81,7 @@ class RunLoop:
         keys = [(name, 0, 0) for name in self.dag.order]
         created = self.store.create_tasks(self.run.id, keys)
         for name, step in self.steps.items():
-            step.tasks[0] = _Task(0, created[(name, 0, 0)])
+            step.tasks[0] = TaskState(0, created[(name, 0, 0)])
         if not self._wait_for_slot():
             return self._finish(RunStatus.CANCELLED, self._cancel_reason)
         self.run = self.store.get_run(self.run.id)
@@ -162,20 +116,6 @@ class RunLoop:
             return self._finish(self._cancel_status, self._cancel_reason)
         executor.shutdown()
         return self._finish(*self._verdict())
-
-    def _raise_if_lost(self, executor: Executor | None = None) -> None:
-        """Stop at once, writing nothing, when the run was taken from this runner."""
-        if self._lost is None:
-            return
-        if executor is not None:
-            executor.shutdown(cancel=True)
-        raise LeaseLostError(
-            f"run {self.run.pathspec} was taken from this runner: it was declared lost while "
-            "this runner was not heard from (paused, or cut off from the store), and its record "
-            "was ended then; this runner stopped and wrote nothing more into it. See: "
-            f"pipetrail runs show {self.run.pathspec}",
-            run_id=self.run.id,
-        ) from self._lost
 
     def _wait_for_slot(self) -> bool:
         """Take a slot of the pipeline's concurrent-run limit, in order; False if cancelled."""
@@ -267,7 +207,7 @@ class RunLoop:
                 continue
             self._activate(name, step)
 
-    def _activate(self, name: str, step: _Step) -> None:
+    def _activate(self, name: str, step: StepState) -> None:
         """All upstream steps are done: skip, reuse, or create this step's tasks."""
         blocked = self._blocked_by_upstream(step)
         if blocked is not None:
@@ -299,14 +239,14 @@ class RunLoop:
             more = [(name, i, 0) for i in range(1, count)]
             created = self.store.create_tasks(self.run.id, more) if more else {}
             for i in range(1, count):
-                step.tasks[i] = _Task(i, created[(name, i, 0)])
+                step.tasks[i] = TaskState(i, created[(name, i, 0)])
         for index, origin_task in (reuse or {}).items():
             if index in step.tasks:
                 self._reuse_one(step, step.tasks[index], origin_task)
         if all(t.status in TASK_TERMINAL for t in step.tasks.values()):
             self._settle(name, step)
 
-    def _blocked_by_upstream(self, step: _Step) -> tuple[TaskStatus, str | None, str] | None:
+    def _blocked_by_upstream(self, step: StepState) -> tuple[TaskStatus, str | None, str] | None:
         for i in step.spec.inputs:
             up = self.steps[i.step]
             if up.result is TaskStatus.COMPLETED or up.allowed_failure:
@@ -327,7 +267,12 @@ class RunLoop:
         return None
 
     def _end_unrun(
-        self, step: _Step, status: TaskStatus, message: str, *, failed_upstream: str | None = None
+        self,
+        step: StepState,
+        status: TaskStatus,
+        message: str,
+        *,
+        failed_upstream: str | None = None,
     ) -> None:
         for task in step.tasks.values():
             self.store.set_task_status(
@@ -337,7 +282,7 @@ class RunLoop:
             self.observer.task_changed(step.spec.name, task.attempt, status)
         step.state, step.result, step.failed_upstream = "done", status, failed_upstream
 
-    def _fail_before_start(self, step: _Step, exc: Exception) -> None:
+    def _fail_before_start(self, step: StepState, exc: Exception) -> None:
         task = step.tasks[0]
         message = f"{type(exc).__name__}: {exc}"
         self.store.finish_task(
@@ -356,19 +301,19 @@ class RunLoop:
         if not step.allowed_failure:
             self.failures.append((step.spec.name, message))
 
-    def _reuse(self, step: _Step, reuse: dict[int, int]) -> None:
+    def _reuse(self, step: StepState, reuse: dict[int, int]) -> None:
         extra = sorted(i for i in reuse if i not in step.tasks)
         if extra:
             created = self.store.create_tasks(self.run.id, [(step.spec.name, i, 0) for i in extra])
             for i in extra:
-                step.tasks[i] = _Task(i, created[(step.spec.name, i, 0)])
+                step.tasks[i] = TaskState(i, created[(step.spec.name, i, 0)])
         step.is_foreach = step.spec.foreach is not None
         step.state = "active"
         for index, task in step.tasks.items():
             self._reuse_one(step, task, reuse[index])
         self._settle(step.spec.name, step)
 
-    def _reuse_one(self, step: _Step, task: _Task, origin_task: int) -> None:
+    def _reuse_one(self, step: StepState, task: TaskState, origin_task: int) -> None:
         origin = self.request.origin_pathspec or "the origin run"
         links = self.store.reuse_task(
             task.task_id, origin_task, f"reused from {origin}/{step.spec.name}/{task.index}"
@@ -381,7 +326,7 @@ class RunLoop:
         }
         self.observer.task_changed(step.spec.name, task.attempt, TaskStatus.COMPLETED)
 
-    def _condition(self, step: _Step) -> bool:
+    def _condition(self, step: StepState) -> bool:
         func = self.pipeline.steps[step.spec.name].when
         if func is None:
             return True
@@ -408,7 +353,7 @@ class RunLoop:
                 return loaded if other.is_foreach else loaded[0]
         return None
 
-    def _foreach_count(self, step: _Step) -> int | None:
+    def _foreach_count(self, step: StepState) -> int | None:
         arg = step.spec.foreach
         if arg is None:
             return None
@@ -446,7 +391,7 @@ class RunLoop:
                 in_flight += 1
                 step_running += 1
 
-    def _submit(self, executor: Executor, step: _Step, task: _Task) -> None:
+    def _submit(self, executor: Executor, step: StepState, task: TaskState) -> None:
         spec = step.spec
         inputs = []
         for i in spec.inputs:
@@ -478,17 +423,14 @@ class RunLoop:
 
     # -- results -------------------------------------------------------------------------------
 
-    def _record(self, step: _Step, task: _Task, future: Future[TaskOutcome]) -> None:
+    def _record(self, step: StepState, task: TaskState, future: Future[TaskOutcome]) -> None:
         spec = step.spec
         outcome = self._outcome(step, task, future)
         # A task that did not report (its worker was killed, stopped or lost) left its spool:
         # what it logged before then goes into the store first. One that reported but could not
         # drain its spool (the store was away) gets its points and output in as well.
         reported = not future.cancelled() and future.exception() is None
-        if (
-            not reported
-            or spool_folder(self.services.spool_root, self.run.id, task.task_id).is_dir()
-        ):
+        if not reported or outcome.spool_kept:
             salvage(
                 self.store, self.services.spool_root, self.run.id, task.task_id, events=not reported
             )
@@ -518,7 +460,7 @@ class RunLoop:
             attempt = task.attempt + 1
             key = (spec.name, task.index, attempt)
             new_id = self.store.create_tasks(self.run.id, [key])[key]
-            step.tasks[task.index] = _Task(
+            step.tasks[task.index] = TaskState(
                 task.index,
                 new_id,
                 attempt=attempt,
@@ -533,7 +475,9 @@ class RunLoop:
         if all(t.status in TASK_TERMINAL for t in step.tasks.values()):
             self._settle(spec.name, step)
 
-    def _outcome(self, step: _Step, task: _Task, future: Future[TaskOutcome]) -> TaskOutcome:
+    def _outcome(
+        self, step: StepState, task: TaskState, future: Future[TaskOutcome]
+    ) -> TaskOutcome:
         spec = step.spec
         retryable_timeout = issubclass(StepTimeoutError, self.pipeline.steps[spec.name].retry_on)
         try:
@@ -569,7 +513,7 @@ class RunLoop:
             allowed_failure=spec.allow_failure,
         )
 
-    def _late_warning(self, step: _Step, task: _Task, duration: float) -> None:
+    def _late_warning(self, step: StepState, task: TaskState, duration: float) -> None:
         limit = step.spec.timeout_s
         if limit is None or step.spec.on_timeout != "warning" or task.warned or duration <= limit:
             return
@@ -582,7 +526,7 @@ class RunLoop:
             task_id=task.task_id,
         )
 
-    def _settle(self, name: str, step: _Step) -> None:
+    def _settle(self, name: str, step: StepState) -> None:
         statuses = [t.status for t in step.tasks.values()]
         step.state = "done"
         if all(s is TaskStatus.COMPLETED for s in statuses):
@@ -592,95 +536,6 @@ class RunLoop:
         else:
             step.result = TaskStatus.FAILED
             step.allowed_failure = step.spec.allow_failure
-
-    # -- controls: cancel requests, timeouts, heartbeat ------------------------------------------
-
-    def _control(self) -> None:
-        """Runs beside the loop: heartbeat, cancel requests (they reach the loop within 1 s)."""
-        # A store that is away makes this thread skip a beat, not wait: the loop itself waits.
-        self.store.limit_patience(2.0)
-        last_beat = time.monotonic()
-        while not self._stop.wait(CONTROL_SECONDS):
-            try:
-                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
-                    self.store.heartbeat(self.run.id)
-                    last_beat = time.monotonic()
-                if self._cancel_reason is None:
-                    self._check_run_timeout()
-                if self._cancel_reason is None:
-                    # Also where a runner that was paused learns its run was taken from it.
-                    reason = self.store.cancel_requested(self.run.id)
-                    if reason is not None:
-                        self._request_stop(reason, RunStatus.CANCELLED)
-            except LeaseLostError as lost:
-                self._lost = lost
-                self._request_stop(str(lost), RunStatus.FAILED)
-                return
-            except Exception:  # the store is away; the next tick tries again
-                continue
-
-    def _request_stop(self, reason: str, status: RunStatus) -> None:
-        with self._interrupt_lock:
-            self._cancel_status = status
-            self._cancel_reason = reason
-            if self._inline and self._main_thread and not self._stop.is_set():
-                # An inline step runs in the main thread: interrupt it as Ctrl-C would. A real
-                # signal (unlike _thread.interrupt_main) also wakes a blocking sleep or read.
-                signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
-
-    def _check_run_timeout(self) -> None:
-        if self._run_deadline is None or self._run_warned or time.monotonic() <= self._run_deadline:
-            return
-        limit = f"run exceeded its timeout of {self._run_timeout:g} s"
-        policy = self.request.on_timeout or self.spec.on_timeout
-        if policy == "warning":
-            self._run_warned = True
-            self.store.record_event(self.run.id, "timeout", f"{limit} (policy: warning)")
-        else:
-            self._run_warned = True
-            status = RunStatus.CANCELLED if policy == "cancelled" else RunStatus.FAILED
-            self._request_stop(limit, status)
-
-    def _check_timeouts(self, executor: Executor) -> None:
-        now = time.monotonic()
-        for step in self.steps.values():
-            limit_s = step.spec.timeout_s
-            if limit_s is None or step.state != "active":
-                continue
-            for task in step.tasks.values():
-                if task.future is None or task.submitted is None or task.timed_out or task.warned:
-                    continue
-                if now - task.submitted <= limit_s:
-                    continue
-                if step.spec.on_timeout == "warning":
-                    task.warned = True
-                    self.store.record_event(
-                        self.run.id,
-                        "timeout",
-                        f"step {step.spec.name!r} is over its timeout of {limit_s:g} s "
-                        "(policy: warning); it goes on",
-                        task_id=task.task_id,
-                    )
-                elif executor.cancel_task(task.task_id, grace_s=2.0):
-                    task.timed_out = True
-
-    def _cancel_open_tasks(self, reason: str) -> None:
-        for step in self.steps.values():
-            for task in step.tasks.values():
-                if task.status in TASK_TERMINAL:
-                    continue
-                # Its process was stopped (the executor is shut down): keep what it logged.
-                salvage(self.store, self.services.spool_root, self.run.id, task.task_id)
-                current = self.store.get_task(task.task_id).status
-                if current not in TASK_TERMINAL:
-                    with contextlib.suppress(InvalidTransitionError):
-                        self.store.set_task_status(
-                            task.task_id, TaskStatus.CANCELLED, message=reason
-                        )
-                task.status = TaskStatus.CANCELLED
-                self.observer.task_changed(step.spec.name, task.attempt, TaskStatus.CANCELLED)
-            if step.state != "done":
-                step.state, step.result = "done", TaskStatus.CANCELLED
 
 
 def _takes_kwargs(func: Any) -> bool:
