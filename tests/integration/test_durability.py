@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import struct
+import subprocess
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -117,6 +118,13 @@ def _started(workspace: Workspace, pipeline: str) -> str:
     return wait_until(f"a run of {pipeline}", check, 30)
 
 
+def _start_pausable(shell: Cli, flow_file: FlowWriter, tmp_path: Path) -> subprocess.Popen[str]:
+    """A runner of PAUSABLE, once its slow step is running."""
+    runner = shell.start("run", str(flow_file(PAUSABLE, "pausable")), "-q")
+    _wait_file(tmp_path / "slow-started")
+    return runner
+
+
 def _wait_file(path: Path, timeout: float = 60) -> None:
     wait_until(f"{path.name} to appear", path.exists, timeout)
 
@@ -191,9 +199,7 @@ def test_no_point_whose_call_returned_is_lost_when_the_runner_group_is_killed(
 def test_a_runner_whose_run_was_taken_stops_and_writes_nothing(
     shell: Cli, workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:
-    file = flow_file(PAUSABLE, "pausable")
-    runner = shell.start("run", str(file), "-q")
-    _wait_file(tmp_path / "slow-started")
+    runner = _start_pausable(shell, flow_file, tmp_path)
     proc = psutil.Process(runner.pid)
     proc.suspend()  # SIGSTOP: a laptop lid, a paused VM
     try:
@@ -219,9 +225,7 @@ def test_a_runner_whose_run_was_taken_stops_and_writes_nothing(
 def test_a_silent_runner_alive_on_this_host_is_not_lost(
     shell: Cli, workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:
-    file = flow_file(PAUSABLE, "pausable")
-    runner = shell.start("run", str(file), "-q")
-    _wait_file(tmp_path / "slow-started")
+    runner = _start_pausable(shell, flow_file, tmp_path)
     proc = psutil.Process(runner.pid)
     proc.suspend()
     try:
@@ -245,9 +249,7 @@ def test_a_silent_runner_alive_on_this_host_is_not_lost(
 def test_a_long_running_process_reaps_lost_runs_by_itself(
     shell: Cli, workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:
-    file = flow_file(PAUSABLE, "pausable")
-    runner = shell.start("run", str(file), "-q")
-    _wait_file(tmp_path / "slow-started")
+    runner = _start_pausable(shell, flow_file, tmp_path)
     workers = psutil.Process(runner.pid).children(recursive=True)
     pathspec = _started(workspace, "pausable")
     reaper = LostRunReaper(workspace.store, workspace.spool_root, interval_s=0.5)
@@ -284,10 +286,8 @@ def test_the_server_fails_a_sigkilled_runners_run_with_no_other_command(
 
     from pipetrail.server import create_app
 
-    file = flow_file(PAUSABLE, "pausable")
     with TestClient(create_app(workspace, project_dir=tmp_path)) as client:
-        runner = shell.start("run", str(file), "-q")
-        _wait_file(tmp_path / "slow-started")
+        runner = _start_pausable(shell, flow_file, tmp_path)
         run_id = _run(workspace, _started(workspace, "pausable")).id
         url = f"/api/pipeline_runs/{run_id}"
         assert client.get(url).json()["pipeline_run"]["status"] == "running"
