@@ -137,7 +137,8 @@ def follow_logs(
     seen: dict[int, dict[str, int]] = {}
     heading: tuple[int, str] | None = None
     while True:
-        ended = store.get_run(run_id).status in RUN_TERMINAL
+        record = store.get_run(run_id)
+        ended = record.status in RUN_TERMINAL
         for task in store.tasks(run_id):
             if step is not None and task.step != step:
                 continue
@@ -150,7 +151,10 @@ def follow_logs(
                     continue
                 if heading != (task.id, chunk.stream):
                     heading = (task.id, chunk.stream)
-                    where = f"{task.step}/{task.task_index} attempt {task.attempt}"
+                    # The same heading as without --follow.
+                    where = (
+                        f"{record.pathspec}/{task.step}/{task.task_index} attempt {task.attempt}"
+                    )
                     click.secho(f"── {where} {chunk.stream} ──", bold=True)
                 click.echo(chunk.text, nl=False)
         sys.stdout.flush()
