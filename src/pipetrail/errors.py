@@ -44,6 +44,7 @@ __all__ = [
     "QuerySyntaxError",
     "SerializationError",
     "StepTimeoutError",
+    "TickTakenError",
     "StoreError",
     "TaskCancelledError",
     "UsageError",
@@ -137,6 +138,10 @@ class LeaseLostError(PipetrailError):
     def __init__(self, message: str, *, run_id: int = 0) -> None:
         super().__init__(message)
         self.run_id = run_id
+
+
+class TickTakenError(PipetrailError):
+    """A trigger's tick has its run already (or was skipped): this run must not be created."""
 
 
 class StepTimeoutError(PipetrailError, TimeoutError):

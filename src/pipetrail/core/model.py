@@ -17,6 +17,7 @@ __all__ = [
     "MetricPoint",
     "ParamSpec",
     "PipelineSpec",
+    "RunCause",
     "RunRecord",
     "StepSpec",
     "TaskRecord",
@@ -206,6 +207,19 @@ class PipelineSpec:
 
 
 @dataclass(frozen=True)
+class RunCause:
+    """What a trigger started a run for: the trigger, its tick, and for ``after`` the upstream run.
+
+    ``scheduled_at`` is the tick's time (the actual start for a run fired by hand or over REST).
+    """
+
+    trigger: str
+    scheduled_at: datetime
+    upstream_run_id: int | None = None
+    upstream_pathspec: str | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """A pipeline run as recorded in the store."""
 
@@ -237,6 +251,13 @@ class RunRecord:
     timeout_s: float | None = None
     #: The runner's lease (a generation): moved on when the run is taken from its runner.
     lease: int = 1
+    #: Set when a trigger started the run (``trigger`` is then the trigger's kind).
+    cause: RunCause | None = None
+    #: When the run must have completed by (its trigger's SLA), and whether it did:
+    #: ``None`` while undecided, ``met`` or ``missed`` (at ``sla_missed_at``).
+    sla_due_at: datetime | None = None
+    sla_state: str | None = None
+    sla_missed_at: datetime | None = None
 
     @property
     def pathspec(self) -> str:

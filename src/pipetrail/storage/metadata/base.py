@@ -13,13 +13,17 @@ from pipetrail.core.model import (
     EventRecord,
     MetricPoint,
     PipelineSpec,
+    RunCause,
     RunRecord,
     TaskRecord,
 )
 from pipetrail.core.status import RunStatus, TaskStatus
 
 __all__ = [
+    "AlertRecord",
     "LogChunk",
+    "NewAlert",
+    "SchedulerInstance",
     "MetadataStore",
     "MetricRow",
     "NewLink",
@@ -54,6 +58,11 @@ class NewRun:
     origin_run_id: int | None = None
     runner_pid: int | None = None
     timeout_s: float | None = None
+    #: A trigger's run: why it started; ``tick_trigger_id`` links it to the claimed tick
+    #: (trigger id, ``cause.scheduled_at``), atomically: a tick taken already refuses the run.
+    cause: RunCause | None = None
+    tick_trigger_id: int | None = None
+    sla_due_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,10 @@ class RunQuery:
     order_by: tuple[str, ...] = ()
     #: Only runs with a smaller id: the next page of a newest-first listing (keyset paging).
     before_id: int | None = None
+    #: Only runs started by this trigger.
+    trigger: str | None = None
+    #: Only runs that missed their SLA.
+    sla_missed: bool = False
 
 
 @dataclass(frozen=True)
@@ -210,6 +223,8 @@ class TriggerRecord:
     paused: bool
     created_at: datetime
     updated_at: datetime
+    #: Ticks before this are not missed ones (set on create, resume and a change of schedule).
+    active_since: datetime | None = None
 
     @property
     def name(self) -> str:
@@ -225,6 +240,66 @@ class TickRecord:
     claimed_at: datetime
     run_id: int | None
     skip_reason: str | None
+    cause_run_id: int | None = None
+    launcher_host: str | None = None
+    launcher_pid: int | None = None
+    launches: int = 0
+    note: str | None = None
+    id: int = 0
+
+    @property
+    def settled(self) -> bool:
+        """Whether the tick has its outcome: a run, or the reason it started none."""
+        return self.run_id is not None or self.skip_reason is not None
+
+
+@dataclass(frozen=True)
+class NewAlert:
+    """An alert to deliver to one notifier; ``dedup_key`` makes enqueueing it idempotent."""
+
+    dedup_key: str
+    event: str
+    notifier: str
+    payload: dict[str, Any]
+    run_id: int | None = None
+    trigger_name: str | None = None
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """An alert in the outbox and how its delivery went."""
+
+    id: int
+    event: str
+    notifier: str
+    payload: dict[str, Any]
+    run_id: int | None
+    trigger_name: str | None
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    delivered_at: datetime | None
+    failed_at: datetime | None
+    last_error: str | None
+
+    @property
+    def state(self) -> str:
+        """``delivered``, ``failed`` (gave up) or ``pending``."""
+        if self.delivered_at is not None:
+            return "delivered"
+        return "failed" if self.failed_at is not None else "pending"
+
+
+@dataclass(frozen=True)
+class SchedulerInstance:
+    """A scheduler process that runs (or ran) against this store."""
+
+    id: int
+    host: str
+    pid: int
+    started_at: datetime
+    heartbeat_at: datetime
+    stopped_at: datetime | None
 
 
 class MetadataStore(Protocol):
@@ -290,7 +365,9 @@ class MetadataStore(Protocol):
     ) -> None: ...
     def request_cancel(self, run_id: int, reason: str) -> RunRecord: ...
     def cancel_requested(self, run_id: int) -> str | None: ...
-    def claim_slot(self, run_id: int, limit: int | None) -> bool: ...
+    def claim_slot(
+        self, run_id: int, limit: int | None, *, trigger_limit: int | None = None
+    ) -> bool: ...
     def unfinished_runs(self) -> list[RunRecord]: ...
     def mark_lost(
         self, run_id: int, reason: str, *, stale_before: datetime | None = None
@@ -303,7 +380,17 @@ class MetadataStore(Protocol):
     def list_triggers(self) -> list[TriggerRecord]: ...
     def set_trigger_paused(self, name: str, paused: bool) -> TriggerRecord: ...
     def delete_trigger(self, name: str) -> None: ...
-    def claim_tick(self, trigger_id: int, scheduled_at: datetime) -> bool: ...
+    def update_trigger(self, definition: TriggerDefinition) -> TriggerRecord: ...
+    def claim_tick(
+        self,
+        trigger_id: int,
+        scheduled_at: datetime,
+        *,
+        cause_run_id: int | None = None,
+        launcher: tuple[str, int] | None = None,
+        note: str | None = None,
+        skip_reason: str | None = None,
+    ) -> bool: ...
     def settle_tick(
         self,
         trigger_id: int,
@@ -311,7 +398,40 @@ class MetadataStore(Protocol):
         *,
         run_id: int | None = None,
         skip_reason: str | None = None,
+    ) -> bool: ...
+    def tick_launched(
+        self, trigger_id: int, scheduled_at: datetime, launcher: tuple[str, int]
     ) -> None: ...
+    def relaunch_tick(self, tick: TickRecord, launcher: tuple[str, int]) -> bool: ...
+    def unsettled_ticks(self) -> list[TickRecord]: ...
+    def get_tick(self, trigger_id: int, scheduled_at: datetime) -> TickRecord | None: ...
     def ticks(self, trigger_id: int, limit: int | None = None) -> list[TickRecord]: ...
     def last_tick_at(self, trigger_id: int) -> datetime | None: ...
+    def last_tick(self, trigger_id: int) -> TickRecord | None: ...
+    def runs_ended_since(self, since: datetime, limit: int = 1000) -> list[RunRecord]: ...
+    def previous_ended_run(self, run: RunRecord) -> RunRecord | None: ...
+    def sla_pending(self, now: datetime) -> list[RunRecord]: ...
+    def settle_sla(self, run_id: int, state: str, at: datetime) -> bool: ...
+    def enqueue_alerts(self, alerts: Sequence[NewAlert], at: datetime) -> list[NewAlert]: ...
+    def due_alerts(self, now: datetime, claim_s: float, limit: int = 50) -> list[AlertRecord]: ...
+    def alert_attempted(
+        self,
+        alert_id: int,
+        *,
+        at: datetime,
+        error: str | None,
+        retry_at: datetime | None,
+    ) -> None: ...
+    def alerts(
+        self,
+        *,
+        run_id: int | None = None,
+        trigger_name: str | None = None,
+        limit: int | None = 100,
+    ) -> list[AlertRecord]: ...
+    def cursor(self, name: str) -> datetime | None: ...
+    def set_cursor(self, name: str, at: datetime) -> None: ...
+    def register_scheduler(self, host: str, pid: int) -> int: ...
+    def scheduler_heartbeat(self, instance_id: int, *, stopped: bool = False) -> None: ...
+    def schedulers(self, alive_since: datetime | None = None) -> list[SchedulerInstance]: ...
     def close(self) -> None: ...

@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, insert, select, update
 
 from pipetrail.core.hashing import digest_json
-from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
+from pipetrail.core.model import EventRecord, PipelineSpec, RunCause, RunRecord
 from pipetrail.core.params import flatten
 from pipetrail.core.query import parse_filter, parse_order_by
 from pipetrail.core.status import (
@@ -19,7 +19,7 @@ from pipetrail.core.status import (
     TaskStatus,
     check_run_transition,
 )
-from pipetrail.errors import NotFoundError, UsageError
+from pipetrail.errors import NotFoundError, TickTakenError, UsageError
 from pipetrail.storage.metadata.base import NewRun, PipelineStats, RunQuery, VersionStats
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
@@ -34,6 +34,7 @@ from pipetrail.storage.metadata.sql.tables import (
     run_event,
     run_param,
     run_tag,
+    trigger_tick,
 )
 
 __all__ = ["RunRows"]
@@ -82,9 +83,15 @@ class RunRows(SqlSession):
                     runner_pid=new.runner_pid,
                     timeout_s=new.timeout_s,
                     heartbeat_at=now,
+                    trigger_name=new.cause.trigger if new.cause else None,
+                    scheduled_at=new.cause.scheduled_at if new.cause else None,
+                    upstream_run_id=new.cause.upstream_run_id if new.cause else None,
+                    sla_due_at=new.sla_due_at,
                 )
                 .returning(pipeline_run.c.id)
             ).scalar_one()
+            if new.tick_trigger_id is not None and new.cause is not None:
+                self._link_tick(conn, new.tick_trigger_id, new.cause.scheduled_at, run_id)
             param_rows = [_param_row(run_id, k, v) for k, v in _flat_params(new.params)]
             if param_rows:
                 conn.execute(insert(run_param), param_rows)
@@ -101,6 +108,27 @@ class RunRows(SqlSession):
                 {"run_id": run_id, "status": RunStatus.INITIAL.value, "at": now},
             )
         return self.get_run(run_id)
+
+    def _link_tick(
+        self, conn: Connection, trigger_id: int, scheduled_at: datetime, run_id: int
+    ) -> None:
+        """Bind the new run to its claimed tick in the run's own transaction, or refuse it."""
+        linked = conn.execute(
+            update(trigger_tick)
+            .where(
+                trigger_tick.c.trigger_id == trigger_id,
+                trigger_tick.c.scheduled_at == scheduled_at,
+                trigger_tick.c.run_id.is_(None),
+                trigger_tick.c.skip_reason.is_(None),
+            )
+            .values(run_id=run_id)
+        ).rowcount
+        if not linked:
+            # Rolls the run back with it: the tick has its run (or its reason) already.
+            raise TickTakenError(
+                f"the tick at {scheduled_at.isoformat()} of trigger {trigger_id} is not open "
+                "(another launcher started its run, or it was skipped)"
+            )
 
     def _pipeline_id(self, conn: Connection, name: str, now: datetime) -> int:
         upsert(conn, pipeline, [{"name": name, "created_at": now}], ["name"])
@@ -326,6 +354,10 @@ class RunRows(SqlSession):
             conditions.append(pipeline_run.c.user.in_(query.users))
         if query.before_id is not None:
             conditions.append(pipeline_run.c.id < query.before_id)
+        if query.trigger is not None:
+            conditions.append(pipeline_run.c.trigger_name == query.trigger)
+        if query.sla_missed:
+            conditions.append(pipeline_run.c.sla_state == "missed")
         if query.since is not None:
             conditions.append(pipeline_run.c.created_at >= query.since)
         if query.until is not None:
@@ -380,6 +412,7 @@ class RunRows(SqlSession):
                 )
             )
         }
+        upstream = self._pathspecs(conn, {r["upstream_run_id"] for r in rows} - {None})
         return [
             RunRecord(
                 id=r["id"],
@@ -409,9 +442,23 @@ class RunRows(SqlSession):
                 cancel_requested_at=r["cancel_requested_at"],
                 timeout_s=r["timeout_s"],
                 lease=r["lease"],
+                cause=_cause(r, upstream),
+                sla_due_at=r["sla_due_at"],
+                sla_state=r["sla_state"],
+                sla_missed_at=r["sla_missed_at"],
             )
             for r in rows
         ]
+
+    def _pathspecs(self, conn: Connection, run_ids: set[int]) -> dict[int, str]:
+        if not run_ids:
+            return {}
+        rows = conn.execute(
+            select(pipeline_run.c.id, pipeline.c.name)
+            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+            .where(pipeline_run.c.id.in_(run_ids))
+        )
+        return {r.id: f"{r.name}/{r.id}" for r in rows}
 
     @patient("read")
     def get_environment(self, env_hash: str) -> dict[str, Any]:
@@ -526,47 +573,62 @@ class RunRows(SqlSession):
         return str(row.cancel_reason or "cancel requested")
 
     @patient("write")
-    def claim_slot(self, run_id: int, limit: int | None) -> bool:
-        """Start a waiting run (``initial`` → ``running``) if its pipeline has a free slot.
+    def claim_slot(
+        self, run_id: int, limit: int | None, *, trigger_limit: int | None = None
+    ) -> bool:
+        """Start a waiting run (``initial`` → ``running``) if it has a free slot.
 
-        Runs of one pipeline start in the order they were created: a run waits while an older
-        run of the same pipeline waits. With no ``limit`` the run starts at once.
+        ``limit`` bounds the running runs of its pipeline, ``trigger_limit`` those its trigger
+        started (a trigger's ``max_concurrent``). Runs start in the order they were created: a
+        run waits while an older run of the same pipeline (or trigger) waits. With no limit the
+        run starts at once.
         """
         with self._write() as conn:
             row = conn.execute(
                 select(
-                    pipeline_run.c.pipeline_id, pipeline_run.c.status, pipeline_run.c.lease
+                    pipeline_run.c.pipeline_id,
+                    pipeline_run.c.status,
+                    pipeline_run.c.lease,
+                    pipeline_run.c.trigger_name,
                 ).where(pipeline_run.c.id == run_id)
             ).one()
             self._check_lease(conn, run_id, row.lease)
             if row.status != RunStatus.INITIAL.value:
                 return False
+            groups = []
             if limit is not None:
-                lock = select(pipeline.c.id).where(pipeline.c.id == row.pipeline_id)
-                if for_update(conn):
-                    # Claims of one pipeline queue on its row, so two runners never both count
-                    # the same free slot.
-                    conn.execute(lock.with_for_update())
-                same = pipeline_run.c.pipeline_id == row.pipeline_id
-                running = conn.execute(
-                    select(func.count())
-                    .select_from(pipeline_run)
-                    .where(same, pipeline_run.c.status == RunStatus.RUNNING.value)
-                ).scalar_one()
-                older_waiting = conn.execute(
-                    select(func.count())
-                    .select_from(pipeline_run)
-                    .where(
-                        same,
-                        pipeline_run.c.status == RunStatus.INITIAL.value,
-                        pipeline_run.c.id < run_id,
-                        pipeline_run.c.cancel_requested_at.is_(None),
-                    )
-                ).scalar_one()
-                if running >= limit or older_waiting:
+                groups.append((pipeline_run.c.pipeline_id == row.pipeline_id, limit))
+            if trigger_limit is not None and row.trigger_name is not None:
+                groups.append((pipeline_run.c.trigger_name == row.trigger_name, trigger_limit))
+            if groups and for_update(conn):
+                # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so two
+                # runners never both count the same free slot.
+                conn.execute(
+                    select(pipeline.c.id).where(pipeline.c.id == row.pipeline_id).with_for_update()
+                )
+            for same, most in groups:
+                if not self._slot_free(conn, run_id, same, most):
                     return False
             self._set_status(conn, run_id, RunStatus.INITIAL, RunStatus.RUNNING, None, None)
         return True
+
+    def _slot_free(self, conn: Connection, run_id: int, same: Any, limit: int) -> bool:
+        running = conn.execute(
+            select(func.count())
+            .select_from(pipeline_run)
+            .where(same, pipeline_run.c.status == RunStatus.RUNNING.value)
+        ).scalar_one()
+        older_waiting = conn.execute(
+            select(func.count())
+            .select_from(pipeline_run)
+            .where(
+                same,
+                pipeline_run.c.status == RunStatus.INITIAL.value,
+                pipeline_run.c.id < run_id,
+                pipeline_run.c.cancel_requested_at.is_(None),
+            )
+        ).scalar_one()
+        return bool(running < limit and not older_waiting)
 
     @patient("read")
     def unfinished_runs(self) -> list[RunRecord]:
@@ -674,3 +736,14 @@ def _as_time(value: Any) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _cause(r: Any, upstream: dict[int, str]) -> RunCause | None:
+    if r["trigger_name"] is None:
+        return None
+    return RunCause(
+        trigger=r["trigger_name"],
+        scheduled_at=r["scheduled_at"],
+        upstream_run_id=r["upstream_run_id"],
+        upstream_pathspec=upstream.get(r["upstream_run_id"]),
+    )

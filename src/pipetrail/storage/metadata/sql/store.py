@@ -12,11 +12,12 @@ from pipetrail.storage.metadata.sql.session import now, patient
 from pipetrail.storage.metadata.sql.tables import block_run, log_chunk, metadata, run_tag
 from pipetrail.storage.metadata.sql.tasks import TaskRows
 from pipetrail.storage.metadata.sql.triggers import TriggerRows
+from pipetrail.storage.metadata.sql.watch import WatchRows
 
 __all__ = ["SqlMetadataStore"]
 
 
-class SqlMetadataStore(RunRows, TaskRows, MetricRows, TriggerRows):
+class SqlMetadataStore(WatchRows, RunRows, TaskRows, MetricRows, TriggerRows):
     """The metadata store over SQLAlchemy: SQLite (embedded default) or PostgreSQL.
 
     Args:

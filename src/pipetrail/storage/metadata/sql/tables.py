@@ -33,6 +33,9 @@ __all__ = [
     "run_event",
     "run_param",
     "run_tag",
+    "alert",
+    "scheduler_cursor",
+    "scheduler_instance",
     "trigger",
     "trigger_tick",
 ]
@@ -109,7 +112,17 @@ pipeline_run = Table(
     # The runner's lease: a generation number, moved on when the run is taken from its runner
     # (reaped as lost). A runner holding an older lease finds out on its next write and stops.
     Column("lease", Integer, nullable=False, default=1),
+    # What started it when a trigger did (``trigger`` holds the kind), and its SLA.
+    Column("trigger_name", String(200)),
+    Column("scheduled_at", UtcDateTime),
+    Column("upstream_run_id", Integer, ForeignKey("pipeline_run.id")),
+    Column("sla_due_at", UtcDateTime),
+    Column("sla_state", String(8)),
+    Column("sla_missed_at", UtcDateTime),
     Index(None, "pipeline_id", "created_at"),
+    Index(None, "trigger_name", "created_at"),
+    Index(None, "sla_state", "sla_due_at"),
+    Index(None, "finished_at"),
     Index(None, "status", "created_at"),
     Index(None, "created_at"),
 )
@@ -277,6 +290,8 @@ trigger = Table(
     Column("paused", Boolean, nullable=False),
     Column("created_at", UtcDateTime, nullable=False),
     Column("updated_at", UtcDateTime, nullable=False),
+    # Ticks before this are not missed (set on create, resume and a change of schedule).
+    Column("active_since", UtcDateTime),
 )
 
 # One row per tick a scheduler claimed: the unique (trigger, scheduled time) pair is what
@@ -290,5 +305,57 @@ trigger_tick = Table(
     Column("claimed_at", UtcDateTime, nullable=False),
     Column("run_id", Integer, ForeignKey("pipeline_run.id")),
     Column("skip_reason", Text),
+    # For ``after``: the upstream run that ended (one tick per upstream run).
+    Column("cause_run_id", Integer, ForeignKey("pipeline_run.id")),
+    # Who is starting its run (a scheduler, then the runner it spawned) and how many times.
+    Column("launcher_host", String(255)),
+    Column("launcher_pid", Integer),
+    Column("launches", Integer, nullable=False, default=0),
+    # What the scheduler decided on the way (catch-up, overlap), for ``triggers show``.
+    Column("note", Text),
     UniqueConstraint("trigger_id", "scheduled_at"),
+    UniqueConstraint("trigger_id", "cause_run_id"),
+)
+
+# The alert outbox: one row per (event, notifier), delivered with retries by a scheduler.
+alert = Table(
+    "alert",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(300), nullable=False, unique=True),
+    Column("event", String(32), nullable=False),
+    Column("notifier", String(200), nullable=False),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id")),
+    Column("trigger_name", String(200)),
+    Column("payload", JsonDoc, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("claimed_until", UtcDateTime),
+    Column("delivered_at", UtcDateTime),
+    Column("failed_at", UtcDateTime),
+    Column("last_error", Text),
+    Index(None, "delivered_at", "failed_at", "next_attempt_at"),
+    Index(None, "run_id"),
+    Index(None, "trigger_name", "created_at"),
+)
+
+# Where a scheduler's scans have got to (e.g. the runs that ended), shared by all schedulers.
+scheduler_cursor = Table(
+    "scheduler_cursor",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("at", UtcDateTime, nullable=False),
+)
+
+# The schedulers that run against this store, with their heartbeats (the dashboard shows them).
+scheduler_instance = Table(
+    "scheduler_instance",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("host", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("heartbeat_at", UtcDateTime, nullable=False),
+    Column("stopped_at", UtcDateTime),
 )

@@ -47,7 +47,28 @@ def _record(row: Row[Any]) -> TriggerRecord:
         paused=row.paused,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        active_since=row.active_since or row.created_at,
     )
+
+
+def _tick(r: Row[Any]) -> TickRecord:
+    return TickRecord(
+        trigger_id=r.trigger_id,
+        scheduled_at=r.scheduled_at,
+        claimed_at=r.claimed_at,
+        run_id=r.run_id,
+        skip_reason=r.skip_reason,
+        cause_run_id=r.cause_run_id,
+        launcher_host=r.launcher_host,
+        launcher_pid=r.launcher_pid,
+        launches=r.launches,
+        note=r.note,
+        id=r.id,
+    )
+
+
+#: The fields whose change moves a trigger's ``active_since`` (ticks before it are not missed).
+_WHEN = ("kind", "cron", "interval_s", "start_at", "end_at", "once_at", "timezone")
 
 
 class TriggerRows(SqlSession):
@@ -68,6 +89,7 @@ class TriggerRows(SqlSession):
             "paused": False,
             "created_at": at,
             "updated_at": at,
+            "active_since": at,
             **values,
         }
         with self._write() as conn:
@@ -100,20 +122,46 @@ class TriggerRows(SqlSession):
         return [_record(r) for r in rows]
 
     @patient("write")
-    def set_trigger_paused(self, name: str, paused: bool) -> TriggerRecord:
-        """Pause or resume a trigger; a paused trigger claims no ticks.
+    def update_trigger(self, definition: TriggerDefinition) -> TriggerRecord:
+        """Replace the definition of the trigger of that name (its ticks and runs stay).
+
+        A change of schedule counts as a fresh start: ticks before it are not missed ones.
 
         Raises:
             NotFoundError: no such trigger.
         """
+        at = now()
+        values: dict[str, Any] = {c: getattr(definition, c) for c in _SCHEDULE}
+        values["tags"] = list(definition.tags)
         with self._write() as conn:
-            changed = conn.execute(
-                update(trigger)
-                .where(trigger.c.name == name)
-                .values(paused=paused, updated_at=now())
-            ).rowcount
-        if not changed:
-            raise NotFoundError(f"no trigger named {name!r} in the store")
+            row = conn.execute(select(trigger).where(trigger.c.name == definition.name)).first()
+            if row is None:
+                raise NotFoundError(f"no trigger named {definition.name!r} in the store")
+            if any(getattr(row, c) != values[c] for c in _WHEN):
+                values["active_since"] = at
+            conn.execute(
+                update(trigger).where(trigger.c.id == row.id).values(updated_at=at, **values)
+            )
+        return self.get_trigger(definition.name)
+
+    @patient("write")
+    def set_trigger_paused(self, name: str, paused: bool) -> TriggerRecord:
+        """Pause or resume a trigger; a paused trigger claims no ticks.
+
+        Resuming counts as a fresh start: the ticks it slept through are not missed ones.
+
+        Raises:
+            NotFoundError: no such trigger.
+        """
+        at = now()
+        values: dict[str, Any] = {"paused": paused, "updated_at": at}
+        with self._write() as conn:
+            row = conn.execute(select(trigger.c.paused).where(trigger.c.name == name)).first()
+            if row is None:
+                raise NotFoundError(f"no trigger named {name!r} in the store")
+            if row.paused and not paused:
+                values["active_since"] = at
+            conn.execute(update(trigger).where(trigger.c.name == name).values(**values))
         return self.get_trigger(name)
 
     @patient("write")
@@ -131,13 +179,44 @@ class TriggerRows(SqlSession):
             conn.execute(delete(trigger).where(trigger.c.id == found.id))
 
     @patient("write")
-    def claim_tick(self, trigger_id: int, scheduled_at: datetime) -> bool:
+    def claim_tick(
+        self,
+        trigger_id: int,
+        scheduled_at: datetime,
+        *,
+        cause_run_id: int | None = None,
+        launcher: tuple[str, int] | None = None,
+        note: str | None = None,
+        skip_reason: str | None = None,
+    ) -> bool:
         """Claim the tick of ``trigger_id`` at ``scheduled_at``; False when it was claimed before.
 
-        Exactly one caller wins a tick, across schedulers and restarts: the pair is unique.
+        Exactly one caller wins a tick, across schedulers and restarts: the pair is unique, and
+        so is (trigger, ``cause_run_id``) for a tick caused by an upstream run. ``launcher``
+        (host, pid) is who starts its run; ``skip_reason`` claims it settled, with no run.
         """
-        row = {"trigger_id": trigger_id, "scheduled_at": scheduled_at, "claimed_at": now()}
+        host, pid = launcher or (None, None)
+        row = {
+            "trigger_id": trigger_id,
+            "scheduled_at": scheduled_at,
+            "claimed_at": now(),
+            "cause_run_id": cause_run_id,
+            "launcher_host": host,
+            "launcher_pid": pid,
+            "launches": 0 if launcher is None else 1,
+            "note": note,
+            "skip_reason": skip_reason,
+        }
         with self._write() as conn:
+            if cause_run_id is not None:
+                taken = conn.execute(
+                    select(trigger_tick.c.id).where(
+                        trigger_tick.c.trigger_id == trigger_id,
+                        trigger_tick.c.cause_run_id == cause_run_id,
+                    )
+                ).first()
+                if taken is not None:
+                    return False
             return insert_once(conn, trigger_tick, row, ["trigger_id", "scheduled_at"])
 
     @patient("write")
@@ -148,8 +227,29 @@ class TriggerRows(SqlSession):
         *,
         run_id: int | None = None,
         skip_reason: str | None = None,
+    ) -> bool:
+        """Record what a claimed tick became, once: the run it started, or why it started none.
+
+        Returns False when the tick had its outcome already (another launcher was first).
+        """
+        with self._write() as conn:
+            changed = conn.execute(
+                update(trigger_tick)
+                .where(
+                    trigger_tick.c.trigger_id == trigger_id,
+                    trigger_tick.c.scheduled_at == scheduled_at,
+                    trigger_tick.c.run_id.is_(None),
+                    trigger_tick.c.skip_reason.is_(None),
+                )
+                .values(run_id=run_id, skip_reason=skip_reason)
+            ).rowcount
+        return bool(changed)
+
+    @patient("write")
+    def tick_launched(
+        self, trigger_id: int, scheduled_at: datetime, launcher: tuple[str, int]
     ) -> None:
-        """Record what a claimed tick became: the run it started, or why it started none."""
+        """Record the process (host, pid) that is now starting the tick's run."""
         with self._write() as conn:
             conn.execute(
                 update(trigger_tick)
@@ -157,8 +257,51 @@ class TriggerRows(SqlSession):
                     trigger_tick.c.trigger_id == trigger_id,
                     trigger_tick.c.scheduled_at == scheduled_at,
                 )
-                .values(run_id=run_id, skip_reason=skip_reason)
+                .values(launcher_host=launcher[0], launcher_pid=launcher[1])
             )
+
+    @patient("write")
+    def relaunch_tick(self, tick: TickRecord, launcher: tuple[str, int]) -> bool:
+        """Take over a tick whose launcher died before its run was created; one caller wins."""
+        with self._write() as conn:
+            changed = conn.execute(
+                update(trigger_tick)
+                .where(
+                    trigger_tick.c.id == tick.id,
+                    trigger_tick.c.launches == tick.launches,
+                    trigger_tick.c.run_id.is_(None),
+                    trigger_tick.c.skip_reason.is_(None),
+                )
+                .values(
+                    launches=tick.launches + 1,
+                    launcher_host=launcher[0],
+                    launcher_pid=launcher[1],
+                    claimed_at=now(),
+                )
+            ).rowcount
+        return bool(changed)
+
+    @patient("read")
+    def unsettled_ticks(self) -> list[TickRecord]:
+        """Claimed ticks with neither a run nor a reason yet (starting, or their launcher died)."""
+        query = (
+            select(trigger_tick)
+            .where(trigger_tick.c.run_id.is_(None), trigger_tick.c.skip_reason.is_(None))
+            .order_by(trigger_tick.c.scheduled_at)
+        )
+        with self._read() as conn:
+            return [_tick(r) for r in conn.execute(query).all()]
+
+    @patient("read")
+    def get_tick(self, trigger_id: int, scheduled_at: datetime) -> TickRecord | None:
+        """The claimed tick of ``trigger_id`` at ``scheduled_at``, if any."""
+        query = select(trigger_tick).where(
+            trigger_tick.c.trigger_id == trigger_id,
+            trigger_tick.c.scheduled_at == scheduled_at,
+        )
+        with self._read() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _tick(row)
 
     @patient("read")
     def ticks(self, trigger_id: int, limit: int | None = None) -> list[TickRecord]:
@@ -170,27 +313,14 @@ class TriggerRows(SqlSession):
             .limit(limit)
         )
         with self._read() as conn:
-            rows = conn.execute(query).all()
-        return [
-            TickRecord(
-                trigger_id=r.trigger_id,
-                scheduled_at=r.scheduled_at,
-                claimed_at=r.claimed_at,
-                run_id=r.run_id,
-                skip_reason=r.skip_reason,
-            )
-            for r in rows
-        ]
+            return [_tick(r) for r in conn.execute(query).all()]
 
-    @patient("read")
+    def last_tick(self, trigger_id: int) -> TickRecord | None:
+        """The trigger's newest claimed tick (None: never ticked)."""
+        newest = self.ticks(trigger_id, limit=1)
+        return newest[0] if newest else None
+
     def last_tick_at(self, trigger_id: int) -> datetime | None:
         """The scheduled time of the trigger's newest claimed tick (None: never ticked)."""
-        query = (
-            select(trigger_tick.c.scheduled_at)
-            .where(trigger_tick.c.trigger_id == trigger_id)
-            .order_by(trigger_tick.c.scheduled_at.desc())
-            .limit(1)
-        )
-        with self._read() as conn:
-            value: datetime | None = conn.execute(query).scalar_one_or_none()
-        return value
+        tick = self.last_tick(trigger_id)
+        return None if tick is None else tick.scheduled_at
