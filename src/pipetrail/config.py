@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from pipetrail.errors import ConfigError
+from pipetrail.scheduling.notify import build_notifiers
 
-__all__ = ["EXECUTORS", "Settings", "load_settings"]
+__all__ = ["DEFAULT_BASE_URL", "EXECUTORS", "Settings", "load_settings"]
 
 EXECUTORS = ("process", "inline")
+#: Where ``pipetrail ui`` listens by default; alerts link to pages under it.
+DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,9 @@ class Settings:
         artifacts_url: path or fsspec URL of the artifact store.
         executor: ``process`` (default) or ``inline``.
         max_workers: worker processes of the process executor; None means the CPU count.
+        alerts: the notifiers alerts go to, one validated mapping each (``kind``, ``url``…);
+            build them with ``pipetrail.scheduling.notify.build_notifiers``.
+        base_url: the dashboard's address, without a trailing slash; alerts link under it.
     """
 
     home: Path
@@ -33,6 +41,8 @@ class Settings:
     artifacts_url: str
     executor: str = "process"
     max_workers: int | None = None
+    alerts: tuple[Mapping[str, Any], ...] = ()
+    base_url: str = DEFAULT_BASE_URL
 
     @property
     def sqlite_file(self) -> Path | None:
@@ -93,12 +103,71 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
             raise ConfigError(
                 f"max_workers must be a positive integer, got {workers_text!r}"
             ) from None
+    base_url = _base_url(env, file_values)
     return Settings.for_home(
         home,
         **{k: v for k, v in {"db_url": db_text, "artifacts_url": artifacts_text}.items() if v},
         executor=executor,
         max_workers=workers,
+        alerts=_alerts(env, file_values, file_dir),
+        base_url=base_url,
     )
+
+
+def _base_url(env: Mapping[str, str], file_values: Mapping[str, Any]) -> str:
+    if env.get("PIPETRAIL_URL"):
+        text, source = env["PIPETRAIL_URL"], "PIPETRAIL_URL"
+    elif file_values.get("url") is not None:
+        text, source = file_values["url"], "url in [tool.pipetrail]"
+    else:
+        return DEFAULT_BASE_URL
+    value = text.strip().rstrip("/") if isinstance(text, str) else ""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - a bad port raises only when read
+    except ValueError:
+        parts = None
+    if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"{source} {text!r} is not an http:// or https:// address; "
+            f"give the dashboard's address, e.g. {DEFAULT_BASE_URL!r}"
+        )
+    return value
+
+
+def _alerts(
+    env: Mapping[str, str], file_values: Mapping[str, Any], file_dir: Path
+) -> tuple[Mapping[str, Any], ...]:
+    """The notifiers of PIPETRAIL_ALERTS (a JSON list) or else ``[[tool.pipetrail.alerts]]``.
+
+    Each is built once here, so a typo fails at start and not when the first alert is due.
+    """
+    text = env.get("PIPETRAIL_ALERTS", "")
+    if text.strip():
+        source = "PIPETRAIL_ALERTS"
+        try:
+            raw: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"PIPETRAIL_ALERTS is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno} (character {exc.pos + 1}); expected a list of notifiers, "
+                'e.g. [{"kind": "webhook", "url": "https://..."}]'
+            ) from None
+        what = "a JSON list of notifier objects"
+    elif "alerts" in file_values:
+        source = f"[[tool.pipetrail.alerts]] in {str(file_dir / 'pyproject.toml')!r}"
+        raw = file_values["alerts"]
+        what = "an array of tables, one [[tool.pipetrail.alerts]] per notifier"
+    else:
+        return ()
+    if not isinstance(raw, list):
+        raise ConfigError(f"{source} must be {what}, got {type(raw).__name__}")
+    try:
+        build_notifiers(raw, env=env)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
+    # Plain dicts, not read-only proxies: Settings is pickled into worker processes.
+    return tuple(dict(entry) for entry in raw)
 
 
 def _from_pyproject(cwd: Path) -> tuple[dict[str, Any], Path]:
