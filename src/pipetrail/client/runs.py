@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -19,10 +20,66 @@ __all__ = [
     "Code",
     "Run",
     "RunList",
+    "RunTrigger",
     "list_runs",
     "namespace",
     "search_runs",
 ]
+
+
+@dataclass(frozen=True, eq=False)
+class RunTrigger:
+    """What started a run: its ``kind`` (cli, api, retry, reproduce, or a trigger's kind: cron,
+    interval, once, always_on, after, api, manual), and when a trigger did, the trigger's
+    ``name``, the tick's ``scheduled_at`` and, for ``after``, the ``upstream`` run's pathspec.
+
+    It compares equal to its kind (``run.trigger == "cron"``) and prints as it.
+    """
+
+    kind: str
+    name: str | None = None
+    scheduled_at: datetime | None = None
+    upstream: str | None = None
+
+    @classmethod
+    def of(cls, record: RunRecord) -> RunTrigger:
+        cause = record.cause
+        if cause is None:
+            return cls(record.trigger)
+        return cls(record.trigger, cause.trigger, cause.scheduled_at, cause.upstream_pathspec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (``runs show --json``, REST): kind, name, scheduled_at (ISO), upstream."""
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "scheduled_at": self.scheduled_at.isoformat() if self.scheduled_at else None,
+            "upstream": self.upstream,
+        }
+
+    def __str__(self) -> str:
+        return self.kind
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, str):
+            return self.kind == other
+        if isinstance(other, RunTrigger):
+            return self.to_dict() == other.to_dict()
+        return NotImplemented
+
+    def __hash__(self) -> int:
+        return hash(self.kind)
+
+
+def sla_of(record: RunRecord) -> dict[str, Any] | None:
+    """The run's SLA as JSON (due_at, state: pending/met/missed, missed_at), None without one."""
+    if record.sla_due_at is None:
+        return None
+    return {
+        "due_at": record.sla_due_at.isoformat(),
+        "state": record.sla_state or "pending",
+        "missed_at": record.sla_missed_at.isoformat() if record.sla_missed_at else None,
+    }
 
 
 class Run:
@@ -134,8 +191,18 @@ class Run:
         return self._record.host
 
     @property
-    def trigger(self) -> str:
-        return self._record.trigger
+    def trigger(self) -> RunTrigger:
+        """What started the run (kind; trigger name, scheduled time, upstream run)."""
+        return RunTrigger.of(self._record)
+
+    @property
+    def sla(self) -> dict[str, Any] | None:
+        """The SLA its trigger set: due_at, state (pending, met, missed), missed_at; or None."""
+        return sla_of(self._record)
+
+    @property
+    def sla_missed(self) -> bool:
+        return self._record.sla_state == "missed"
 
     @property
     def error(self) -> str | None:

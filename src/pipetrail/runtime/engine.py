@@ -7,10 +7,11 @@ import platform
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipetrail.core.model import PipelineSpec, RunRecord
+from pipetrail.core.model import PipelineSpec, RunCause, RunRecord
 from pipetrail.core.params import to_json_value
 from pipetrail.core.status import TaskStatus
 from pipetrail.dsl import Pipeline
@@ -71,6 +72,12 @@ class RunRequest:
     reuse: dict[str, dict[int, int]] = field(default_factory=dict)
     #: The steps reused whole (the others in ``reuse`` re-run all but those tasks).
     reuse_steps: frozenset[str] = frozenset()
+    #: A trigger's run: its cause (``trigger`` is then the trigger's kind), the claimed tick
+    #: it is bound to (the trigger's id), the trigger's SLA and ``max_concurrent``.
+    cause: RunCause | None = None
+    tick_trigger_id: int | None = None
+    sla_s: float | None = None
+    trigger_limit: int | None = None
 
 
 class Engine:
@@ -140,6 +147,13 @@ class Engine:
                 origin_run_id=request.origin_run_id,
                 runner_pid=os.getpid(),
                 timeout_s=request.timeout_s or spec.timeout_s,
+                cause=request.cause,
+                tick_trigger_id=request.tick_trigger_id,
+                sla_due_at=(
+                    request.cause.scheduled_at + timedelta(seconds=request.sla_s)
+                    if request.cause is not None and request.sla_s is not None
+                    else None
+                ),
             )
         )
         # This runner holds the run: once it is taken (reaped as lost), its writes are refused.

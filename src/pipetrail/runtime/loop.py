@@ -123,13 +123,14 @@ class RunLoop(RunControls):
 
         limit = self.spec.max_concurrent_runs
         announced = False
-        while not self.store.claim_slot(self.run.id, limit):
+        trigger_limit = self.request.trigger_limit
+        while not self.store.claim_slot(self.run.id, limit, trigger_limit=trigger_limit):
             self._raise_if_lost()
             if self._cancel_reason is not None:
                 self._cancel_open_tasks(self._cancel_reason)
                 return False
             if not announced:
-                self.observer.run_waiting(self.run, limit or 0)
+                self.observer.run_waiting(self.run, limit or trigger_limit or 0)
                 announced = True
             # A runner that died holding a slot must not block the queue for ever.
             reap_lost_runs(self.store, self.services.spool_root)

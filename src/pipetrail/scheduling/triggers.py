@@ -18,6 +18,7 @@ __all__ = [
     "CLOCK_KINDS",
     "KINDS",
     "OVERLAP",
+    "describe",
     "fire_times",
     "next_fire_time",
     "validate",
@@ -165,3 +166,49 @@ def fire_times(
         yield tick
         count += 1
         tick = next_fire_time(definition, tick)
+
+
+_DAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
+
+
+def describe(definition: TriggerDefinition) -> str:
+    """The trigger's schedule in words: ``every day at 02:00 (Europe/Paris)``, ``every 10m``."""
+    d = definition
+    zone_text = f" ({d.timezone})"
+    if d.kind == "cron" and d.cron:
+        return _describe_cron(d.cron) + zone_text
+    if d.kind == "interval" and d.interval_s is not None:
+        from pipetrail.scheduling.spec import _seconds_text
+
+        text = f"every {_seconds_text(d.interval_s)}"
+        if d.end_at is not None:
+            text += f" until {d.end_at.astimezone(UTC).isoformat(timespec='minutes')}"
+        return text
+    if d.kind == "once" and d.once_at is not None:
+        return f"once, at {d.once_at.astimezone(UTC).isoformat(timespec='seconds')}"
+    if d.kind == "always_on":
+        return "always on: a new run as soon as the previous one ends"
+    if d.kind == "after":
+        return f"after each {d.after_on or 'completed'} run of {d.after_pipeline}"
+    return "when called over the API"
+
+
+def _describe_cron(expression: str) -> str:
+    minute, hour, dom, month, dow = expression.split()
+    if minute.isdigit() and hour.isdigit() and month == "*":
+        at = f"{int(hour):02d}:{int(minute):02d}"
+        if dom == "*" and dow == "*":
+            return f"every day at {at}"
+        if dom == "*" and dow.isdigit() and int(dow) < 7:
+            return f"every {_DAYS[int(dow)]} at {at}"
+        if dom == "*" and dow == "1-5":
+            return f"every weekday at {at}"
+        if dom.isdigit() and dow == "*":
+            return f"on day {int(dom)} of every month at {at}"
+    if minute.isdigit() and (hour, dom, month, dow) == ("*", "*", "*", "*"):
+        return f"every hour at minute {int(minute)}"
+    if minute.startswith("*/") and (hour, dom, month, dow) == ("*", "*", "*", "*"):
+        return f"every {minute[2:]} minutes"
+    if expression == "* * * * *":
+        return "every minute"
+    return f"cron {expression!r}"

@@ -1,0 +1,107 @@
+"""A trigger's tick into a run: the request (pipeline, params, cause) and, fired by hand, the tick.
+
+The scheduler claims a tick and spawns a process that calls :func:`tick_request` then runs it;
+``triggers run`` and the REST call claim a tick of their own with :func:`fire_now`. Either way
+the run is bound to its tick in the run's own transaction (``NewRun.tick_trigger_id``), so a
+tick never becomes two runs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipetrail.core.model import RunCause, RunRecord
+from pipetrail.errors import UsageError
+from pipetrail.runtime.engine import Engine, RunRequest
+from pipetrail.storage.metadata.base import MetadataStore, TriggerRecord
+
+__all__ = ["fire_now", "launcher_id", "tick_request"]
+
+
+def launcher_id() -> tuple[str, int]:
+    """This process, as a tick's launcher: (host, pid)."""
+    return socket.gethostname(), os.getpid()
+
+
+def tick_request(
+    record: TriggerRecord,
+    scheduled_at: datetime,
+    *,
+    kind: str | None = None,
+    upstream: RunRecord | None = None,
+    params: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+) -> RunRequest:
+    """The run of ``record``'s tick at ``scheduled_at``, bound to that tick.
+
+    ``kind`` is what the run records as its trigger (the trigger's kind unless fired by hand:
+    ``manual``); ``params``/``variables`` override the trigger's for this run only. Variables
+    gain ``scheduled_at`` (and ``upstream_run`` for an ``after`` trigger), so a step can read the
+    data of its slot.
+
+    Raises:
+        PipelineLoadError: the file is missing, does not import, or lacks the pipeline.
+        ParameterError: an unknown parameter or a value of the wrong type.
+    """
+    from pipetrail.runtime.loader import load_pipeline_file
+
+    d = record.definition
+    pipeline = load_pipeline_file(Path(d.pipeline_file), d.pipeline_name)
+    resolved = pipeline.resolve_params({**d.params, **(params or {})})
+    merged = {**d.variables, **(variables or {})}
+    merged["scheduled_at"] = scheduled_at.astimezone(UTC).isoformat()
+    if upstream is not None:
+        merged["upstream_run"] = upstream.pathspec
+    return RunRequest(
+        pipeline=pipeline,
+        params=resolved,
+        variables=merged,
+        tags=d.tags,
+        trigger=kind or d.kind,
+        timeout_s=d.timeout_s,
+        on_timeout=d.on_timeout,
+        cause=RunCause(
+            trigger=d.name,
+            scheduled_at=scheduled_at,
+            upstream_run_id=upstream.id if upstream is not None else None,
+            upstream_pathspec=upstream.pathspec if upstream is not None else None,
+        ),
+        tick_trigger_id=record.id,
+        sla_s=d.sla_s,
+        trigger_limit=d.max_concurrent,
+    )
+
+
+def fire_now(
+    store: MetadataStore,
+    engine: Engine,
+    record: TriggerRecord,
+    *,
+    params: Mapping[str, Any] | None = None,
+    variables: Mapping[str, str] | None = None,
+    kind: str = "manual",
+) -> tuple[RunRecord, RunRequest]:
+    """Fire ``record`` once, now ("run once"): claim a tick at this moment and record its run.
+
+    The run is prepared (recorded in ``initial``), not executed: the caller runs it in the
+    foreground (CLI) or the background (REST). Bad parameters are refused before the tick is
+    claimed, so they leave nothing behind.
+
+    Raises:
+        PipelineLoadError, ParameterError: from :func:`tick_request`.
+        UsageError: the trigger is paused (resume it first) or its tick was taken.
+    """
+    if record.paused:
+        raise UsageError(f"trigger {record.name!r} is paused; resume it first to fire it")
+    at = datetime.now(UTC)
+    request = tick_request(record, at, kind=kind, params=params, variables=variables)
+    while not store.claim_tick(record.id, at, launcher=launcher_id(), note=f"fired: {kind}"):
+        at = datetime.now(UTC)  # the same microsecond as another fire: take the next one
+        request = tick_request(record, at, kind=kind, params=params, variables=variables)
+    run = engine.prepare(request)
+    return run, request
