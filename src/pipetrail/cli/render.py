@@ -93,7 +93,7 @@ def print_run_list(runs: list[Run]) -> None:
             _status(run.status),
             _time(run.created_at),
             format_duration(run.duration),
-            run.trigger,
+            str(run.trigger),
             run.user,
             ", ".join(sorted(run.user_tags)),
         )
