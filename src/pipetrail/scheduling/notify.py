@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import difflib
 import functools
 import http.client
@@ -19,7 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pipetrail.errors import ConfigError, PipetrailError
 
@@ -203,7 +204,10 @@ class _Filtered:
 
 @dataclass(frozen=True, kw_only=True)
 class WebhookNotifier(_Filtered):
-    """POSTs the alert's JSON to ``url``; any 2xx answer means delivered."""
+    """POSTs the alert's JSON to ``url``; any 2xx answer means delivered.
+
+    ``user:password@`` in the url is sent as Basic authorization; ``headers`` are added.
+    """
 
     kind: str = field(default="webhook", init=False)
     url: str
@@ -221,12 +225,14 @@ class WebhookNotifier(_Filtered):
                 could not be reached (refused, timed out, unknown host).
         """
         data = json.dumps(self.body(alert)).encode()
+        url, authorization = _split_credentials(self.url)
         headers = {
+            **authorization,
             **self.headers,
             "Content-Type": "application/json",
             "User-Agent": f"pipetrail/{_version()}",
         }
-        request = urllib.request.Request(self.url, data=data, headers=headers, method="POST")
+        request = urllib.request.Request(url, data=data, headers=headers, method="POST")
         where = self._where()
         try:
             with _OPENER.open(request, timeout=self.timeout) as response:
@@ -614,11 +620,24 @@ def _safe_url(url: str, *, path: bool = True) -> str:
     return shown + ("/…" if parts.path not in ("", "/") else "")
 
 
+def _split_credentials(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without ``user:password@`` and the Basic ``Authorization`` header it implies."""
+    parts = urlsplit(url)
+    if parts.username is None:
+        return url, {}
+    netloc = parts.netloc.rpartition("@")[2]
+    pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    token = base64.b64encode(pair.encode()).decode()
+    return urlunsplit(parts._replace(netloc=netloc)), {"Authorization": f"Basic {token}"}
+
+
 def _excerpt(exc: urllib.error.HTTPError, limit: int = 200) -> str:
     try:
         raw = exc.read(limit * 4)
     except (OSError, ValueError, http.client.HTTPException):
         return ""
+    finally:
+        exc.close()  # the error holds the response and its socket
     text = _one_line(raw.decode(errors="replace")).strip()
     return text[:limit] + ("…" if len(text) > limit else "")
 
