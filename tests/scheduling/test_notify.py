@@ -454,7 +454,8 @@ BAD = [
     # (what, entries, every fragment the one-line message must contain)
     ("not a table", ["webhook"], ["alerts entry 1", "table/object", "str"]),
     ("no kind", [{"url": "http://h/"}], ["alerts entry 1", "no kind", "webhook, slack, email"]),
-    ("unknown kind", [{"kind": "pager"}], ["alerts entry 1", "'pager'"]),
+    ("unknown kind", [{"kind": "pager"}], ["alerts entry 1 has an unknown kind 'pager'"]),
+    ("misspelt kind", [{"kind": "slak"}], ["'slak' (did you mean 'slack'?)"]),
     (
         "typo in a key",
         [{"kind": "webhook", "name": "ops", "url": "http://h/", "evnts": ["run_failed"]}],
@@ -465,7 +466,7 @@ BAD = [
         [{"kind": "slack", "url": "http://h/", "headers": {}}],
         ["unknown key 'headers'"],
     ),
-    ("missing url", [{"kind": "webhook"}], ["url is missing"]),
+    ("missing url", [{"kind": "webhook"}], ["alerts entry 1 ('webhook-1')", "url is missing"]),
     ("ftp url", [{"kind": "slack", "url": "ftp://h/x"}], ["url", "http:// or https://"]),
     (
         "url with a bad port",

@@ -428,8 +428,12 @@ def _build(index: int, config: object, env: Mapping[str, str]) -> Notifier:
     name = config.get("name")
     where = _entry(index, name)
     if kind not in KINDS:
-        got = "no kind" if kind is None else f"kind {kind!r}"
-        raise ConfigError(f"{where}: {got}; expected one of {', '.join(KINDS)}")
+        got = "has no kind" if kind is None else f"has an unknown kind {kind!r}"
+        close = difflib.get_close_matches(kind, KINDS, n=1) if isinstance(kind, str) else []
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"{where} {got}{hint}; expected one of {', '.join(KINDS)}")
+    if "name" not in config:
+        where = _entry(index, f"{kind}-{index}")
     check = _Checker(where, config)
     check.keys(_KEYS[kind])
     name = check.text("name") if "name" in config else f"{kind}-{index}"
