@@ -18,6 +18,9 @@ if TYPE_CHECKING:
     from pipetrail.runtime.engine import Engine, RunObserver
     from pipetrail.runtime.executors.base import Executor
     from pipetrail.runtime.task import TaskServices
+    from pipetrail.scheduling.alerts import AlertCenter
+    from pipetrail.scheduling.notify import Notifier
+    from pipetrail.scheduling.scheduler import Scheduler, SchedulerOptions
     from pipetrail.storage.artifacts.cas import ContentAddressedStore
     from pipetrail.storage.artifacts.serializers import SerializerRegistry
     from pipetrail.storage.metadata.sql.store import SqlMetadataStore
@@ -118,6 +121,58 @@ class Workspace:
 
     def reader(self) -> client.Reader:
         return client.Reader(self.store, lambda: (self.cas, self.registry))
+
+    @functools.cached_property
+    def notifiers(self) -> list[Notifier]:
+        """The notifiers alerts go to (settings: PIPETRAIL_ALERTS, [[tool.pipetrail.alerts]])."""
+        from pipetrail.scheduling.notify import build_notifiers
+
+        return build_notifiers(self.settings.alerts)
+
+    def alert_center(self) -> AlertCenter:
+        from pipetrail.scheduling.alerts import AlertCenter
+
+        return AlertCenter(self.store, self.notifiers)
+
+    def settings_env(self) -> dict[str, str]:
+        """These settings as PIPETRAIL_* variables: what a process started for them needs."""
+        s = self.settings
+        env = {
+            "PIPETRAIL_HOME": str(s.home),
+            "PIPETRAIL_DB": s.db_url,
+            "PIPETRAIL_ARTIFACTS": s.artifacts_url,
+            "PIPETRAIL_EXECUTOR": s.executor,
+            "PIPETRAIL_ALERTS": json.dumps([dict(a) for a in s.alerts]),
+            "PIPETRAIL_URL": s.base_url,
+        }
+        if s.max_workers is not None:
+            env["PIPETRAIL_MAX_WORKERS"] = str(s.max_workers)
+        return env
+
+    def scheduler(self, options: SchedulerOptions | None = None) -> Scheduler:
+        """The scheduling loop over this store: tick runs start as ``pipetrail`` processes
+        with these settings, in the current directory; their launch logs go to
+        ``$PIPETRAIL_HOME/scheduler/``."""
+        import os
+
+        from pipetrail.runtime.recovery import reap_lost_runs
+        from pipetrail.scheduling.launcher import SubprocessLauncher
+        from pipetrail.scheduling.scheduler import Scheduler
+
+        launcher = SubprocessLauncher(
+            [sys.executable, "-m", "pipetrail.cli"],
+            self.settings.home / "scheduler",
+            env={**os.environ, **self.settings_env()},
+            cwd=Path.cwd(),
+        )
+        return Scheduler(
+            self.store,
+            launcher,
+            alerts=self.alert_center(),
+            base_url=self.settings.base_url,
+            options=options,
+            reap=lambda: reap_lost_runs(self.store, self.spool_root),
+        )
 
     def close(self) -> None:
         self.store.close()

@@ -15,6 +15,7 @@ from pipetrail.cli.common import EXIT_INTERRUPTED, EXIT_OK
 from pipetrail.cli.inspect import lineage_command, logs_command
 from pipetrail.cli.run import run_command
 from pipetrail.cli.runs import runs_group
+from pipetrail.cli.scheduler import scheduler_group
 from pipetrail.cli.ui import ui_command
 
 __all__ = ["cli", "main"]
@@ -26,7 +27,14 @@ def cli() -> None:
     """pipetrail: run pipelines and keep a complete record of every run."""
 
 
-for _command in (run_command, runs_group, lineage_command, logs_command, ui_command):
+for _command in (
+    run_command,
+    runs_group,
+    lineage_command,
+    logs_command,
+    ui_command,
+    scheduler_group,
+):
     cli.add_command(_command)
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "describe",
     "fire_times",
     "next_fire_time",
+    "previous_fire_time",
     "validate",
     "zone",
 ]
@@ -153,6 +154,26 @@ def next_fire_time(definition: TriggerDefinition, after: datetime) -> datetime |
         return None if d.end_at is not None and tick > d.end_at else tick.astimezone(UTC)
     if d.kind == "once" and d.once_at is not None:
         return d.once_at.astimezone(UTC) if d.once_at > after else None
+    return None
+
+
+def previous_fire_time(definition: TriggerDefinition, at: datetime) -> datetime | None:
+    """The last tick of a clock trigger at or before ``at``, in UTC; None when there is none."""
+    d = definition
+    if d.kind == "cron" and d.cron is not None:
+        local = (at + timedelta(microseconds=1)).astimezone(zone(d.timezone))
+        prev: datetime = croniter(d.cron, local).get_prev(datetime)
+        return prev.astimezone(UTC)
+    if d.kind == "interval" and d.interval_s is not None and d.start_at is not None:
+        if at < d.start_at:
+            return None
+        step = timedelta(seconds=d.interval_s)
+        tick = d.start_at + step * ((at - d.start_at) // step)
+        if d.end_at is not None and tick > d.end_at:
+            tick = d.start_at + step * ((d.end_at - d.start_at) // step)
+        return tick.astimezone(UTC)
+    if d.kind == "once" and d.once_at is not None:
+        return d.once_at.astimezone(UTC) if d.once_at <= at else None
     return None
 
 

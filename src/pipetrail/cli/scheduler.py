@@ -1,0 +1,122 @@
+"""``pipetrail scheduler``: the scheduling loop in the foreground (and the launcher of one tick)."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from typing import Any
+
+import click
+
+from pipetrail.cli.common import EXIT_OK, EXIT_USAGE, errors
+
+
+@click.group("scheduler", invoke_without_command=True)
+@click.option(
+    "--poll",
+    default="1s",
+    show_default=True,
+    metavar="DURATION",
+    help="Time between two looks at the triggers.",
+)
+@click.option(
+    "--grace",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="A tick at most this late is on time; later it is missed (see each trigger's --catchup).",
+)
+@click.pass_context
+@errors
+def scheduler_group(ctx: click.Context, poll: str, grace: str) -> None:
+    """Fire the triggers' ticks as runs, watch SLAs and send alerts, until Ctrl-C or SIGTERM.
+
+    Any number of schedulers may share one store: each tick starts at most one run. The runs it
+    started go on when it stops. `pipetrail ui` runs the same loop unless --no-scheduler.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    from pipetrail.dsl import parse_duration
+    from pipetrail.scheduling.scheduler import SchedulerOptions
+    from pipetrail.workspace import open_workspace
+
+    options = SchedulerOptions(
+        poll_s=parse_duration(poll, what="--poll") or 1.0,
+        grace_s=parse_duration(grace, what="--grace", zero_ok=True) or 0.0,
+    )
+    workspace = open_workspace()
+    scheduler = workspace.scheduler(options)
+    stop = threading.Event()
+
+    def stopping(_signum: int, _frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    count = len(workspace.store.list_triggers())
+    click.echo(
+        f"pipetrail scheduler: {count} trigger(s) in {_store_name(workspace.settings.db_url)}; "
+        f"{len(workspace.notifiers)} notifier(s); Ctrl-C to stop",
+        err=True,
+    )
+    scheduler.run(stop)
+    click.echo("pipetrail scheduler: stopped (the runs it started go on)", err=True)
+    sys.exit(EXIT_OK)
+
+
+def _store_name(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@scheduler_group.command("fire", hidden=True)
+@click.argument("name")
+@click.option("--at", "at", required=True, help="The tick's scheduled time (ISO 8601).")
+@click.option("--upstream", type=int, default=None, help="The run that caused it (after).")
+@errors
+def fire_command(name: str, at: str, upstream: int | None) -> None:
+    """Start the run of a tick a scheduler claimed (the scheduler runs this in a new process)."""
+    from pipetrail.cli.run import execute
+    from pipetrail.errors import TickTakenError, UsageError
+    from pipetrail.scheduling.fire import tick_request
+    from pipetrail.scheduling.notify import Alert
+    from pipetrail.scheduling.spec import parse_time
+    from pipetrail.workspace import open_workspace
+
+    workspace = open_workspace()
+    store = workspace.store
+    record = store.get_trigger(name)
+    scheduled = parse_time(at, "--at")
+    tick = store.get_tick(record.id, scheduled)
+    if tick is None or tick.settled:
+        click.echo(f"tick {scheduled.isoformat()} of {name!r} is not open; nothing to do")
+        sys.exit(EXIT_OK)
+    try:
+        upstream_run = store.get_run(upstream) if upstream is not None else None
+        request = tick_request(record, scheduled, upstream=upstream_run)
+    except UsageError as exc:
+        reason = f"could not start: {exc}"
+        if store.settle_tick(record.id, scheduled, skip_reason=reason):
+            alert = Alert(
+                event="start_failed",
+                pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
+                run=None,
+                status=None,
+                trigger=name,
+                message=f"trigger {name!r}: {reason}",
+                link=f"{workspace.settings.base_url}/triggers/{name}",
+                at=scheduled,
+            )
+            workspace.alert_center().raise_alert(
+                alert, key=f"start_failed:{record.id}:{scheduled.isoformat()}"
+            )
+        click.echo(f"error: {reason}", err=True)
+        sys.exit(EXIT_USAGE)
+    try:
+        code = execute(workspace, request, None, as_json=False, quiet=True)
+    except TickTakenError as exc:
+        click.echo(f"nothing to do: {exc}")
+        code = EXIT_OK
+    sys.exit(code)

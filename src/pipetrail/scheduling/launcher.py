@@ -1,0 +1,112 @@
+"""Starting a tick's run in a process of its own, so neither a crash of the run nor of the
+scheduler takes the other with it."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Protocol
+
+import psutil
+
+__all__ = ["LaunchOrder", "Launcher", "SubprocessLauncher"]
+
+
+@dataclass(frozen=True)
+class LaunchOrder:
+    """Run the tick of ``trigger`` at ``scheduled_at`` (caused by ``upstream_run_id``)."""
+
+    trigger: str
+    scheduled_at: datetime
+    upstream_run_id: int | None = None
+
+
+class Launcher(Protocol):
+    """Starts tick runs; tells whether a launcher process it or another started is alive."""
+
+    def launch(self, order: LaunchOrder) -> int: ...
+    def alive(self, pid: int) -> bool: ...
+    def reap(self) -> None: ...
+
+
+class SubprocessLauncher:
+    """Each run in a new session (a scheduler stopped or killed leaves its runs running).
+
+    Args:
+        command: the argv prefix of the ``pipetrail`` command (``[python, -m, pipetrail.cli]``).
+        log_dir: where each launch's own output goes (the run's steps are recorded in the store).
+        env: the environment of the runs (the scheduler's settings, so they use its stores).
+        cwd: their working directory.
+    """
+
+    def __init__(
+        self,
+        command: Sequence[str],
+        log_dir: Path,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.command = list(command)
+        self.log_dir = log_dir
+        self.env = dict(env) if env is not None else None
+        self.cwd = cwd
+        self._children: dict[int, subprocess.Popen[bytes]] = {}
+
+    def launch(self, order: LaunchOrder) -> int:
+        argv = [*self.command, "scheduler", "fire", order.trigger, "--at"]
+        argv.append(order.scheduled_at.isoformat())
+        if order.upstream_run_id is not None:
+            argv += ["--upstream", str(order.upstream_run_id)]
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        stamp = order.scheduled_at.strftime("%Y%m%dT%H%M%S.%f")
+        log = self.log_dir / f"{_safe(order.trigger)}-{stamp}.log"
+        with open(log, "ab") as out:
+            child = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
+            )
+        self._children[child.pid] = child
+        return child.pid
+
+    def alive(self, pid: int) -> bool:
+        child = self._children.get(pid)
+        if child is not None:
+            return child.poll() is None
+        try:
+            return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            return False
+
+    def reap(self) -> None:
+        """Collect the exit status of finished children (no zombies)."""
+        for pid, child in list(self._children.items()):
+            if child.poll() is not None:
+                del self._children[pid]
+
+    @property
+    def running(self) -> int:
+        self.reap()
+        return len(self._children)
+
+    def wait_all(self, timeout_s: float) -> None:
+        """For tests and benchmarks: wait until every launched run has ended."""
+        for child in list(self._children.values()):
+            try:
+                child.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                continue
+        self.reap()
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "trigger"
