@@ -79,41 +79,24 @@ def _store_name(url: str) -> str:
 def fire_command(name: str, at: str, upstream: int | None) -> None:
     """Start the run of a tick a scheduler claimed (the scheduler runs this in a new process)."""
     from pipetrail.cli.run import execute
-    from pipetrail.errors import TickTakenError, UsageError
-    from pipetrail.scheduling.fire import tick_request
-    from pipetrail.scheduling.notify import Alert
+    from pipetrail.errors import TickTakenError
+    from pipetrail.scheduling.fire import open_tick
     from pipetrail.scheduling.spec import parse_time
     from pipetrail.workspace import open_workspace
 
     workspace = open_workspace()
-    store = workspace.store
-    record = store.get_trigger(name)
-    scheduled = parse_time(at, "--at")
-    tick = store.get_tick(record.id, scheduled)
-    if tick is None or tick.settled:
-        click.echo(f"tick {scheduled.isoformat()} of {name!r} is not open; nothing to do")
-        sys.exit(EXIT_OK)
-    try:
-        upstream_run = store.get_run(upstream) if upstream is not None else None
-        request = tick_request(record, scheduled, upstream=upstream_run)
-    except UsageError as exc:
-        reason = f"could not start: {exc}"
-        if store.settle_tick(record.id, scheduled, skip_reason=reason):
-            alert = Alert(
-                event="start_failed",
-                pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
-                run=None,
-                status=None,
-                trigger=name,
-                message=f"trigger {name!r}: {reason}",
-                link=f"{workspace.settings.base_url}/triggers/{name}",
-                at=scheduled,
-            )
-            workspace.alert_center().raise_alert(
-                alert, key=f"start_failed:{record.id}:{scheduled.isoformat()}"
-            )
-        click.echo(f"error: {reason}", err=True)
-        sys.exit(EXIT_USAGE)
+    request = open_tick(
+        workspace.store,
+        name,
+        parse_time(at, "--at"),
+        upstream_run_id=upstream,
+        alerts=workspace.alert_center(),
+        base_url=workspace.settings.base_url,
+    )
+    if isinstance(request, str):
+        failed = request.startswith("could not start")
+        click.echo(f"error: {request}" if failed else request, err=failed)
+        sys.exit(EXIT_USAGE if failed else EXIT_OK)
     try:
         code = execute(workspace, request, None, as_json=False, quiet=True)
     except TickTakenError as exc:

@@ -18,9 +18,11 @@ from typing import Any
 from pipetrail.core.model import RunCause, RunRecord
 from pipetrail.errors import UsageError
 from pipetrail.runtime.engine import Engine, RunRequest
+from pipetrail.scheduling.alerts import AlertCenter
+from pipetrail.scheduling.notify import Alert
 from pipetrail.storage.metadata.base import MetadataStore, TriggerRecord
 
-__all__ = ["fire_now", "launcher_id", "tick_request"]
+__all__ = ["fire_now", "launcher_id", "open_tick", "tick_request"]
 
 
 def launcher_id() -> tuple[str, int]:
@@ -105,3 +107,45 @@ def fire_now(
         request = tick_request(record, at, kind=kind, params=params, variables=variables)
     run = engine.prepare(request)
     return run, request
+
+
+def open_tick(
+    store: MetadataStore,
+    name: str,
+    scheduled_at: datetime,
+    *,
+    upstream_run_id: int | None = None,
+    alerts: AlertCenter | None = None,
+    base_url: str | None = None,
+) -> RunRequest | str:
+    """The request of a claimed tick a scheduler asked this process to start, or why not.
+
+    A tick that has its run already (or was skipped) gives the reason text; one whose pipeline
+    cannot be loaded, or whose parameters no longer fit, is settled with ``could not start: …``
+    (and a ``start_failed`` alert) and gives that reason.
+
+    Raises:
+        NotFoundError: the trigger was deleted meanwhile.
+    """
+    record = store.get_trigger(name)
+    tick = store.get_tick(record.id, scheduled_at)
+    if tick is None or tick.settled:
+        return f"tick {scheduled_at.isoformat()} of {name!r} is not open; nothing to do"
+    try:
+        upstream = store.get_run(upstream_run_id) if upstream_run_id is not None else None
+        return tick_request(record, scheduled_at, upstream=upstream)
+    except UsageError as exc:
+        reason = f"could not start: {exc}"
+        if store.settle_tick(record.id, scheduled_at, skip_reason=reason) and alerts is not None:
+            alert = Alert(
+                event="start_failed",
+                pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
+                run=None,
+                status=None,
+                trigger=name,
+                message=f"trigger {name!r}: {reason}",
+                link=f"{base_url}/triggers/{name}" if base_url else None,
+                at=datetime.now(UTC),
+            )
+            alerts.raise_alert(alert, key=f"start_failed:{record.id}:{scheduled_at.isoformat()}")
+        return reason
