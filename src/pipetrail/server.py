@@ -6,6 +6,7 @@ No module-level app state: everything an app needs hangs off the app it belongs 
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def create_app(
     token: str | None = None,
     host: str = "127.0.0.1",
     project_dir: Path | None = None,
+    scheduler: bool = False,
 ) -> FastAPI:
     """The server over ``workspace``: ``/api``, ``/docs``, ``/login`` and the dashboard pages.
 
@@ -50,6 +52,8 @@ def create_app(
         host: the address the server will bind (decides whether a token is required).
         project_dir: the only folder whose pipeline files triggers and retries may import
             (symlinks out of it count as outside); by default the current directory.
+        scheduler: run the scheduling loop in the server (``pipetrail ui`` does, unless
+            ``--no-scheduler``): triggers fire, SLAs are watched, alerts sent.
 
     Raises:
         ConfigError: ``host`` is not a loopback address and no token is given.
@@ -60,12 +64,18 @@ def create_app(
     # A server left running must notice runs whose runner died, with no other command.
     reaper = LostRunReaper(workspace.store, workspace.spool_root)
 
+    loop = _SchedulerThread(workspace, project_dir or Path.cwd()) if scheduler else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         reaper.start()
+        if loop is not None:
+            loop.start()
         try:
             yield
         finally:
+            if loop is not None:
+                loop.stop()
             reaper.stop()
             # Runs this server was driving cannot go on without it: end them as cancelled.
             launcher.shutdown(workspace)
@@ -93,6 +103,24 @@ def create_app(
 
     app.add_middleware(AccessMiddleware, policy=policy)
     return app
+
+
+class _SchedulerThread:
+    """The scheduling loop in a thread of the server; the runs it starts are processes."""
+
+    def __init__(self, workspace: Workspace, cwd: Path) -> None:
+        self._scheduler = workspace.scheduler(cwd=cwd)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._scheduler.run, args=(self._stop,), name="pipetrail-scheduler", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30.0)
 
 
 def _mount_dashboard(app: FastAPI, workspace: Workspace) -> bool:

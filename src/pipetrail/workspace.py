@@ -149,10 +149,12 @@ class Workspace:
             env["PIPETRAIL_MAX_WORKERS"] = str(s.max_workers)
         return env
 
-    def scheduler(self, options: SchedulerOptions | None = None) -> Scheduler:
+    def scheduler(
+        self, options: SchedulerOptions | None = None, *, cwd: Path | None = None
+    ) -> Scheduler:
         """The scheduling loop over this store: tick runs start as ``pipetrail`` processes
-        with these settings, in the current directory; their launch logs go to
-        ``$PIPETRAIL_HOME/scheduler/``."""
+        with these settings, in ``cwd`` (default: the current directory); their launch logs go
+        to ``$PIPETRAIL_HOME/scheduler/``."""
         import os
 
         from pipetrail.runtime.recovery import reap_lost_runs
@@ -163,7 +165,7 @@ class Workspace:
             [sys.executable, "-m", "pipetrail.cli"],
             self.settings.home / "scheduler",
             env={**os.environ, **self.settings_env()},
-            cwd=Path.cwd(),
+            cwd=cwd or Path.cwd(),
         )
         return Scheduler(
             self.store,

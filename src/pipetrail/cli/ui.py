@@ -28,9 +28,20 @@ SERVER_CONNECTIONS = 8
     show_default=True,
     help="The only folder whose pipeline files triggers and retries may import.",
 )
+@click.option(
+    "--no-scheduler",
+    is_flag=True,
+    help="Do not run the scheduling loop here (run `pipetrail scheduler` elsewhere instead).",
+)
 @errors
-def ui_command(host: str, port: int, token: str | None, project_dir: Path) -> None:
-    """Serve the REST API and the dashboard over the configured store."""
+def ui_command(
+    host: str, port: int, token: str | None, project_dir: Path, no_scheduler: bool
+) -> None:
+    """Serve the REST API and the dashboard over the configured store.
+
+    The server also runs the scheduler (triggers fire, SLAs are watched, alerts are sent)
+    unless --no-scheduler.
+    """
     import uvicorn
 
     from pipetrail.server import create_app
@@ -38,9 +49,14 @@ def ui_command(host: str, port: int, token: str | None, project_dir: Path) -> No
 
     project = project_dir.resolve()
     app = create_app(
-        open_workspace(connections=SERVER_CONNECTIONS), token=token, host=host, project_dir=project
+        open_workspace(connections=SERVER_CONNECTIONS),
+        token=token,
+        host=host,
+        project_dir=project,
+        scheduler=not no_scheduler,
     )
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     click.echo(f"pipetrail dashboard: http://{shown}:{port}/pipeline-runs   (API docs: /docs)")
     click.echo(f"pipeline files from: {project}")
+    click.echo("scheduler: " + ("not here (--no-scheduler)" if no_scheduler else "running"))
     uvicorn.run(app, host=host, port=port, log_level="warning")

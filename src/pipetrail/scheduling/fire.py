@@ -105,7 +105,12 @@ def fire_now(
     while not store.claim_tick(record.id, at, launcher=launcher_id(), note=f"fired: {kind}"):
         at = datetime.now(UTC)  # the same microsecond as another fire: take the next one
         request = tick_request(record, at, kind=kind, params=params, variables=variables)
-    run = engine.prepare(request)
+    try:
+        run = engine.prepare(request)
+    except Exception as exc:
+        # The tick is claimed: say why it has no run rather than leave it open.
+        store.settle_tick(record.id, at, skip_reason=f"could not start: {exc}")
+        raise
     return run, request
 
 
