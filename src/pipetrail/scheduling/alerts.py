@@ -13,10 +13,9 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from urllib.parse import quote
 
 from pipetrail.core.model import RunRecord
-from pipetrail.scheduling.notify import Alert, Notifier
+from pipetrail.scheduling.notify import Alert, Notifier, run_link
 from pipetrail.storage.metadata.base import MetadataStore, NewAlert
 
 __all__ = ["AlertCenter", "Backoff", "run_alert"]
@@ -39,9 +38,7 @@ def run_alert(
     event: str, run: RunRecord, message: str, *, base_url: str | None, at: datetime
 ) -> Alert:
     """The alert of ``event`` about ``run``, linked to its dashboard page."""
-    link = None
-    if base_url:
-        link = f"{base_url}/pipelines/{quote(run.pipeline, safe='')}/runs/{run.id}"
+    link = run_link(base_url, run.pathspec) if base_url else None
     return Alert(
         event=event,
         pipeline=run.pipeline,
