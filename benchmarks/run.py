@@ -39,6 +39,7 @@ NAMES = (
     "run_record_read",
     "search_10k",
     "list_page_10k",
+    "scheduler",
 )
 SCENARIO_TIMEOUT_S = 1800
 

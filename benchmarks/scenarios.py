@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import flowgen
+import scheduler_bench
 
 if TYPE_CHECKING:
     from pipetrail.client import Run
@@ -98,12 +99,14 @@ class Sizes:
     read_repeats: int
     search_runs: int
     search_repeats: int
+    triggers: int = 1000
+    tick_runs: int = 8
 
     @classmethod
     def pick(cls, quick: bool) -> Sizes:
         if quick:
-            return cls(5, 2, 10, 2, 10_000, 1, 20, 1, 3, 5, 1_000, 5)
-        return cls(20, 5, 100, 3, 100_000, 3, 200, 5, 5, 20, 10_000, 20)
+            return cls(5, 2, 10, 2, 10_000, 1, 20, 1, 3, 5, 1_000, 5, 100, 3)
+        return cls(20, 5, 100, 3, 100_000, 3, 200, 5, 5, 20, 10_000, 20, 1000, 8)
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -912,4 +915,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "run_record_read": run_record_read,
     "search_10k": search,
     "list_page_10k": list_page,
+    "scheduler": lambda home, sizes: scheduler_bench.scheduler(home, sizes),
 }
