@@ -329,3 +329,20 @@ def test_a_pipeline_that_no_longer_loads_settles_its_tick_with_the_reason(
     assert tick.run_id is None and tick.skip_reason is not None
     assert tick.skip_reason.startswith("could not start:") and "flows.py" in tick.skip_reason
     assert _runs(workspace, "often") == []
+
+
+def test_overlap_wait_skips_a_tick_once_too_many_runs_wait(
+    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
+) -> None:
+    _create(workspace, clock, **_every(flow, "pile", max_concurrent=1))
+    scheduler = _scheduler(workspace, launcher, clock, max_waiting=2)
+    launcher.hold = True
+    for step in (1, 2, 3):
+        clock.at = T0 + timedelta(seconds=10 * step, milliseconds=1)
+        scheduler.run_pass()
+    assert len(_runs(workspace, "pile")) == 2
+    newest = workspace.store.ticks(workspace.store.get_trigger("pile").id)[0]
+    assert (
+        newest.skip_reason is not None
+        and "2 runs of the trigger already wait" in newest.skip_reason
+    )

@@ -62,6 +62,9 @@ class SchedulerOptions:
     batch: int = 1000
     always_on_retry_s: float = 30.0
     heartbeat_s: float = 5.0
+    #: With ``overlap wait``, most runs of one trigger waiting for a slot; a tick beyond that is
+    #: skipped with the reason (a schedule faster than its runs must not pile up processes).
+    max_waiting: int = 10
 
 
 @dataclass
@@ -316,6 +319,21 @@ class Scheduler:
                 reason = (
                     f"overlap skip: {_plural(busy, 'run')} of the trigger still running "
                     f"(max_concurrent {d.max_concurrent})"
+                )
+                if self.store.claim_tick(
+                    record.id, tick, cause_run_id=upstream_id, skip_reason=reason, note=note
+                ):
+                    report.skipped += 1
+                return
+        if d.overlap == "wait" and d.max_concurrent is not None:
+            most = self.options.max_waiting
+            waiting = self.store.list_runs(
+                RunQuery(trigger=record.name, statuses=(RunStatus.INITIAL,), limit=most)
+            )
+            if len(waiting) >= most:
+                reason = (
+                    f"overlap wait: {most} runs of the trigger already wait for a slot "
+                    f"(max_concurrent {d.max_concurrent}); the schedule is faster than its runs"
                 )
                 if self.store.claim_tick(
                     record.id, tick, cause_run_id=upstream_id, skip_reason=reason, note=note
