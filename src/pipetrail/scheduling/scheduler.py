@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 
 from pipetrail.core.model import RunRecord
 from pipetrail.core.status import RunStatus
+from pipetrail.errors import StoreError, TickTakenError
 from pipetrail.scheduling.alerts import AlertCenter
 from pipetrail.scheduling.launcher import Launcher, LaunchOrder
 from pipetrail.scheduling.notify import Alert
@@ -155,10 +156,18 @@ class Scheduler:
         for record in triggers.values():
             if record.paused:
                 continue
-            if record.definition.kind in CLOCK_KINDS:
-                self._clock_trigger(record, now, in_flight, report)
-            elif record.definition.kind == "always_on":
-                self._always_on(record, now, in_flight, report)
+            try:
+                if record.definition.kind in CLOCK_KINDS:
+                    self._clock_trigger(record, now, in_flight, report)
+                elif record.definition.kind == "always_on":
+                    self._always_on(record, now, in_flight, report)
+            except TickTakenError:
+                continue
+            except Exception as exc:
+                if isinstance(exc, StoreError):
+                    raise  # the store is away: the whole pass is retried
+                # One trigger's trouble must not stop the others.
+                _say(f"trigger {record.name!r} skipped this pass: {type(exc).__name__}: {exc}")
         self._run_endings(triggers, now, in_flight, report)
         self._stale_ticks(triggers, unsettled, now, report)
         self._slas(now, report)
