@@ -55,6 +55,7 @@ def test_client_all_is_sorted_and_pinned() -> None:
         "Reader",
         "Run",
         "RunList",
+        "RunTrigger",
         "Step",
         "Task",
         "TaskException",
