@@ -75,9 +75,14 @@ def _store_name(url: str) -> str:
 @click.argument("name")
 @click.option("--at", "at", required=True, help="The tick's scheduled time (ISO 8601).")
 @click.option("--upstream", type=int, default=None, help="The run that caused it (after).")
+@click.option("--cwd", "cwd", default=None, help="Run in this folder.")
 @errors
-def fire_command(name: str, at: str, upstream: int | None) -> None:
+def fire_command(name: str, at: str, upstream: int | None, cwd: str | None) -> None:
     """Start the run of a tick a scheduler claimed (the scheduler runs this in a new process)."""
+    if cwd is not None:
+        import os
+
+        os.chdir(cwd)
     from pipetrail.cli.run import execute
     from pipetrail.errors import TickTakenError
     from pipetrail.scheduling.fire import open_tick

@@ -3,8 +3,8 @@ scheduler takes the other with it."""
 
 from __future__ import annotations
 
+import os
 import re
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -55,33 +55,42 @@ class SubprocessLauncher:
         self.log_dir = log_dir
         self.env = dict(env) if env is not None else None
         self.cwd = cwd
-        self._children: dict[int, subprocess.Popen[bytes]] = {}
+        self._children: set[int] = set()
 
     def launch(self, order: LaunchOrder) -> int:
         argv = [*self.command, "scheduler", "fire", order.trigger, "--at"]
         argv.append(order.scheduled_at.isoformat())
         if order.upstream_run_id is not None:
             argv += ["--upstream", str(order.upstream_run_id)]
+        if self.cwd is not None:
+            argv += ["--cwd", str(self.cwd)]
         self.log_dir.mkdir(parents=True, exist_ok=True)
         stamp = order.scheduled_at.strftime("%Y%m%dT%H%M%S.%f")
         log = self.log_dir / f"{_safe(order.trigger)}-{stamp}.log"
-        with open(log, "ab") as out:
-            child = subprocess.Popen(
+        out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            # posix_spawn, not Popen: a run outlives the scheduler by design, and no Popen
+            # object is left to complain about a child it never waited for.
+            pid = os.posix_spawn(
+                argv[0],
                 argv,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                cwd=self.cwd,
-                start_new_session=True,
+                self.env if self.env is not None else dict(os.environ),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, out, 1),
+                    (os.POSIX_SPAWN_DUP2, out, 2),
+                ],
+                setsid=True,
             )
-        self._children[child.pid] = child
-        return child.pid
+        finally:
+            os.close(out)
+        self._children.add(pid)
+        return pid
 
     def alive(self, pid: int) -> bool:
-        child = self._children.get(pid)
-        if child is not None:
-            return child.poll() is None
+        if pid in self._children:
+            self.reap()
+            return pid in self._children
         try:
             return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -89,23 +98,18 @@ class SubprocessLauncher:
 
     def reap(self) -> None:
         """Collect the exit status of finished children (no zombies)."""
-        for pid, child in list(self._children.items()):
-            if child.poll() is not None:
-                del self._children[pid]
+        for pid in list(self._children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                self._children.discard(pid)
 
     @property
     def running(self) -> int:
         self.reap()
         return len(self._children)
-
-    def wait_all(self, timeout_s: float) -> None:
-        """For tests and benchmarks: wait until every launched run has ended."""
-        for child in list(self._children.values()):
-            try:
-                child.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                continue
-        self.reap()
 
 
 def _safe(name: str) -> str:
