@@ -1,4 +1,5 @@
-"""The REST API (FastAPI): pipelines, pipeline runs, block runs, artifacts and run actions."""
+"""The REST API (FastAPI): pipelines, pipeline runs, block runs, artifacts, run actions and
+triggers."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ __all__ = ["api_router"]
 
 def api_router() -> APIRouter:
     """Every ``/api`` route, in one router (the server mounts it with the dashboard)."""
-    from pipetrail.api.routes import artifacts, block_runs, pipelines, runs
+    from pipetrail.api.routes import artifacts, block_runs, pipelines, runs, triggers
 
     router = APIRouter()
-    for module in (pipelines, runs, block_runs, artifacts):
+    for module in (pipelines, runs, block_runs, artifacts, triggers):
         router.include_router(module.router)
     return router

@@ -1,4 +1,5 @@
-"""Actions behind the POST routes: trigger, retry and cancel runs; runs execute in the background.
+"""Actions behind the POST routes: trigger, retry and cancel runs, define and fire triggers;
+runs execute in the background.
 
 A trigger or retry records the run synchronously (``Engine.prepare``), so its id is known at
 once, then drives it in a thread of its own with a Workspace of its own (its own store
@@ -23,7 +24,10 @@ from pipetrail.errors import InvalidTransitionError, NotFoundError, PipetrailErr
 from pipetrail.runtime.control import cancel_run, describe_plan, retry_request
 from pipetrail.runtime.engine import RunRequest
 from pipetrail.runtime.loader import load_pipeline_file
-from pipetrail.storage.metadata.base import RunQuery
+from pipetrail.scheduling.fire import fire_now
+from pipetrail.scheduling.service import TriggerService
+from pipetrail.scheduling.spec import KIND_FIELDS, check_pipeline, definition_from, to_fields
+from pipetrail.storage.metadata.base import RunQuery, TriggerDefinition, TriggerRecord
 from pipetrail.workspace import Workspace
 
 if TYPE_CHECKING:
@@ -33,12 +37,16 @@ __all__ = [
     "BATCH_LIMIT",
     "BatchOutcome",
     "RunLauncher",
+    "TriggerExistsError",
     "cancel_many",
     "cancel_one",
+    "create_trigger",
     "each",
+    "fire_trigger",
     "retry_one",
     "select_runs",
     "trigger",
+    "update_trigger",
 ]
 
 log = logging.getLogger("pipetrail.api")
@@ -190,6 +198,150 @@ def trigger(
         max_parallel=max_parallel,
     )
     run = workspace.engine(executor=executor).prepare(request)
+    launcher.start(run, request, executor)
+    return run
+
+
+class TriggerExistsError(InvalidTransitionError):
+    """A trigger of that name exists already (the API answers 409)."""
+
+
+def _trigger_definition(
+    launcher: RunLauncher, fields: Mapping[str, Any], where: str
+) -> TriggerDefinition:
+    """``fields`` read as a trigger whose pipeline file is under the project directory, with
+    its pipeline loaded and its parameters checked."""
+    target = fields.get("pipeline")
+    if isinstance(target, str) and target.strip():
+        file_text, sep, pipeline_name = target.partition(":")
+        path = launcher.project.pipeline_file(file_text, purpose=f"{where}: pipeline file")
+        fields = {**fields, "pipeline": f"{path}{sep}{pipeline_name}"}
+    definition = definition_from(fields, base_dir=launcher.project.root, where=where)
+    return check_pipeline(definition)
+
+
+def create_trigger(
+    workspace: Workspace, launcher: RunLauncher, fields: Mapping[str, Any]
+) -> TriggerRecord:
+    """Store a new trigger read from ``fields`` (the ``scheduling.spec`` vocabulary).
+
+    Raises:
+        ForbiddenFileError: the pipeline file is not a ``.py`` file under the project directory.
+        UsageError: a bad field (one line naming it); the name exists (``TriggerExistsError``).
+        PipelineLoadError, ParameterError: the pipeline does not load, or a bad parameter.
+    """
+    definition = _trigger_definition(launcher, fields, "trigger")
+    service = TriggerService(workspace.store)
+    if _exists(service, definition.name):
+        raise TriggerExistsError(_taken(definition.name))
+    try:
+        return service.create(definition)
+    except UsageError:
+        if _exists(service, definition.name):
+            # Created by another request between the look and the write.
+            raise TriggerExistsError(_taken(definition.name)) from None
+        raise
+
+
+def _exists(service: TriggerService, name: str) -> bool:
+    try:
+        service.get(name)
+    except NotFoundError:
+        return False
+    return True
+
+
+def _taken(name: str) -> str:
+    return (
+        f"a trigger named {name!r} exists already; change it with PATCH /api/triggers/{{name}}, "
+        "or pick another name"
+    )
+
+
+def update_trigger(
+    workspace: Workspace, launcher: RunLauncher, name: str, changes: Mapping[str, Any]
+) -> TriggerRecord:
+    """Change some fields of trigger ``name``: ``changes`` are merged onto its current fields.
+
+    A change set to None removes the field (back to its default). A change that gives another
+    kind (``every`` for a cron trigger) replaces the kind and drops the old kind's fields.
+
+    Raises:
+        NotFoundError: no such trigger.
+        ForbiddenFileError: the (new or current) pipeline file is not under the project
+            directory (a trigger defined from elsewhere is changed with the CLI).
+        UsageError: a bad field, or ``name`` given and different.
+        PipelineLoadError, ParameterError: the pipeline does not load, or a bad parameter.
+    """
+    service = TriggerService(workspace.store)
+    current = service.get(name)
+    given = changes.get("name")
+    if given is not None and given != name:
+        raise UsageError(
+            f"trigger {name!r}: 'name' cannot change (got {given!r}); create a trigger of the "
+            "new name and delete this one"
+        )
+    fields = to_fields(current.definition)
+    new_kind = next((k for k in KIND_FIELDS if changes.get(k) not in (None, False)), None)
+    if new_kind is not None:
+        # Another kind replaces the current one with the fields that only went with it.
+        for key in KIND_FIELDS:
+            if key != new_kind:
+                fields.pop(key, None)
+        if new_kind != "after":
+            fields.pop("on", None)
+        if new_kind != "every":
+            fields.pop("start", None)
+            fields.pop("end", None)
+    for key, value in changes.items():
+        if key == "name":
+            continue
+        if value is None:
+            fields.pop(key, None)
+        else:
+            fields[key] = value
+    fields["name"] = name
+    definition = _trigger_definition(launcher, fields, "trigger")
+    return service.update(definition)
+
+
+def fire_trigger(
+    workspace: Workspace,
+    launcher: RunLauncher,
+    name: str,
+    *,
+    params: Mapping[str, Any],
+    variables: Mapping[str, str],
+    executor: str | None,
+) -> RunRecord:
+    """Fire trigger ``name`` once, now: record its run (bound to a tick of its own) and start
+    it in the background. The run records its trigger as ``api`` for an api trigger, else
+    ``manual``.
+
+    Raises:
+        NotFoundError: no such trigger.
+        InvalidTransitionError: the trigger is paused.
+        ForbiddenFileError: its pipeline file is not under the project directory.
+        PipelineLoadError, ParameterError: the pipeline does not load, or a bad parameter
+            (nothing is recorded).
+    """
+    record = TriggerService(workspace.store).get(name)
+    if record.paused:
+        raise InvalidTransitionError(
+            f"trigger {name!r} is paused; resume it first (POST /api/triggers/{name}/resume)"
+        )
+    launcher.project.pipeline_file(
+        record.definition.pipeline_file, purpose=f"cannot fire trigger {name!r}: its pipeline file"
+    )
+    kind = "api" if record.definition.kind == "api" else "manual"
+    run, request = fire_now(
+        workspace.store,
+        workspace.engine(executor=executor),
+        record,
+        params=params,
+        variables=variables,
+        kind=kind,
+    )
     launcher.start(run, request, executor)
     return run
 

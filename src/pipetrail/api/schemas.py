@@ -16,6 +16,7 @@ from pipetrail.core.status import RunStatus, TaskStatus
 
 __all__ = [
     "MAX_ID",
+    "AlertOut",
     "ArtifactLinkOut",
     "BatchFilter",
     "BatchItemResult",
@@ -54,9 +55,24 @@ __all__ = [
     "ResourcesOut",
     "RetryRequest",
     "RetryResponse",
+    "RunRef",
+    "RunSlaOut",
+    "RunTriggerOut",
     "StepOut",
     "TagText",
+    "TickOut",
+    "TriggerCreate",
+    "TriggerDetail",
+    "TriggerDetailEnvelope",
+    "TriggerEnvelope",
+    "TriggerFireRequest",
+    "TriggerList",
+    "TriggerName",
+    "TriggerOut",
+    "TriggerPatch",
     "TriggerRequest",
+    "UpcomingList",
+    "UpcomingOut",
     "VersionOut",
 ]
 
@@ -132,6 +148,26 @@ class ErrorEnvelope(_Out):
 # -- pipeline runs ----------------------------------------------------------------------------
 
 
+class RunTriggerOut(_Out):
+    """What started a run."""
+
+    kind: str = Field(
+        description="cli, api, retry, reproduce, or a trigger's kind: cron, interval, once, "
+        "always_on, after, manual (a trigger fired by hand)."
+    )
+    name: str | None = Field(description="The trigger that started it, if one did.")
+    scheduled_at: datetime | None = Field(description="The tick it ran for (UTC).")
+    upstream: str | None = Field(description="For an after trigger: the upstream run's pathspec.")
+
+
+class RunSlaOut(_Out):
+    """A run's SLA: by when it should have ended, and whether it did."""
+
+    due_at: datetime = Field(description="When the run should have ended by (UTC).")
+    state: Literal["pending", "met", "missed"] = Field(description="pending, met or missed.")
+    missed_at: datetime | None = Field(description="When it was found late.")
+
+
 class PipelineRunOut(_Out):
     """One pipeline run as recorded (Mage: pipeline run)."""
 
@@ -146,7 +182,8 @@ class PipelineRunOut(_Out):
     duration_s: float | None = Field(description="Seconds from start to end; null until it ends.")
     user: str = Field(description="Who started it.")
     host: str = Field(description="Machine it was started on.")
-    trigger: str = Field(description="What started it: cli, api, schedule, retry, reproduce.")
+    trigger: RunTriggerOut = Field(description="What started it, and which trigger if one did.")
+    sla: RunSlaOut | None = Field(description="Its trigger's SLA; null when it has none.")
     params: dict[str, JsonValue] = Field(description="Resolved parameter values.")
     param_types: dict[str, str] = Field(description="Declared type label of each parameter.")
     variables: dict[str, str] = Field(description="Runtime variables.")
@@ -579,3 +616,187 @@ class BatchResponse(_Out):
     matched: int = Field(description="Runs selected.")
     succeeded: int
     results: list[BatchItemResult]
+
+
+# -- triggers -----------------------------------------------------------------------------------
+
+#: A trigger's name: any non-empty text of at most 200 characters.
+TriggerName = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+_Short = Annotated[str, StringConstraints(max_length=500)]
+#: A duration: text such as "10m", "2h", "1d", or a number of seconds.
+_Duration = _Short | float
+
+
+class _TriggerFields(_In):
+    """The fields of a trigger, as the CLI options, YAML files and Python keyword arguments
+    name them (exactly one of cron, every, once_at, always_on, after and api)."""
+
+    pipeline: _Short | None = Field(
+        default=None,
+        description="FILE[:PIPELINE]: a pipeline file under the server's project directory "
+        "(relative paths are taken from it) and the pipeline's name when the file has several.",
+    )
+    cron: _Short | None = Field(
+        default=None, description="A cron expression ('0 2 * * *'), in ``timezone``."
+    )
+    every: _Duration | None = Field(default=None, description="An interval: '10m', '1h', 3600.")
+    once_at: _Short | None = Field(
+        default=None, description="Once, at this ISO 8601 time with its zone."
+    )
+    always_on: bool | None = Field(
+        default=None, description="Keep one run going: a new one starts when the last ends."
+    )
+    after: _Short | None = Field(
+        default=None, description="After each run of this pipeline ends (see ``on``)."
+    )
+    on: Literal["completed", "failed", "any"] | None = Field(
+        default=None, description="With after: which endings of the upstream run fire it."
+    )
+    api: bool | None = Field(
+        default=None, description="Fired only by POST /api/triggers/{name}/runs."
+    )
+    timezone: _Short | None = Field(
+        default=None, description="IANA zone of a cron; UTC by default."
+    )
+    start: _Short | None = Field(default=None, description="With every: the first tick (ISO 8601).")
+    end: _Short | None = Field(default=None, description="With every: no tick after this.")
+    params: dict[str, JsonValue] | None = Field(
+        default=None, description="Parameter values of its runs, name → JSON value."
+    )
+    variables: dict[str, str] | None = Field(default=None, description="Runtime variables.")
+    tags: list[TagText] | None = Field(default=None, description="User tags of its runs.")
+    sla: _Duration | None = Field(
+        default=None, description="A run not ended this long after its tick has missed its SLA."
+    )
+    timeout: _Duration | None = Field(default=None, description="Run timeout.")
+    on_timeout: Literal["failed", "cancelled", "warning"] | None = Field(
+        default=None, description="What a run that times out becomes."
+    )
+    max_concurrent: int | None = Field(
+        default=None, ge=1, le=2**31 - 1, description="Most runs of this trigger at once."
+    )
+    overlap: Literal["wait", "skip"] | None = Field(
+        default=None, description="A tick while runs are at max_concurrent: wait or skip it."
+    )
+    catchup: Literal["latest", "all", "none"] | None = Field(
+        default=None, description="Ticks missed while no scheduler ran: latest, all or none."
+    )
+
+
+class TriggerCreate(_TriggerFields):
+    """A new trigger."""
+
+    name: TriggerName = Field(description="Its name, unique in the store.")
+    pipeline: _Short = Field(
+        description="FILE[:PIPELINE]: a pipeline file under the server's project directory "
+        "(relative paths are taken from it) and the pipeline's name when the file has several."
+    )
+
+
+class TriggerPatch(_TriggerFields):
+    """Fields to change; the others keep their values. A field set to null goes back to its
+    default; giving another kind (``every`` for a cron trigger) replaces the kind."""
+
+    name: TriggerName | None = Field(default=None, description="Cannot change; may be repeated.")
+
+
+class TriggerFireRequest(_In):
+    """Fire a trigger once, now."""
+
+    params: dict[str, JsonValue] = Field(
+        default_factory=dict, description="Parameter overrides for this run, name → JSON value."
+    )
+    variables: dict[str, str] = Field(
+        default_factory=dict, description="Runtime variables for this run."
+    )
+    executor: Executor | None = Field(default=None, description="process or inline.")
+
+
+class RunRef(_Out):
+    """A run, briefly."""
+
+    id: int
+    pathspec: str
+    status: RunStatus
+
+
+class TriggerOut(_Out):
+    """A trigger, its schedule and how it went."""
+
+    name: str
+    definition: dict[str, JsonValue] = Field(
+        description="The trigger in the fields POST /api/triggers takes (defaults left out)."
+    )
+    kind: str = Field(description="cron, interval, once, always_on, after or api.")
+    schedule: str = Field(description="The schedule in words.")
+    paused: bool
+    next_at: datetime | None = Field(
+        description="When it fires next by the clock; null when paused, done or not a clock kind."
+    )
+    last_run: RunRef | None = Field(description="The newest run it started.")
+    sla_missed: int = Field(description="Runs it started that missed their SLA.")
+    created_at: datetime
+    updated_at: datetime
+    url: str = Field(description="Where its details are.")
+    runs_url: str = Field(description="Where the runs it started are listed.")
+
+
+class TickOut(_Out):
+    """A tick a scheduler (or a fire by hand) claimed: its run, or why it has none."""
+
+    scheduled_at: datetime = Field(description="The time it was due (UTC).")
+    claimed_at: datetime = Field(description="When it was claimed (UTC).")
+    run: RunRef | None = Field(description="The run it started.")
+    skip_reason: str | None = Field(description="Why it started no run.")
+    note: str | None = Field(description="What claimed it (backfill, fired: api, …).")
+
+
+class AlertOut(_Out):
+    """An alert about the trigger or its runs, and how its delivery went."""
+
+    event: str = Field(description="failed, sla_missed, start_failed, …")
+    notifier: str = Field(description="The notifier it goes to.")
+    state: Literal["delivered", "failed", "pending"]
+    attempts: int
+    last_error: str | None
+    run_id: int | None
+    created_at: datetime
+
+
+class TriggerDetail(TriggerOut):
+    """A trigger with its recent ticks, alerts and next fire times."""
+
+    ticks: list[TickOut] = Field(description="Recent ticks, newest first.")
+    alerts: list[AlertOut] = Field(description="Recent alerts, newest first.")
+    upcoming: list[datetime] = Field(description="Its next fire times.")
+
+
+class TriggerList(_Out):
+    """Every trigger, by name."""
+
+    triggers: list[TriggerOut]
+
+
+class TriggerEnvelope(_Out):
+    """One trigger."""
+
+    trigger: TriggerOut
+
+
+class TriggerDetailEnvelope(_Out):
+    """One trigger with its detail."""
+
+    trigger: TriggerDetail
+
+
+class UpcomingOut(_Out):
+    """A fire time of a trigger."""
+
+    trigger: str = Field(description="The trigger's name.")
+    at: datetime
+
+
+class UpcomingList(_Out):
+    """The next fire times of the active clock triggers, soonest first."""
+
+    upcoming: list[UpcomingOut]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from pipetrail.api.previews import artifact_url
 from pipetrail.api.schemas import (
+    AlertOut,
     ArtifactLinkOut,
     BlockRunDetail,
     BlockRunOut,
@@ -19,11 +20,20 @@ from pipetrail.api.schemas import (
     PipelineRunOut,
     PipelineSummary,
     ResourcesOut,
+    RunRef,
+    RunSlaOut,
+    RunTriggerOut,
     StepOut,
+    TickOut,
+    TriggerDetail,
+    TriggerOut,
     VersionOut,
 )
+from pipetrail.client.runs import RunTrigger, sla_of
 from pipetrail.core.model import ArtifactLink, EventRecord, PipelineSpec, RunRecord, TaskRecord
 from pipetrail.core.status import RunStatus
+from pipetrail.scheduling.service import TriggerOverview
+from pipetrail.scheduling.spec import to_fields
 from pipetrail.storage.metadata.base import MetadataStore
 
 __all__ = [
@@ -34,6 +44,9 @@ __all__ = [
     "pipeline_summaries",
     "run_detail",
     "run_out",
+    "run_ref",
+    "trigger_detail",
+    "trigger_out",
 ]
 
 
@@ -50,7 +63,8 @@ def _run_fields(run: RunRecord) -> dict[str, Any]:
         "duration_s": run.duration_s,
         "user": run.user,
         "host": run.host,
-        "trigger": run.trigger,
+        "trigger": RunTriggerOut(**RunTrigger.of(run).to_dict()),
+        "sla": _sla(run),
         "params": run.params,
         "param_types": run.param_types,
         "variables": run.variables,
@@ -67,6 +81,11 @@ def _run_fields(run: RunRecord) -> dict[str, Any]:
         "timeout_s": run.timeout_s,
         "block_runs_url": f"/api/pipeline_runs/{run.id}/block_runs",
     }
+
+
+def _sla(run: RunRecord) -> RunSlaOut | None:
+    sla = sla_of(run)
+    return RunSlaOut(**sla) if sla is not None else None
 
 
 def run_out(run: RunRecord) -> PipelineRunOut:
@@ -239,4 +258,70 @@ def pipeline_detail(store: MetadataStore, name: str) -> PipelineDetail | None:
             )
             for v in store.pipeline_versions(name)
         ],
+    )
+
+
+def run_ref(run: RunRecord) -> RunRef:
+    """A run, briefly: id, pathspec and status."""
+    return RunRef(id=run.id, pathspec=run.pathspec, status=run.status)
+
+
+_ALERT_STATES: dict[str, Literal["delivered", "failed", "pending"]] = {
+    "delivered": "delivered",
+    "failed": "failed",
+    "pending": "pending",
+}
+
+
+def _trigger_fields(overview: TriggerOverview) -> dict[str, Any]:
+    record = overview.record
+    return {
+        "name": record.name,
+        "definition": to_fields(record.definition),
+        "kind": record.definition.kind,
+        "schedule": overview.schedule,
+        "paused": record.paused,
+        "next_at": overview.next_at,
+        "last_run": run_ref(overview.last_run) if overview.last_run is not None else None,
+        "sla_missed": overview.sla_missed,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "url": f"/api/triggers/{record.name}",
+        "runs_url": f"/api/triggers/{record.name}/runs",
+    }
+
+
+def trigger_out(overview: TriggerOverview) -> TriggerOut:
+    """The list view of a trigger (from ``TriggerService.overview``)."""
+    return TriggerOut(**_trigger_fields(overview))
+
+
+def trigger_detail(overview: TriggerOverview) -> TriggerDetail:
+    """A trigger with its recent ticks, alerts and next fire times (``overview(detail=True)``)."""
+    runs = overview.runs
+    return TriggerDetail(
+        **_trigger_fields(overview),
+        ticks=[
+            TickOut(
+                scheduled_at=t.scheduled_at,
+                claimed_at=t.claimed_at,
+                run=run_ref(runs[t.run_id]) if t.run_id in runs else None,
+                skip_reason=t.skip_reason,
+                note=t.note,
+            )
+            for t in overview.ticks
+        ],
+        alerts=[
+            AlertOut(
+                event=a.event,
+                notifier=a.notifier,
+                state=_ALERT_STATES.get(a.state, "pending"),
+                attempts=a.attempts,
+                last_error=a.last_error,
+                run_id=a.run_id,
+                created_at=a.created_at,
+            )
+            for a in overview.alerts
+        ],
+        upcoming=list(overview.upcoming),
     )

@@ -31,6 +31,7 @@ from pipetrail.api.schemas import (
     PlanStep,
     RetryRequest,
     RetryResponse,
+    TriggerName,
 )
 from pipetrail.api.views import block_run_out, run_detail, run_out
 from pipetrail.core.model import RunRecord
@@ -96,6 +97,12 @@ def list_pipeline_runs(
         list[Text] | None,
         Query(description="Sort keys 'field [asc|desc]' (repeatable); newest first by default."),
     ] = None,
+    trigger: Annotated[
+        TriggerName | None, Query(description="Only runs started by this trigger (its name).")
+    ] = None,
+    sla_missed: Annotated[
+        bool, Query(description="Only runs that missed their trigger's SLA.")
+    ] = False,
     limit: Annotated[int, Query(ge=1, le=500, description="Runs per page.")] = 50,
     cursor: Annotated[
         CursorText | None, Query(description="next_cursor of the previous page.")
@@ -112,6 +119,8 @@ def list_pipeline_runs(
         filter=filter or None,
         # An empty item adds no key (an empty order_by is the default order).
         order_by=tuple(item for item in order_by or () if item.strip()),
+        trigger=trigger,
+        sla_missed=sla_missed,
     )
     page = page_runs(
         ctx.workspace.store,
