@@ -60,6 +60,14 @@ def upgrade() -> None:
         batch_op.create_unique_constraint(
             op.f("uq_trigger_tick_trigger_id_cause_run_id"), ["trigger_id", "cause_run_id"]
         )
+    open_tick = sa.text("run_id IS NULL AND skip_reason IS NULL")
+    op.create_index(
+        "ix_trigger_tick_open",
+        "trigger_tick",
+        ["trigger_id"],
+        sqlite_where=open_tick,
+        postgresql_where=open_tick,
+    )
     op.create_table(
         "alert",
         sa.Column("id", _ID, autoincrement=True, nullable=False),
@@ -116,6 +124,7 @@ def downgrade() -> None:
     op.drop_index(op.f("ix_alert_run_id"), table_name="alert")
     op.drop_index(op.f("ix_alert_delivered_at_failed_at_next_attempt_at"), table_name="alert")
     op.drop_table("alert")
+    op.drop_index("ix_trigger_tick_open", table_name="trigger_tick")
     with op.batch_alter_table("trigger_tick", schema=None) as batch_op:
         batch_op.drop_constraint(op.f("uq_trigger_tick_trigger_id_cause_run_id"), type_="unique")
         batch_op.drop_constraint(
