@@ -194,3 +194,44 @@ def test_run_handles_do_not_import_the_pipeline_definition() -> None:
 
     graph = grimp.build_graph("pipetrail")
     assert not graph.chain_exists("pipetrail.client.runs", "pipetrail.client.pipelines")
+
+
+def test_iterating_a_pipeline_pages_through_every_run_newest_first(
+    sqlite_workspace: Workspace,
+) -> None:
+    from itertools import islice
+
+    from pipetrail.storage.metadata.base import NewRun
+
+    @pt.step
+    def only() -> int:
+        return 1
+
+    spec = pt.Pipeline("paged", [only]).spec
+    store = sqlite_workspace.store
+    ids = [
+        store.create_run(
+            NewRun(
+                spec=spec,
+                params={},
+                param_types={},
+                variables={},
+                user="ana",
+                host="box",
+                trigger="cli",
+                system_tags=("user:ana",),
+            )
+        ).id
+        for _ in range(620)  # beyond the first pages (100, then 400)
+    ]
+    namespace(None)
+    try:
+        history = PipelineHistory("paged", reader=sqlite_workspace.reader())
+        assert [r.id for r in history] == ids[::-1]
+        assert [r.id for r in islice(history, 3)] == ids[::-1][:3]
+        namespace("user:ana")
+        assert len(list(history)) == 620
+        namespace("user:bob")
+        assert list(history) == []
+    finally:
+        namespace(pt.client.runs.default_namespace())
