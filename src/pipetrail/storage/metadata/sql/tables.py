@@ -121,6 +121,8 @@ pipeline_run = Table(
     Column("sla_state", String(8)),
     Column("sla_missed_at", UtcDateTime),
     Index(None, "pipeline_id", "created_at"),
+    # A pipeline's runs newest first (the default order, keyset pages on id) without a sort.
+    Index(None, "pipeline_id", "id"),
     Index(None, "trigger_name", "created_at"),
     Index(None, "sla_state", "sla_due_at"),
     Index(None, "finished_at"),
