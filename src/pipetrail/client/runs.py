@@ -474,8 +474,11 @@ def list_runs(
     order_by: tuple[str, ...] = (),
     all_namespaces: bool = False,
     reader: Reader | None = None,
+    trigger: str | None = None,
+    sla_missed: bool = False,
 ) -> RunList:
-    """Runs newest first (or by ``order_by``), filtered, in the current namespace."""
+    """Runs newest first (or by ``order_by``), filtered, in the current namespace; with
+    ``trigger`` only the runs that trigger started, with ``sla_missed`` only late ones."""
     r = resolve_reader(reader)
     scope = None if all_namespaces else namespace()
     records = r.store.list_runs(
@@ -487,6 +490,8 @@ def list_runs(
             limit=limit,
             filter=filter,
             order_by=tuple(order_by),
+            trigger=trigger,
+            sla_missed=sla_missed,
         )
     )
     return RunList(Run._of(record, r) for record in records)
