@@ -14,7 +14,7 @@ from pipetrail.dashboard.formatting import format_duration
 from pipetrail.dashboard.timeline import TimelineRow, timeline_rows
 
 if TYPE_CHECKING:
-    from pipetrail.storage.metadata.base import MetadataStore
+    from pipetrail.storage.metadata.base import AlertRecord, MetadataStore
 
 __all__ = [
     "ArtifactView",
@@ -31,6 +31,8 @@ __all__ = [
 LOG_LIMIT = 20_000
 #: Above this many attempts in a run, logs are not read for the page.
 LOG_TASK_LIMIT = 200
+#: Alerts of a run the page lists (the newest).
+ALERT_LIMIT = 50
 
 #: When a step's tasks disagree, the status that describes the step best comes first.
 _PRECEDENCE = [
@@ -159,6 +161,8 @@ class RunDetail:
     params: list[dict[str, Any]]
     live: bool
     lineage: dict[str, Any] = field(default_factory=dict)
+    #: Alerts raised about the run, with their delivery state.
+    alerts: list[AlertRecord] = field(default_factory=list)
 
 
 def step_states(run: Run) -> dict[str, str]:
@@ -213,6 +217,7 @@ def run_detail(run: Run, store: MetadataStore, *, now: datetime | None = None) -
         selected=_selected(steps, root),
         params=_params(run, param_specs),
         live=run.record.status not in RUN_TERMINAL,
+        alerts=store.alerts(run_id=run.id, limit=ALERT_LIMIT),
     )
 
 

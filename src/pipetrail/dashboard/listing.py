@@ -26,6 +26,10 @@ PAGE_SIZE = 50
 #: The last page a URL may ask for: its offset stays a count the stores accept.
 MAX_PAGE = MAX_COUNT // (2 * PAGE_SIZE)
 ACTIVE = (RunStatus.INITIAL, RunStatus.RUNNING)
+#: Trigger names are at most this long.
+MAX_TRIGGER_NAME = 200
+_YES = ("1", "true", "yes", "on")
+_NO = ("0", "false", "no", "off", "")
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,10 @@ class RunFilters:
     until: date | None = None
     q: str | None = None
     filter: str | None = None
+    #: Only the runs this trigger started.
+    trigger: str | None = None
+    #: Only the runs that missed their SLA.
+    sla_missed: bool = False
     page: int = 1
     problems: tuple[str, ...] = ()
     #: The pipeline the page is about (``/pipelines/{name}/runs``): not a filter one can drop.
@@ -49,7 +57,8 @@ class RunFilters:
         cls, items: Sequence[tuple[str, str]], *, pipeline: str | None = None
     ) -> RunFilters:
         """Read ``pipeline``, ``status`` (repeatable), ``tag``, ``since``, ``until``, ``q``,
-        ``filter`` and ``page``; ``pipeline`` given here overrides the query string."""
+        ``filter``, ``trigger``, ``sla_missed`` and ``page``; ``pipeline`` given here overrides
+        the query string."""
         values: dict[str, str] = {}
         statuses: list[RunStatus] = []
         problems: list[str] = []
@@ -71,6 +80,19 @@ class RunFilters:
         until = _date(values.get("until"), "until", problems)
         if since and until and until < since:
             problems.append(f"until {until} is before since {since}; showing nothing between")
+        sla_missed = False
+        if "sla_missed" in values:
+            flag = values["sla_missed"].lower()
+            if flag in _YES:
+                sla_missed = True
+            elif flag not in _NO:
+                problems.append(f"sla_missed {values['sla_missed']!r} is not yes or no; use 1 or 0")
+        trigger = values.get("trigger")
+        if trigger is not None and len(trigger) > MAX_TRIGGER_NAME:
+            problems.append(
+                f"trigger {trigger[:40]!r}… is longer than {MAX_TRIGGER_NAME} characters; "
+                "no trigger has that name"
+            )
         page = 1
         if "page" in values:
             try:
@@ -88,6 +110,8 @@ class RunFilters:
             until=until,
             q=values.get("q"),
             filter=values.get("filter"),
+            trigger=trigger,
+            sla_missed=sla_missed,
             page=page,
             problems=tuple(problems),
             fixed_pipeline=pipeline is not None,
@@ -104,6 +128,8 @@ class RunFilters:
             or self.until
             or self.q
             or self.filter
+            or self.trigger
+            or self.sla_missed
         )
 
     def query(self, **changes: Any) -> str:
@@ -113,10 +139,12 @@ class RunFilters:
         if current.pipeline and not current.fixed_pipeline:
             pairs.append(("pipeline", current.pipeline))
         pairs += [("status", s.value) for s in current.statuses]
-        for name in ("tag", "since", "until", "q", "filter"):
+        for name in ("tag", "since", "until", "q", "filter", "trigger"):
             value = getattr(current, name)
             if value:
                 pairs.append((name, str(value)))
+        if current.sla_missed:
+            pairs.append(("sla_missed", "1"))
         if current.page > 1:
             pairs.append(("page", str(current.page)))
         return urlencode(pairs)
@@ -267,6 +295,8 @@ def _fetch(reader: Reader, filters: RunFilters, limit: int) -> list[Run]:
         filter=_search(filters.filter, until),
         all_namespaces=True,
         reader=reader,
+        trigger=filters.trigger,
+        sla_missed=filters.sla_missed,
     )
     if until is not None:
         runs = [r for r in runs if r.created_at < until]
@@ -306,6 +336,7 @@ def _matches(run: Run, q: str) -> bool:
             record.status.value,
             record.user,
             record.trigger,
+            record.cause.trigger if record.cause else "",
             *record.user_tags,
             *record.system_tags,
             json.dumps(record.params, default=repr),

@@ -22,7 +22,17 @@ from pipetrail.dashboard.detail import run_detail, step_states
 from pipetrail.dashboard.formatting import FILTERS
 from pipetrail.dashboard.lineage import run_lineage
 from pipetrail.dashboard.listing import PipelineNames, RunFilters, load_page
+from pipetrail.dashboard.triggers import (
+    SCHEDULER_HINT,
+    record_href,
+    relative,
+    trigger_href,
+    trigger_page,
+    triggers_page,
+    upcoming_rows,
+)
 from pipetrail.errors import NotFoundError, PipetrailError, UsageError
+from pipetrail.scheduling.service import TriggerService
 
 if TYPE_CHECKING:
     from pipetrail.workspace import Workspace
@@ -42,6 +52,9 @@ def _templates(version: str) -> Environment:
     )
     env.filters.update(FILTERS)
     env.filters["urlpart"] = lambda text: quote(str(text), safe="")
+    env.filters["relative"] = relative
+    env.globals["trigger_href"] = trigger_href
+    env.globals["record_href"] = record_href
     env.globals["asset"] = lambda path: f"/static/{path}?v={version}"
     env.globals["TERMINAL"] = {s.value for s in RUN_TERMINAL}
     return env
@@ -59,8 +72,9 @@ def create_router(
             server's access middleware sets.
 
     Returns:
-        A router with ``/pipeline-runs``, ``/pipelines/{name}/runs``,
-        ``/pipelines/{name}/runs/{id}``, ``/compare`` and ``/static/{path}``.
+        A router with ``/pipeline-runs`` (and ``/pipeline-runs/upcoming``),
+        ``/pipelines/{name}/runs``, ``/pipelines/{name}/runs/{id}``, ``/triggers``,
+        ``/triggers/{name}``, ``/compare`` and ``/static/{path}``.
     """
     router = APIRouter(include_in_schema=False)
     version = asset_version()
@@ -68,6 +82,13 @@ def create_router(
     reader = workspace.reader()
     store = workspace.store
     pipeline_names = PipelineNames(reader)
+    service = TriggerService(store)
+
+    def trigger_names() -> list[str]:
+        try:
+            return sorted(r.name for r in service.all())
+        except PipetrailError:
+            return []
 
     def render(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         context["request"] = request
@@ -106,6 +127,8 @@ def create_router(
             filters=filters,
             base=base,
             pipeline=pipeline,
+            trigger_names=[] if fragment else trigger_names(),
+            tab="past",
             nav="runs",
         )
 
@@ -120,6 +143,39 @@ def create_router(
     @router.get("/pipeline-runs/_table", response_class=HTMLResponse)
     def all_runs_table(request: Request) -> HTMLResponse:
         return runs_list(request, None, fragment=True)
+
+    @router.get("/pipeline-runs/upcoming", response_class=HTMLResponse)
+    def upcoming_runs(request: Request) -> HTMLResponse:
+        try:
+            upcoming = upcoming_rows(service)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(
+            request,
+            "upcoming.html",
+            upcoming=upcoming,
+            scheduler_running=service.scheduler_running(),
+            hint=SCHEDULER_HINT,
+            tab="upcoming",
+            nav="runs",
+        )
+
+    @router.get("/triggers", response_class=HTMLResponse)
+    def triggers(request: Request) -> HTMLResponse:
+        try:
+            view = triggers_page(service)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(request, "triggers.html", view=view, nav="triggers")
+
+    # ``path``: a trigger's name may hold slashes (quoted as %2F in links, decoded by then).
+    @router.get("/triggers/{name:path}", response_class=HTMLResponse)
+    def trigger(request: Request, name: str) -> HTMLResponse:
+        try:
+            view = trigger_page(service, name)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(request, "trigger.html", view=view, nav="triggers")
 
     @router.get("/pipelines/{name}/runs", response_class=HTMLResponse)
     def pipeline_runs(request: Request, name: str) -> HTMLResponse:

@@ -1,0 +1,43 @@
+// pipetrail dashboard: the Triggers pages' buttons (pause, resume, run now) over the REST API.
+"use strict";
+
+(function () {
+  const api = (name, what) => `/api/triggers/${encodeURIComponent(name)}/${what}`;
+  const page = (name) => `/triggers/${encodeURIComponent(name)}`;
+
+  async function pauseOrResume(button, name, pause) {
+    button.disabled = true;
+    const result = await PT.request("POST", api(name, pause ? "pause" : "resume"), {});
+    button.disabled = false;
+    if (!result.ok) return PT.toast(`Could not ${pause ? "pause" : "resume"} ${name}: ${result.error}`, "error");
+    PT.toast(`${name} ${pause ? "paused" : "resumed"}`, "ok");
+    setTimeout(() => location.reload(), 400);
+  }
+
+  async function runNow(button, name) {
+    const ok = await PT.confirm({
+      title: `Run ${name} now?`,
+      body: "One run of the trigger's pipeline starts now with its parameters; its schedule is unchanged.",
+      confirmLabel: "Run now",
+    });
+    if (!ok) return;
+    button.disabled = true;
+    const result = await PT.request("POST", api(name, "runs"), {});
+    button.disabled = false;
+    if (!result.ok) return PT.toast(`Could not run ${name}: ${result.error}`, "error");
+    const ids = PT.runIds(result.data);
+    PT.toast(ids.length ? `Started run #${ids[0]}` : "Run started", "ok");
+    setTimeout(() => { location.href = page(name); }, 600);
+  }
+
+  document.addEventListener("click", (event) => {
+    const button = event.target.closest(
+      '[data-action="pause-trigger"], [data-action="resume-trigger"], [data-action="run-trigger"]');
+    if (!button || button.disabled) return;
+    const box = button.closest("[data-name]");
+    if (!box) return;
+    const name = box.dataset.name;
+    if (button.dataset.action === "run-trigger") runNow(button, name);
+    else pauseOrResume(button, name, button.dataset.action === "pause-trigger");
+  });
+})();
