@@ -16,10 +16,12 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+import pipetrail as pt
 from pipetrail.core.model import RunRecord
 from pipetrail.dashboard import create_router
 from pipetrail.dashboard.listing import RunFilters
 from pipetrail.dashboard.triggers import relative
+from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.scheduling.fire import fire_now
 from pipetrail.scheduling.service import TriggerService
 from pipetrail.scheduling.spec import definition_from
@@ -148,7 +150,10 @@ def test_triggers_page_lists_every_kind(client: TestClient, seeded: Seeded) -> N
     assert "team/&lt;b&gt;nightly&lt;/b&gt; &amp; co" in html
     assert f'href="/triggers/{quote(ODD, safe="")}"' in html
     # No scheduler is running in this test: the banner says how to start one.
-    assert "No scheduler is running: start `pipetrail scheduler` or `pipetrail ui`" in html
+    assert (
+        "No scheduler is running: start <code>pipetrail scheduler</code> or "
+        "<code>pipetrail ui</code>. Ticks fire only while one runs." in html
+    )
     assert 'href="/triggers" aria-current="page"' in html
 
 
@@ -293,8 +298,9 @@ def test_bad_trigger_filters_are_a_notice(client: TestClient, seeded: Seeded) ->
 
 
 def test_run_page_says_what_triggered_it_its_sla_and_alerts(
-    client: TestClient, seeded: Seeded
+    client: TestClient, workspace: Workspace, seeded: Seeded, tmp_path: Path
 ) -> None:
+    flow = tmp_path / "adder_flow.py"
     response = client.get(f"/pipelines/adder/runs/{seeded.late.id}")
     assert response.status_code == 200, response.text
     html = response.text
@@ -306,9 +312,16 @@ def test_run_page_says_what_triggered_it_its_sla_and_alerts(
     alerts = html.split('id="alerts"', 1)[1].split("</section>", 1)[0]
     assert "sla missed" in alerts and "delivered" in alerts and "failed" in alerts
     assert "connection refused &lt;smtp&gt;" in alerts
-    # A run from the CLI has no trigger link, SLA or alerts.
-    plain = client.get(f"/pipelines/adder/runs/{seeded.on_time.id}").text
-    assert "met" in plain.split('data-role="sla"', 1)[1].split("</dd>", 1)[0]
+    on_time = client.get(f"/pipelines/adder/runs/{seeded.on_time.id}").text
+    assert "met" in on_time.split('data-role="sla"', 1)[1].split("</dd>", 1)[0]
+    assert 'id="alerts"' in on_time  # its run_completed alert, still pending
+    # A run started from Python has no trigger link, SLA or alerts.
+    by_hand = pt.run(load_pipeline_file(flow), {}, executor="inline", workspace=workspace)
+    plain = client.get(f"/pipelines/adder/runs/{by_hand.id}").text
+    said = plain.split('data-role="trigger"', 1)[1].split("</dd>", 1)[0]
+    assert said == f">{by_hand.trigger}" and "href" not in said
+    assert 'data-role="sla"' not in plain and 'id="alerts"' not in plain
+    assert "<dt>Scheduled</dt>" not in plain
 
 
 def test_run_page_of_an_after_run_links_its_upstream(
@@ -335,6 +348,9 @@ def test_relative_times() -> None:
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert relative(now + timedelta(minutes=5), now) == "in 5 min"
     assert relative(now - timedelta(hours=3), now) == "3 h ago"
+    assert relative(now + timedelta(minutes=75), now) == "in 1 h 15 min"
+    assert relative(now + timedelta(minutes=59, seconds=50), now) == "in 1 h"
+    assert relative(now + timedelta(hours=20, minutes=10), now) == "in 20 h"
     assert relative(now + timedelta(seconds=10), now) == "now"
     assert relative(now + timedelta(days=10), now) == "in 10 d"
     assert relative(None, now) == ""

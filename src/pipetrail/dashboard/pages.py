@@ -23,7 +23,6 @@ from pipetrail.dashboard.formatting import FILTERS
 from pipetrail.dashboard.lineage import run_lineage
 from pipetrail.dashboard.listing import PipelineNames, RunFilters, load_page
 from pipetrail.dashboard.triggers import (
-    SCHEDULER_HINT,
     record_href,
     relative,
     trigger_href,
@@ -53,6 +52,7 @@ def _templates(version: str) -> Environment:
     env.filters.update(FILTERS)
     env.filters["urlpart"] = lambda text: quote(str(text), safe="")
     env.filters["relative"] = relative
+    env.filters["basename"] = lambda text: str(text).replace("\\", "/").rsplit("/", 1)[-1]
     env.globals["trigger_href"] = trigger_href
     env.globals["record_href"] = record_href
     env.globals["asset"] = lambda path: f"/static/{path}?v={version}"
@@ -155,7 +155,6 @@ def create_router(
             "upcoming.html",
             upcoming=upcoming,
             scheduler_running=service.scheduler_running(),
-            hint=SCHEDULER_HINT,
             tab="upcoming",
             nav="runs",
         )

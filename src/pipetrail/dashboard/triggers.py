@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from pipetrail.core.model import RunRecord
+from pipetrail.core.status import RUN_TERMINAL
 from pipetrail.errors import UsageError
 from pipetrail.scheduling.service import TriggerOverview, TriggerService
 from pipetrail.scheduling.triggers import describe
@@ -18,7 +19,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_NAME",
-    "SCHEDULER_HINT",
     "TickView",
     "TriggerPage",
     "TriggersPage",
@@ -36,8 +36,6 @@ __all__ = [
 MAX_NAME = 200
 #: Fire times the runs page's Upcoming view lists.
 UPCOMING = 20
-#: The banner when no scheduler is heard from: ticks fire only while one runs.
-SCHEDULER_HINT = "No scheduler is running: start `pipetrail scheduler` or `pipetrail ui`"
 
 
 def check_trigger_name(name: str) -> str:
@@ -62,7 +60,7 @@ def record_href(record: RunRecord) -> str:
 
 
 def relative(moment: datetime | None, now: datetime | None = None) -> str:
-    """``in 5 min``, ``in 2 h``, ``3 d ago``, ``now``; empty when unknown."""
+    """``in 5 min``, ``in 1 h 15 min``, ``in 20 h``, ``3 d ago``, ``now``; empty when unknown."""
     if moment is None:
         return ""
     now = now or datetime.now(UTC)
@@ -70,8 +68,12 @@ def relative(moment: datetime | None, now: datetime | None = None) -> str:
     size = abs(seconds)
     if size < 45:
         return "now"
-    if size < 3600:
-        text = f"{round(size / 60)} min"
+    minutes = round(size / 60)
+    if minutes < 60:
+        text = f"{minutes} min"
+    elif minutes < 600:
+        hours, rest = divmod(minutes, 60)
+        text = f"{hours} h {rest:02d} min" if rest else f"{hours} h"
     elif size < 86400 * 2:
         text = f"{round(size / 3600)} h"
     else:
@@ -85,7 +87,6 @@ class TriggersPage:
 
     triggers: list[TriggerOverview]
     scheduler_running: bool
-    hint: str = SCHEDULER_HINT
 
     @property
     def paused(self) -> int:
@@ -136,11 +137,15 @@ class TriggerPage:
     alerts: list[AlertRecord]
     upcoming: list[datetime]
     scheduler_running: bool
-    hint: str = SCHEDULER_HINT
 
     @property
     def record(self) -> TriggerRecord:
         return self.overview.record
+
+    @property
+    def live(self) -> bool:
+        """Whether a run in view is still going (the page refreshes until it ends)."""
+        return any(r.status not in RUN_TERMINAL for r in self.runs)
 
 
 def trigger_page(service: TriggerService, name: str) -> TriggerPage:

@@ -30,6 +30,28 @@
     setTimeout(() => { location.href = page(name); }, 600);
   }
 
+  // A trigger's page follows its runs while one is going: its runs, ticks and alerts are
+  // re-read every 2 s and swapped in (the rest of the page stays as it is).
+  const LIVE = ["trigger-runs", "trigger-ticks", "trigger-alerts", "trigger-summary"];
+  async function follow() {
+    const runs = document.getElementById("trigger-runs");
+    if (!runs || runs.dataset.live !== "1") return;
+    const response = await fetch(location.href, { headers: { Accept: "text/html" } }).catch(() => null);
+    if (response && response.ok) {
+      const fresh = new DOMParser().parseFromString(await response.text(), "text/html");
+      for (const id of LIVE) {
+        const now = document.getElementById(id);
+        const next = fresh.getElementById(id);
+        if (now && next) {
+          now.replaceWith(next);
+          PT.localizeTimes(next);
+        }
+      }
+    }
+    setTimeout(follow, 2000);
+  }
+  document.addEventListener("DOMContentLoaded", () => setTimeout(follow, 2000));
+
   document.addEventListener("click", (event) => {
     const button = event.target.closest(
       '[data-action="pause-trigger"], [data-action="resume-trigger"], [data-action="run-trigger"]');
