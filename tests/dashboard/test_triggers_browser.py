@@ -132,5 +132,18 @@ def test_run_now_creates_a_run_that_appears_on_the_trigger_page(
     expect(page.locator('[data-role="sla"]')).to_contain_text("due")
     status = page.locator('[data-role="run-status"] .badge')
     expect(status).to_have_attribute("data-status", "completed", timeout=30_000)
+    screenshot(page, "run-triggered")
     trigger.get_by_role("link", name="nightly").click()
     page.wait_for_url(f"{server.url}/triggers/nightly")
+
+    # The runs list filters by the trigger from its menu, and links the trigger.
+    page.goto(f"{server.url}/pipeline-runs")
+    page.select_option('select[name="trigger"]', "nightly")
+    page.wait_for_url(re.compile(r"/pipeline-runs\?trigger=nightly$"))
+    rows = page.locator("table.runs tbody tr[data-run-id]")
+    expect(rows).to_have_count(1)
+    expect(rows.first.locator("a.trigger-link")).to_have_text("nightly")
+    page.select_option('select[name="trigger"]', "hook")
+    page.wait_for_url(re.compile(r"/pipeline-runs\?trigger=hook$"))
+    expect(page.locator("table.runs tbody tr.empty")).to_contain_text("No runs match")
+    screenshot(page, "runs-by-trigger")

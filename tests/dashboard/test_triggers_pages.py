@@ -229,6 +229,8 @@ def test_unknown_and_impossible_trigger_names(client: TestClient, seeded: Seeded
     assert long.status_code == 400
     assert "names have 1 to 200 characters" in long.text
     assert client.get("/triggers/%00").status_code == 400
+    bare = client.get("/triggers/", follow_redirects=False)
+    assert bare.status_code == 307 and bare.headers["location"] == "/triggers"
 
 
 def test_upcoming_runs_view(client: TestClient, seeded: Seeded) -> None:

@@ -169,7 +169,9 @@ def create_router(
 
     # ``path``: a trigger's name may hold slashes (quoted as %2F in links, decoded by then).
     @router.get("/triggers/{name:path}", response_class=HTMLResponse)
-    def trigger(request: Request, name: str) -> HTMLResponse:
+    def trigger(request: Request, name: str) -> Response:
+        if not name:
+            return RedirectResponse("/triggers", status_code=307)
         try:
             view = trigger_page(service, name)
         except PipetrailError as exc:
