@@ -147,3 +147,17 @@ def test_run_now_creates_a_run_that_appears_on_the_trigger_page(
     page.wait_for_url(re.compile(r"/pipeline-runs\?trigger=hook$"))
     expect(page.locator("table.runs tbody tr.empty")).to_contain_text("No runs match")
     screenshot(page, "runs-by-trigger")
+
+
+def test_run_now_that_cannot_start_says_why(
+    server: LiveServer, page: Page, triggers: TriggerService, tmp_path: Path
+) -> None:
+    server.require_api()
+    (tmp_path / "adder_flow.py").unlink()
+    page.goto(f"{server.url}/triggers")
+    page.locator('tr[data-trigger="hook"]').get_by_role("button", name="Run now").click()
+    page.locator("#confirm-dialog").get_by_role("button", name="Run now").click()
+    toast = page.locator(".toast.error")
+    expect(toast).to_contain_text("Could not run hook:")
+    expect(toast).to_contain_text("adder_flow.py")
+    assert server.workspace.store.list_runs(RunQuery(trigger="hook")) == []
