@@ -28,7 +28,7 @@ def test_trigger_returns_at_once_and_the_run_completes(client: TestClient, seede
     run = response.json()["pipeline_run"]
     assert time.monotonic() - started < 5
     assert run["status"] in ("initial", "running")
-    assert run["trigger"] == "api" and run["params"]["rows"] == 12
+    assert run["trigger"]["kind"] == "api" and run["params"]["rows"] == 12
     assert response.headers["location"] == f"/api/pipeline_runs/{run['id']}"
 
     done = wait_status(client, run["id"], _ENDED)
@@ -86,7 +86,7 @@ def test_retry_reuses_what_completed(client: TestClient, seeded: Seeded) -> None
     assert response.status_code == 201, response.text
     body = response.json()
     new = body["pipeline_run"]
-    assert new["origin_run_id"] == failed and new["trigger"] == "retry"
+    assert new["origin_run_id"] == failed and new["trigger"]["kind"] == "retry"
     assert new["origin_pathspec"] == f"failing/{failed}"
     assert {p["step"]: p["action"] for p in body["plan"]} == {
         "root": "reuse",

@@ -66,7 +66,7 @@ def test_no_server_errors_and_no_schema_violations(api_schema: OpenApiSchema) ->
         if isinstance(result, Err):
             raise result.err()
         operations.append(result.ok())
-    assert len(operations) == 16
+    assert len(operations) == 26
     for operation, mode in itertools.product(operations, GenerationMode):
 
         @settings(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pipetrail.api.previews import artifact_url
 from pipetrail.api.schemas import (
@@ -47,6 +48,7 @@ __all__ = [
     "run_ref",
     "trigger_detail",
     "trigger_out",
+    "trigger_url",
 ]
 
 
@@ -273,6 +275,11 @@ _ALERT_STATES: dict[str, Literal["delivered", "failed", "pending"]] = {
 }
 
 
+def trigger_url(name: str) -> str:
+    """Where trigger ``name`` is (its name percent-encoded: any text may name a trigger)."""
+    return f"/api/triggers/{quote(name, safe='')}"
+
+
 def _trigger_fields(overview: TriggerOverview) -> dict[str, Any]:
     record = overview.record
     return {
@@ -286,8 +293,8 @@ def _trigger_fields(overview: TriggerOverview) -> dict[str, Any]:
         "sla_missed": overview.sla_missed,
         "created_at": record.created_at,
         "updated_at": record.updated_at,
-        "url": f"/api/triggers/{record.name}",
-        "runs_url": f"/api/triggers/{record.name}/runs",
+        "url": trigger_url(record.name),
+        "runs_url": f"{trigger_url(record.name)}/runs",
     }
 
 

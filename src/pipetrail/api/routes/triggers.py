@@ -28,7 +28,7 @@ from pipetrail.api.schemas import (
     UpcomingList,
     UpcomingOut,
 )
-from pipetrail.api.views import run_detail, run_out, trigger_detail, trigger_out
+from pipetrail.api.views import run_detail, run_out, trigger_detail, trigger_out, trigger_url
 from pipetrail.scheduling.service import TriggerService
 from pipetrail.storage.metadata.base import RunQuery, TriggerRecord
 
@@ -59,11 +59,12 @@ def create_trigger(ctx: Context, body: TriggerCreate, response: Response) -> Tri
     """Define a trigger (active at once). Its pipeline is loaded and its parameters checked
     before it is stored; a scheduler fires it (``pipetrail scheduler`` or ``pipetrail ui``)."""
     record = actions.create_trigger(ctx.workspace, ctx.launcher, body.model_dump(exclude_none=True))
-    response.headers["Location"] = f"/api/triggers/{record.name}"
+    response.headers["Location"] = trigger_url(record.name)
     return _one(TriggerService(ctx.workspace.store), record)
 
 
-# Before /triggers/{name}: "upcoming" is matched here first.
+# Routes match in order: "upcoming" and the routes under a trigger come before
+# /triggers/{name:path}, whose name may hold slashes.
 @router.get("/triggers/upcoming", response_model=UpcomingList, summary="List upcoming fire times")
 def upcoming_fire_times(
     ctx: Context,
@@ -74,50 +75,26 @@ def upcoming_fire_times(
     return UpcomingList(upcoming=[UpcomingOut(trigger=u.trigger.name, at=u.at) for u in found])
 
 
-@router.get("/triggers/{name}", response_model=TriggerDetailEnvelope, summary="Get a trigger")
-def get_trigger(ctx: Context, name: Name) -> TriggerDetailEnvelope:
-    """A trigger with its recent ticks (and their runs or why they have none), its alerts and
-    its next fire times."""
-    service = TriggerService(ctx.workspace.store)
-    overview = service.overview(service.get(name), detail=True)
-    return TriggerDetailEnvelope(trigger=trigger_detail(overview))
-
-
-@router.patch("/triggers/{name}", response_model=TriggerEnvelope, summary="Change a trigger")
-def change_trigger(ctx: Context, name: Name, body: TriggerPatch) -> TriggerEnvelope:
-    """Change the fields given; the others keep their values. A changed schedule starts
-    afresh: ticks before the change are not missed ones."""
-    record = actions.update_trigger(
-        ctx.workspace, ctx.launcher, name, body.model_dump(exclude_unset=True)
-    )
-    return _one(TriggerService(ctx.workspace.store), record)
-
-
-@router.post("/triggers/{name}/pause", response_model=TriggerEnvelope, summary="Pause a trigger")
+@router.post(
+    "/triggers/{name:path}/pause", response_model=TriggerEnvelope, summary="Pause a trigger"
+)
 def pause_trigger(ctx: Context, name: Name) -> TriggerEnvelope:
     """Stop firing it until resumed (runs already started go on)."""
     service = TriggerService(ctx.workspace.store)
     return _one(service, service.pause(name))
 
 
-@router.post("/triggers/{name}/resume", response_model=TriggerEnvelope, summary="Resume a trigger")
+@router.post(
+    "/triggers/{name:path}/resume", response_model=TriggerEnvelope, summary="Resume a trigger"
+)
 def resume_trigger(ctx: Context, name: Name) -> TriggerEnvelope:
     """Fire it again; ticks that passed while it was paused are not caught up."""
     service = TriggerService(ctx.workspace.store)
     return _one(service, service.resume(name))
 
 
-@router.delete(
-    "/triggers/{name}", status_code=204, response_class=Response, summary="Delete a trigger"
-)
-def delete_trigger(ctx: Context, name: Name) -> Response:
-    """Delete the trigger; the runs it started stay."""
-    TriggerService(ctx.workspace.store).delete(name)
-    return Response(status_code=204)
-
-
 @router.post(
-    "/triggers/{name}/runs",
+    "/triggers/{name:path}/runs",
     response_model=PipelineRunEnvelope,
     status_code=201,
     summary="Fire a trigger now",
@@ -144,7 +121,7 @@ def fire_trigger(
 
 
 @router.get(
-    "/triggers/{name}/runs",
+    "/triggers/{name:path}/runs",
     response_model=PipelineRunList,
     summary="List the runs a trigger started",
 )
@@ -171,3 +148,31 @@ def list_trigger_runs(
         count=len(page.runs),
         next_cursor=page.next_cursor,
     )
+
+
+@router.get("/triggers/{name:path}", response_model=TriggerDetailEnvelope, summary="Get a trigger")
+def get_trigger(ctx: Context, name: Name) -> TriggerDetailEnvelope:
+    """A trigger with its recent ticks (and their runs or why they have none), its alerts and
+    its next fire times."""
+    service = TriggerService(ctx.workspace.store)
+    overview = service.overview(service.get(name), detail=True)
+    return TriggerDetailEnvelope(trigger=trigger_detail(overview))
+
+
+@router.patch("/triggers/{name:path}", response_model=TriggerEnvelope, summary="Change a trigger")
+def change_trigger(ctx: Context, name: Name, body: TriggerPatch) -> TriggerEnvelope:
+    """Change the fields given; the others keep their values. A changed schedule starts
+    afresh: ticks before the change are not missed ones."""
+    record = actions.update_trigger(
+        ctx.workspace, ctx.launcher, name, body.model_dump(exclude_unset=True)
+    )
+    return _one(TriggerService(ctx.workspace.store), record)
+
+
+@router.delete(
+    "/triggers/{name:path}", status_code=204, response_class=Response, summary="Delete a trigger"
+)
+def delete_trigger(ctx: Context, name: Name) -> Response:
+    """Delete the trigger; the runs it started stay."""
+    TriggerService(ctx.workspace.store).delete(name)
+    return Response(status_code=204)
