@@ -123,7 +123,27 @@ def validate(definition: TriggerDefinition, *, now: datetime) -> TriggerDefiniti
             d = dataclasses.replace(d, after_on="completed")
         elif d.after_on not in AFTER_ON:
             raise UsageError(f"--on {d.after_on!r} is not one of {', '.join(AFTER_ON)}")
+    if d.kind in CLOCK_KINDS:
+        _check_computable(d, now)
     return d
+
+
+def _check_computable(d: TriggerDefinition, now: datetime) -> None:
+    """Refuse a schedule whose next ticks cannot be computed (a cron that never matches, an
+    interval under a microsecond, ticks past the year 9999): stored, it would break every
+    listing and the scheduler."""
+    try:
+        first = next_fire_time(d, now)
+        if first is not None:
+            next_fire_time(d, first)
+    except (OverflowError, ZeroDivisionError, ValueError, KeyError) as exc:
+        fix = {
+            "cron": "give a cron that matches a real date",
+            "interval": "give an interval of at least 1s and a start before the year 9999",
+        }.get(d.kind, "give an earlier time")
+        raise UsageError(
+            f"the schedule of trigger {d.name!r} has no computable next ticks ({exc}); {fix}"
+        ) from None
 
 
 def _check_cron(expression: str | None) -> None:
