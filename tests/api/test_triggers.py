@@ -17,7 +17,7 @@ from pipetrail.scheduling.fire import fire_now
 from pipetrail.scheduling.service import TriggerService
 from pipetrail.scheduling.spec import definition_from
 from pipetrail.server import create_app
-from pipetrail.storage.metadata.base import RunQuery
+from pipetrail.storage.metadata.base import NewAlert, RunQuery
 from pipetrail.workspace import Workspace
 from tests.api.conftest import error_of, wait_status
 from tests.conftest import FlowWriter
@@ -528,3 +528,43 @@ def test_any_text_names_a_trigger(api: TestClient, adder: Path) -> None:
     assert api.get("/api/triggers/x/pause").json()["trigger"]["name"] == "x/pause"
     assert api.delete(made["url"]).status_code == 204
     assert _names(api) == ["x/pause"]
+
+
+def test_detail_shows_skipped_ticks_and_alerts(
+    api: TestClient, sqlite_workspace: Workspace, adder: Path
+) -> None:
+    _create(api, name="d", pipeline="adder_flow.py", every="1h", sla="5m")
+    store = sqlite_workspace.store
+    record = store.get_trigger("d")
+    at = datetime(2026, 1, 2, 3, 0, tzinfo=UTC)
+    assert store.claim_tick(record.id, at, note="catch-up", skip_reason="runs at max_concurrent")
+    now = datetime.now(UTC)
+    store.enqueue_alerts(
+        [
+            NewAlert(
+                dedup_key="sla:1",
+                event="sla_missed",
+                notifier="ops-hook",
+                payload={"trigger": "d"},
+                trigger_name="d",
+            )
+        ],
+        now,
+    )
+    [due] = store.due_alerts(now + timedelta(seconds=1), claim_s=60)
+    store.alert_attempted(due.id, at=now, error="HTTP 500 from the hook", retry_at=None)
+
+    detail = api.get("/api/triggers/d").json()["trigger"]
+    assert detail["ticks"] == [
+        {
+            "scheduled_at": at.isoformat().replace("+00:00", "Z"),
+            "claimed_at": detail["ticks"][0]["claimed_at"],
+            "run": None,
+            "skip_reason": "runs at max_concurrent",
+            "note": "catch-up",
+        }
+    ]
+    [alert] = detail["alerts"]
+    assert alert["event"] == "sla_missed" and alert["notifier"] == "ops-hook"
+    assert alert["state"] in ("failed", "pending") and alert["attempts"] == 1
+    assert alert["last_error"] == "HTTP 500 from the hook" and alert["run_id"] is None
