@@ -6,7 +6,7 @@ pipeline file must be under the server's project directory, as for every run the
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import StringConstraints
@@ -34,7 +34,17 @@ from pipetrail.storage.metadata.base import RunQuery, TriggerRecord
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/api", tags=["triggers"], responses=ERROR_RESPONSES)
+#: The shared error responses, described for triggers.
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    404: {**ERROR_RESPONSES[404], "description": "No such trigger."},
+    409: {
+        **ERROR_RESPONSES[409],
+        "description": "A trigger of that name exists already, or the trigger is paused.",
+    },
+}
+
+router = APIRouter(prefix="/api", tags=["triggers"], responses=_RESPONSES)
 
 Name = Annotated[TriggerName, Path(description="Trigger name.")]
 #: A next_cursor as the API makes them (URL-safe base64 of a few numbers).
