@@ -27,6 +27,8 @@ from pipetrail.scheduling.notify import (
     SlackNotifier,
     WebhookNotifier,
     build_notifiers,
+    pipeline_link,
+    run_link,
 )
 
 AT = datetime(2026, 12, 7, 2, 30, tzinfo=UTC)
@@ -599,3 +601,12 @@ def test_bad_header_values_are_never_echoed() -> None:
     with pytest.raises(ConfigError) as caught:
         build_notifiers([entry])
     assert "tok3n" not in str(caught.value)
+
+
+def test_links_point_at_the_dashboard_pages() -> None:
+    base = "https://pt.example.org/"
+    assert run_link(base, "train/42") == "https://pt.example.org/pipelines/train/runs/42"
+    assert run_link(base, "my pipe/7") == "https://pt.example.org/pipelines/my%20pipe/runs/7"
+    assert pipeline_link(base, "train") == "https://pt.example.org/pipelines/train/runs"
+    with pytest.raises(ValueError, match="'train' is not 'pipeline/number'"):
+        run_link(base, "train")

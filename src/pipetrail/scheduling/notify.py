@@ -20,7 +20,7 @@ from datetime import datetime
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from typing import Any, Protocol, runtime_checkable
-from urllib.parse import unquote, urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 from pipetrail.errors import ConfigError, PipetrailError
 
@@ -35,6 +35,8 @@ __all__ = [
     "SlackNotifier",
     "WebhookNotifier",
     "build_notifiers",
+    "pipeline_link",
+    "run_link",
 ]
 
 #: Every event an alert can carry. ``start_failed``: a trigger's tick could not start a run.
@@ -385,6 +387,23 @@ class EmailNotifier(_Filtered):
             f"smtp server {self.host}:{self.port} refused {', '.join(parts)}",
             retryable=all(code < 500 for code, _ in refused.values()),
         )
+
+
+def run_link(base_url: str, run: str) -> str:
+    """The dashboard page of ``run`` (``"train/42"``) under ``base_url`` (``Settings.base_url``).
+
+    Raises:
+        ValueError: ``run`` is not ``pipeline/number``.
+    """
+    pipeline, _, number = run.rpartition("/")
+    if not pipeline or not number.isdigit():
+        raise ValueError(f"run pathspec {run!r} is not 'pipeline/number'")
+    return f"{base_url.rstrip('/')}/pipelines/{quote(pipeline, safe='')}/runs/{int(number)}"
+
+
+def pipeline_link(base_url: str, pipeline: str) -> str:
+    """The dashboard page listing ``pipeline``'s runs (for alerts without a run)."""
+    return f"{base_url.rstrip('/')}/pipelines/{quote(pipeline, safe='')}/runs"
 
 
 def build_notifiers(
