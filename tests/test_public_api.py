@@ -19,9 +19,12 @@ def test_all_is_sorted_and_pinned() -> None:
         "Step",
         "StepTimeoutError",
         "Task",
+        "Trigger",
         "__version__",
+        "apply_triggers",
         "cancel",
         "compare",
+        "create_trigger",
         "current",
         "lineage",
         "list_runs",
@@ -36,6 +39,7 @@ def test_all_is_sorted_and_pinned() -> None:
         "search_runs",
         "set_tag",
         "step",
+        "triggers",
     ]
     for name in pt.__all__:
         assert hasattr(pt, name), name

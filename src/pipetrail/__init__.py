@@ -28,6 +28,7 @@ from pipetrail.runtime.context import (
     log_metrics,
     set_tag,
 )
+from pipetrail.schedules import Trigger, apply_triggers, create_trigger, triggers
 from pipetrail.workspace import cancel, open_workspace, retry, run
 
 __version__ = "0.1.0"
@@ -41,9 +42,12 @@ __all__ = [
     "Step",
     "StepTimeoutError",
     "Task",
+    "Trigger",
     "__version__",
+    "apply_triggers",
     "cancel",
     "compare",
+    "create_trigger",
     "current",
     "lineage",
     "list_runs",
@@ -58,4 +62,5 @@ __all__ = [
     "search_runs",
     "set_tag",
     "step",
+    "triggers",
 ]

@@ -16,6 +16,7 @@ from pipetrail.cli.inspect import lineage_command, logs_command
 from pipetrail.cli.run import run_command
 from pipetrail.cli.runs import runs_group
 from pipetrail.cli.scheduler import scheduler_group
+from pipetrail.cli.triggers import triggers_group
 from pipetrail.cli.ui import ui_command
 
 __all__ = ["cli", "main"]
@@ -34,6 +35,7 @@ for _command in (
     logs_command,
     ui_command,
     scheduler_group,
+    triggers_group,
 ):
     cli.add_command(_command)
 

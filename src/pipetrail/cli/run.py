@@ -90,9 +90,19 @@ def run_command(
 
 
 def execute(
-    workspace: Any, request: Any, executor: str | None, *, as_json: bool, quiet: bool
+    workspace: Any,
+    request: Any,
+    executor: str | None,
+    *,
+    as_json: bool,
+    quiet: bool,
+    prepared: Any = None,
 ) -> int:
-    """Run ``request`` with the live display (or not), print the outcome, return the exit code."""
+    """Run ``request`` with the live display (or not), print the outcome, return the exit code.
+
+    ``prepared``: the run of ``request`` already recorded (``initial``), as a trigger fired by
+    hand records it; it is executed instead of recording a new one.
+    """
     from pipetrail.cli.render import console, print_run_outcome, run_to_json
     from pipetrail.client import Run
 
@@ -108,7 +118,7 @@ def execute(
 
     previous = signal.signal(signal.SIGTERM, terminated)
     try:
-        record = engine.run(request)
+        record = engine.run(request) if prepared is None else engine.execute(prepared, request)
     finally:
         signal.signal(signal.SIGTERM, previous)
         if live is not None:

@@ -58,6 +58,8 @@ def runs_group() -> None:
     metavar="FIELD [asc|desc]",
     help="Sort, e.g. --order-by 'metrics.accuracy desc' (repeatable).",
 )
+@click.option("--trigger", default=None, metavar="NAME", help="Only runs trigger NAME started.")
+@click.option("--sla-missed", is_flag=True, help="Only runs that missed their SLA.")
 @click.option("--limit", type=count(low=1), default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @errors
@@ -69,11 +71,12 @@ def runs_list(
     user: str | None,
     filter_text: str | None,
     order_by: tuple[str, ...],
+    trigger: str | None,
+    sla_missed: bool,
     limit: int,
     as_json: bool,
 ) -> None:
     """Recorded runs of every pipeline and user, newest first (or --order-by)."""
-    from pipetrail.client import list_runs
     from pipetrail.core.status import RunStatus
 
     since_at = since_time(since)
@@ -82,7 +85,10 @@ def runs_list(
     except NothingRecorded as exc:
         click.echo([] if as_json else str(exc).replace("no runs recorded yet: ", "No runs yet: "))
         sys.exit(EXIT_OK)
-    runs = list_runs(
+    from pipetrail.client import Run
+    from pipetrail.storage.metadata.base import RunQuery
+
+    query = RunQuery(
         pipeline=pipeline,
         statuses=tuple(RunStatus(s) for s in statuses),
         tags=tags + ((f"user:{user}",) if user else ()),
@@ -90,9 +96,11 @@ def runs_list(
         limit=limit,
         filter=filter_text,
         order_by=order_by,
-        all_namespaces=True,
-        reader=workspace.reader(),
+        trigger=trigger,
+        sla_missed=sla_missed,
     )
+    reader = workspace.reader()
+    runs = [Run._of(record, reader) for record in workspace.store.list_runs(query)]
     from pipetrail.cli.render import print_run_list, run_summary_json
 
     if as_json:
