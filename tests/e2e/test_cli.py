@@ -96,7 +96,7 @@ def test_run_show_list_logs(flow_file: FlowWriter, tmp_path: Path, db: str | Non
     assert record["param_types"] == {"n": "int", "lr": "float", "epochs": "int"}
     assert record["variables"] == {"env": "dev"}
     assert record["user_tags"] == ["phase:experiment"]
-    assert record["trigger"] == "cli"
+    assert record["trigger"]["kind"] == "cli"
     assert record["metrics"] == {"loss": 0.25}
     assert [s["name"] for s in record["steps"]] == ["load", "train"]
     load, train = record["steps"]

@@ -492,7 +492,7 @@ def test_sigkilled_runner_is_detected_as_lost_and_resumed(
     resumed = cli.show(2)
     assert resumed["status"] == "completed"
     assert resumed["origin_pathspec"] == "lost/1"
-    assert resumed["trigger"] == "retry"
+    assert resumed["trigger"]["kind"] == "retry"
     # Completed steps are reused, not executed again; the rest ran once more.
     assert executions(tmp_path) == Counter(a=1, side=1, b=2, c=1)
     before, after = steps_of(record), steps_of(resumed)

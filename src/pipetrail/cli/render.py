@@ -114,6 +114,16 @@ def print_run(run: Run) -> None:
     header.add_row("finished", _time(run.finished_at))
     header.add_row("duration", format_duration(run.duration))
     header.add_row("by", f"{run.user}@{run.host} via {run.trigger}")
+    cause = run.trigger
+    if cause.name is not None:
+        line = f"{cause.name} ({cause.kind}), tick {_time(cause.scheduled_at)}"
+        if cause.upstream:
+            line += f", after {cause.upstream}"
+        header.add_row("trigger", line)
+    sla = run.sla
+    if sla is not None:
+        state = {"missed": "red", "met": "green"}.get(sla["state"], "yellow")
+        header.add_row("SLA", Text(f"{sla['state']}, due {sla['due_at']}", style=state))
     if run.origin_pathspec:
         header.add_row("origin", run.origin_pathspec)
     if run.error:
@@ -352,7 +362,8 @@ def run_summary_json(run: Run) -> dict[str, Any]:
         "finished_at": run.finished_at.isoformat() if run.finished_at else None,
         "duration_s": run.duration,
         "user": run.user,
-        "trigger": run.trigger,
+        "trigger": run.trigger.to_dict(),
+        "sla": run.sla,
         "user_tags": sorted(run.user_tags),
     }
 
