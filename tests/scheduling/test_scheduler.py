@@ -346,3 +346,45 @@ def test_overlap_wait_skips_a_tick_once_too_many_runs_wait(
         newest.skip_reason is not None
         and "2 runs of the trigger already wait" in newest.skip_reason
     )
+
+
+def test_a_tick_fired_by_hand_does_not_hide_a_due_scheduled_tick(
+    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
+) -> None:
+    from pipetrail.scheduling.fire import fire_now
+
+    _create(workspace, clock, **_every(flow))
+    scheduler = _scheduler(workspace, launcher, clock)
+    record = workspace.store.get_trigger("often")
+    fire_now(workspace.store, workspace.engine(executor="inline"), record)  # "now", real time
+    clock.at = T0 + timedelta(seconds=10, milliseconds=1)
+    scheduler.run_pass()
+    kinds = sorted(str(r.trigger) for r in _runs(workspace, "often"))
+    assert kinds == ["interval", "manual"]
+
+
+def test_after_a_short_stall_only_the_newest_tick_runs_under_catchup_latest(
+    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
+) -> None:
+    _create(workspace, clock, **_every(flow))
+    scheduler = _scheduler(workspace, launcher, clock, grace_s=60.0)
+    clock.at = T0 + timedelta(seconds=40, milliseconds=1)  # 10…40 due, all within the grace
+    scheduler.run_pass()
+    assert [r.cause.scheduled_at for r in _runs(workspace, "often")] == [T0 + timedelta(seconds=40)]
+
+
+def test_a_tick_claimed_by_an_earlier_life_with_the_same_pid_is_launched_again(
+    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
+) -> None:
+    import os
+    import socket
+
+    _create(workspace, clock, **_every(flow))
+    record = workspace.store.get_trigger("often")
+    tick = T0 + timedelta(seconds=10)
+    # A scheduler with this host name and pid claimed it, then died (a restarted container).
+    assert workspace.store.claim_tick(record.id, tick, launcher=(socket.gethostname(), os.getpid()))
+    clock.at = T0 + timedelta(seconds=10, milliseconds=1)
+    scheduler = _scheduler(workspace, launcher, clock)
+    assert scheduler.run_pass().relaunched == 1
+    assert [r.cause.scheduled_at for r in _runs(workspace, "often")] == [tick]

@@ -73,6 +73,9 @@ class AlertCenter:
         self.notifiers = {n.name: n for n in notifiers}
         self.backoff = backoff or Backoff()
         self.clock = clock
+        timeouts = [float(getattr(n, "timeout", 10.0) or 10.0) for n in notifiers]
+        #: How long a claimed alert is this scheduler's: well past a slow attempt (DNS aside).
+        self.claim_s = 6 * max(timeouts, default=10.0) + 30.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -97,21 +100,29 @@ class AlertCenter:
     def deliver_due(self, limit: int = 50) -> int:
         """Try every due alert once (claimed, so no other scheduler sends it meanwhile);
         returns how many were delivered."""
-        now = self.clock()
         delivered = 0
-        for row in self.store.due_alerts(now, claim_s=60.0, limit=limit):
+        for _ in range(limit):
+            # One claim at a time, for longer than one attempt can take: a slow notifier
+            # never lets a claim run out under it (another scheduler would send it again).
+            claimed = self.store.due_alerts(self.clock(), claim_s=self.claim_s, limit=1)
+            if not claimed:
+                break
+            row = claimed[0]
             notifier = self.notifiers.get(row.notifier)
             error: str | None
             if notifier is None:
                 error = f"notifier {row.notifier!r} is not configured any more"
                 attempts_left = False
             else:
+                retryable = True
                 try:
                     notifier.deliver(Alert.from_json(row.payload))
                     error = None
                 except Exception as exc:  # a notifier's failure is recorded, never raised
                     error = str(exc) or type(exc).__name__
-                attempts_left = row.attempts + 1 < self.backoff.attempts
+                    # A refusal that a retry cannot change (a 4xx, a refused recipient) is final.
+                    retryable = bool(getattr(exc, "retryable", True))
+                attempts_left = retryable and row.attempts + 1 < self.backoff.attempts
             at = self.clock()
             retry_at = (
                 at + timedelta(seconds=self.backoff.delay(row.attempts + 1))

@@ -120,6 +120,7 @@ class Scheduler:
         self._next: dict[int, tuple[datetime, datetime | None]] = {}
         self._instance: int | None = None
         self._beat_at = 0.0
+        self._born = datetime.now(UTC)
 
     # -- the loop --------------------------------------------------------------------------------
 
@@ -196,19 +197,22 @@ class Scheduler:
             return
         d = record.definition
         since = watermark(record)
-        last = self.store.last_tick_at(record.id)
+        # Where the schedule is: ticks fired by hand or over REST do not move it.
+        last = self.store.last_tick_at(record.id, scheduled_only=True)
         after = max(last, since) if last is not None else since
         due = list(fire_times(d, after, now, limit=self.options.batch + 1))
         truncated = len(due) > self.options.batch
         due = due[: self.options.batch]
         grace = timedelta(seconds=self.options.grace_s)
-        on_time = [t for t in due if now - t <= grace]
-        missed = [t for t in due if now - t > grace]
+        # Only the newest due tick can be on time: one with a newer tick due after it is
+        # late by a whole period at least, whatever the grace.
         if truncated and d.catchup != "all":
-            # A long gap: the newest missed tick without walking every one before it.
-            newest = previous_fire_time(d, now - grace)
-            if newest is not None and newest > after:
-                missed = [*missed[:1], newest]
+            # A long gap: the newest due tick without walking every one before it.
+            newest = previous_fire_time(d, now)
+            if newest is not None and newest > due[-1]:
+                due = [*due, newest]
+        on_time = [t for t in due[-1:] if now - t <= grace]
+        missed = [t for t in due if t not in on_time]
         count = f"more than {len(due)}" if truncated else str(len(missed))
         span = f" ({missed[0].isoformat()} … {missed[-1].isoformat()})" if missed else ""
         to_run: list[tuple[datetime, str | None]] = [(t, None) for t in on_time]
@@ -339,7 +343,8 @@ class Scheduler:
             waiting = self.store.list_runs(
                 RunQuery(trigger=record.name, statuses=(RunStatus.INITIAL,), limit=most)
             )
-            if len(waiting) >= most:
+            # Ticks launched but with no run recorded yet wait too.
+            if len(waiting) + in_flight.get(record.id, 0) >= most:
                 reason = (
                     f"overlap wait: {most} runs of the trigger already wait for a slot "
                     f"(max_concurrent {d.max_concurrent}); the schedule is faster than its runs"
@@ -405,7 +410,9 @@ class Scheduler:
     def _launcher_gone(self, tick: TickRecord, now: datetime) -> bool:
         if tick.launcher_host == self.me[0] and tick.launcher_pid is not None:
             if tick.launcher_pid == self.me[1]:
-                return False  # this process claimed it and is launching it
+                # This process is launching it, unless an earlier life of it claimed it (a
+                # container restarted with the same host name and pid).
+                return tick.claimed_at < self._born
             return not self.launcher.alive(tick.launcher_pid)
         return now - tick.claimed_at > timedelta(seconds=self.options.relaunch_after_s)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, delete, or_, select, update
 
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.storage.metadata.base import TickRecord, TriggerDefinition, TriggerRecord
@@ -13,7 +13,10 @@ from pipetrail.storage.metadata.sql.engine import insert_once
 from pipetrail.storage.metadata.sql.session import SqlSession, now, patient
 from pipetrail.storage.metadata.sql.tables import trigger, trigger_tick
 
-__all__ = ["TriggerRows"]
+__all__ = ["FIRED", "TriggerRows"]
+
+#: The note of a tick fired by hand or over REST (``fired: manual``), not by the schedule.
+FIRED = "fired:"
 
 _SCHEDULE = (
     "pipeline_file",
@@ -304,23 +307,30 @@ class TriggerRows(SqlSession):
         return None if row is None else _tick(row)
 
     @patient("read")
-    def ticks(self, trigger_id: int, limit: int | None = None) -> list[TickRecord]:
-        """The trigger's claimed ticks, newest first."""
+    def ticks(
+        self, trigger_id: int, limit: int | None = None, *, scheduled_only: bool = False
+    ) -> list[TickRecord]:
+        """The trigger's claimed ticks, newest first; with ``scheduled_only``, not those fired by
+        hand or over REST (they say nothing of where the schedule is)."""
         query = (
             select(trigger_tick)
             .where(trigger_tick.c.trigger_id == trigger_id)
             .order_by(trigger_tick.c.scheduled_at.desc())
             .limit(limit)
         )
+        if scheduled_only:
+            query = query.where(
+                or_(trigger_tick.c.note.is_(None), ~trigger_tick.c.note.startswith(FIRED))
+            )
         with self._read() as conn:
             return [_tick(r) for r in conn.execute(query).all()]
 
-    def last_tick(self, trigger_id: int) -> TickRecord | None:
+    def last_tick(self, trigger_id: int, *, scheduled_only: bool = False) -> TickRecord | None:
         """The trigger's newest claimed tick (None: never ticked)."""
-        newest = self.ticks(trigger_id, limit=1)
+        newest = self.ticks(trigger_id, limit=1, scheduled_only=scheduled_only)
         return newest[0] if newest else None
 
-    def last_tick_at(self, trigger_id: int) -> datetime | None:
+    def last_tick_at(self, trigger_id: int, *, scheduled_only: bool = False) -> datetime | None:
         """The scheduled time of the trigger's newest claimed tick (None: never ticked)."""
-        tick = self.last_tick(trigger_id)
+        tick = self.last_tick(trigger_id, scheduled_only=scheduled_only)
         return None if tick is None else tick.scheduled_at

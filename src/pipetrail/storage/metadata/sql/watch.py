@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Row, and_, insert, or_, select, update
 
 from pipetrail.core.model import RunRecord
-from pipetrail.core.status import RUN_TERMINAL
+from pipetrail.core.status import RUN_TERMINAL, RunStatus
 from pipetrail.storage.metadata.base import AlertRecord, NewAlert, SchedulerInstance
 from pipetrail.storage.metadata.sql.engine import insert_once, upsert
 from pipetrail.storage.metadata.sql.runs import RunRows
@@ -49,12 +49,13 @@ class WatchRows(RunRows):
 
     @patient("read")
     def runs_ended_since(self, since: datetime, limit: int = 1000) -> list[RunRecord]:
-        """Runs that ended at or after ``since``, oldest ending first."""
+        """The newest ``limit`` runs that ended at or after ``since``, oldest ending first
+        (the newest, so a scan that moves on to the newest ending never stalls)."""
         with self._read() as conn:
             ids = conn.execute(
                 select(pipeline_run.c.id)
                 .where(pipeline_run.c.finished_at >= since, pipeline_run.c.status.in_(_ENDED))
-                .order_by(pipeline_run.c.finished_at, pipeline_run.c.id)
+                .order_by(pipeline_run.c.finished_at.desc(), pipeline_run.c.id.desc())
                 .limit(limit)
             ).scalars()
             runs = self._runs(conn, [pipeline_run.c.id.in_(list(ids))], limit=None)
@@ -84,20 +85,24 @@ class WatchRows(RunRows):
 
     @patient("read")
     def sla_pending(self, now: datetime) -> list[RunRecord]:
-        """Runs whose SLA is undecided but decidable: due by ``now``, or ended in time."""
+        """Runs whose SLA is undecided but decidable: due by ``now``, or completed; the
+        earliest due first."""
         with self._read() as conn:
-            return self._runs(
-                conn,
-                [
+            ids = conn.execute(
+                select(pipeline_run.c.id)
+                .where(
                     pipeline_run.c.sla_state.is_(None),
                     pipeline_run.c.sla_due_at.is_not(None),
                     or_(
                         pipeline_run.c.sla_due_at <= now,
-                        pipeline_run.c.status.in_(_ENDED),
+                        pipeline_run.c.status == RunStatus.COMPLETED.value,
                     ),
-                ],
-                limit=500,
-            )
+                )
+                .order_by(pipeline_run.c.sla_due_at)
+                .limit(500)
+            ).scalars()
+            runs = self._runs(conn, [pipeline_run.c.id.in_(list(ids))], limit=None)
+        return sorted(runs, key=lambda r: (r.sla_due_at or now, r.id))
 
     @patient("write")
     def settle_sla(self, run_id: int, state: str, at: datetime) -> bool:
