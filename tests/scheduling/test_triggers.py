@@ -152,3 +152,27 @@ def test_a_valid_definition_passes_unchanged() -> None:
     d = _d("cron", cron="0 2 * * 1-5", timezone="America/New_York", catchup="all")
     assert validate(d, now=NOW) == d
     assert dataclasses.replace(d) == d
+
+
+def test_a_daily_cron_runs_once_on_the_night_the_clocks_go_back() -> None:
+    from pipetrail.scheduling.triggers import fire_times
+
+    def ticks(cron: str, zone_name: str, start: datetime, end: datetime) -> list[str]:
+        d = TriggerDefinition(
+            name="x",
+            pipeline_file="/f.py",
+            pipeline_name=None,
+            kind="cron",
+            cron=cron,
+            timezone=zone_name,
+        )
+        return [t.strftime("%m-%d %H:%M") for t in fire_times(d, start, end)]
+
+    night = (datetime(2026, 10, 24, 22, tzinfo=UTC), datetime(2026, 10, 26, 12, tzinfo=UTC))
+    # 02:30 Paris happens twice on 25 October (CEST, then CET): one run, the first.
+    assert ticks("30 2 * * *", "Europe/Paris", *night) == ["10-25 00:30", "10-26 01:30"]
+    # An hourly job runs in both hours: each is a different hour of the day.
+    hourly = ticks("30 * * * *", "Europe/Paris", *night)
+    assert "10-25 00:30" in hourly and "10-25 01:30" in hourly
+    ny = (datetime(2026, 10, 31, 12, tzinfo=UTC), datetime(2026, 11, 2, 12, tzinfo=UTC))
+    assert ticks("30 1 * * *", "America/New_York", *ny) == ["11-01 05:30", "11-02 06:30"]

@@ -163,7 +163,14 @@ def next_fire_time(definition: TriggerDefinition, after: datetime) -> datetime |
     d = definition
     if d.kind == "cron" and d.cron is not None:
         local = after.astimezone(zone(d.timezone))
-        nxt: datetime = croniter(d.cron, local).get_next(datetime)
+        times = croniter(d.cron, local)
+        nxt: datetime = times.get_next(datetime)
+        if d.cron.split()[1] != "*":
+            # A wall-clock time that comes twice when clocks go back runs once (the first
+            # time), as cron does: "30 2 * * *" in Paris is one run on the last Sunday of
+            # October, not two an hour apart. Jobs of every hour run in both hours.
+            while _second_occurrence(nxt):
+                nxt = times.get_next(datetime)
         return nxt.astimezone(UTC)
     if d.kind == "interval" and d.interval_s is not None and d.start_at is not None:
         step = timedelta(seconds=d.interval_s)
@@ -175,6 +182,12 @@ def next_fire_time(definition: TriggerDefinition, after: datetime) -> datetime |
     if d.kind == "once" and d.once_at is not None:
         return d.once_at.astimezone(UTC) if d.once_at > after else None
     return None
+
+
+def _second_occurrence(local: datetime) -> bool:
+    """Whether ``local`` is the repeat of an ambiguous wall time (after the clocks went back)."""
+    first = local.replace(tzinfo=None).replace(tzinfo=local.tzinfo, fold=0)
+    return first.utcoffset() != local.utcoffset()
 
 
 def previous_fire_time(definition: TriggerDefinition, at: datetime) -> datetime | None:
