@@ -89,7 +89,9 @@ def test_fire_returns_a_completed_manual_run(sqlite_workspace: Workspace, flow: 
     assert run.trigger.kind == "manual"
     assert run.trigger.name == "nightly"
     assert run.trigger.upstream is None
-    assert run.variables["scheduled_at"] == run.trigger.scheduled_at.isoformat()
+    scheduled = run.trigger.scheduled_at
+    assert scheduled is not None
+    assert run.variables["scheduled_at"] == scheduled.isoformat()
     assert [r.id for r in trigger.runs] == [run.id]
     assert run.data.total == sum(range(4))
 
