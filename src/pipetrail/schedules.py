@@ -166,7 +166,10 @@ def checked_definition(
     definition = definition_from(fields, base_dir=base_dir, where=where)
     try:
         definition = check_pipeline(definition, from_text=from_text)
-        return validate(definition, now=datetime.now(UTC))
+        # Checked now; returned as written: storing validates again, and an interval without
+        # a start keeps its stored anchor there (applying the same file twice changes nothing).
+        validate(definition, now=datetime.now(UTC))
+        return definition
     except UsageError as exc:
         named = f"trigger {definition.name!r}"
         prefix = named if where == "trigger" else f"{where}: {named}"
@@ -212,6 +215,8 @@ def load_trigger_file(path: str | Path) -> list[TriggerDefinition]:
     for number, item in enumerate(items, start=1):
         if not isinstance(item, Mapping):
             raise UsageError(f"{file}: trigger #{number} must be a mapping of fields, got {item!r}")
+        # YAML 1.1 reads a bare ``on:`` key as the boolean true: it means the field "on".
+        item = {("on" if key is True else key): value for key, value in item.items()}
         named = isinstance(item.get("name"), str) and bool(item["name"].strip())
         where = str(file) if named else f"{file}: trigger #{number}"
         definitions.append(checked_definition(item, base_dir=file.parent, where=where))
@@ -382,10 +387,7 @@ class Trigger:
             raise ImportOnly  # as pt.run: a file being imported by pipetrail defines, never runs
         record = self._fresh()
         engine = self._ws.engine(executor=executor)
-        kind = "api" if record.definition.kind == "api" else "manual"
-        run, request = fire_now(
-            self._ws.store, engine, record, params=params, variables=variables, kind=kind
-        )
+        run, request = fire_now(self._ws.store, engine, record, params=params, variables=variables)
         ended = engine.execute(run, request)
         return Run(ended.id, reader=self._ws.reader())
 

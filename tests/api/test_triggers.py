@@ -416,7 +416,7 @@ def _seed_run(ws: Workspace, adder: Path, trigger: str, *, missed: bool) -> RunR
     """A run of a trigger, ended, its SLA (if it has one) decided as the scheduler decides it."""
     record = ws.store.get_trigger(trigger)
     engine = ws.engine(executor="inline")
-    run, request = fire_now(ws.store, engine, record, kind="manual")
+    run, request = fire_now(ws.store, engine, record)
     engine.execute(run, request)
     if run.sla_due_at is not None:
         assert ws.store.settle_sla(run.id, "missed" if missed else "met", datetime.now(UTC))
@@ -447,7 +447,7 @@ def test_run_listing_by_trigger_and_sla_missed(
     shown = api.get(f"/api/pipeline_runs/{late.id}").json()["pipeline_run"]
     assert shown["sla"]["state"] == "missed" and shown["sla"]["missed_at"] is not None
     assert shown["trigger"] == {
-        "kind": "manual",
+        "kind": "api",  # an api trigger's runs say so, fired by whatever means
         "name": "a",
         "scheduled_at": shown["trigger"]["scheduled_at"],
         "upstream": None,

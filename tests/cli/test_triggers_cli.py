@@ -299,10 +299,6 @@ def test_apply_twice_changes_nothing_and_prune_deletes(cli: Cli) -> None:
     assert as_json(cli, "triggers", "show", "nightly-train")["definition"]["sla"] == "1h"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="YAML reads an unquoted `on:` key as the boolean True, so `on: any` is refused",
-)
 def test_apply_reads_an_unquoted_on_key(cli: Cli) -> None:
     (cli.cwd / "triggers.yaml").write_text(
         "triggers:\n  - name: r\n    pipeline: flow.py\n    after: other\n    on: any\n"
@@ -310,11 +306,6 @@ def test_apply_reads_an_unquoted_on_key(cli: Cli) -> None:
     assert apply(cli)["created"] == ["r"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="an `every` trigger without `start` starts at 'now' on each apply, so a second apply "
-    "reports it updated (issue 11: applying the same file twice changes nothing)",
-)
 def test_apply_twice_leaves_an_interval_without_start_unchanged(cli: Cli) -> None:
     (cli.cwd / "triggers.yaml").write_text(
         "triggers:\n  - name: often\n    pipeline: flow.py\n    every: 10m\n"
@@ -351,10 +342,6 @@ def test_backfill_queues_one_tick_per_missing_slot(cli: Cli) -> None:
     assert len(as_json(cli, "triggers", "show", "nightly")["ticks"]) == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="`triggers show` (text) fails with rich MarkupError on a tick that has no run yet",
-)
 def test_show_prints_queued_ticks(cli: Cli) -> None:
     ok(cli, "triggers", "create", "nightly", "flow.py", "--cron", "0 2 * * *")
     ok(

@@ -64,7 +64,7 @@ def _create(ws: Workspace, folder: Path, **fields: Any) -> TriggerRecord:
 
 def _fire(ws: Workspace, record: TriggerRecord, *, missed: bool | None = None) -> RunRecord:
     engine = ws.engine(executor="inline")
-    run, request = fire_now(ws.store, engine, record, kind="manual")
+    run, request = fire_now(ws.store, engine, record)
     engine.execute(run, request)
     if missed is not None:
         assert ws.store.settle_sla(run.id, "missed" if missed else "met", datetime.now(UTC))

@@ -333,14 +333,12 @@ def fire_trigger(
     launcher.project.pipeline_file(
         record.definition.pipeline_file, purpose=f"cannot fire trigger {name!r}: its pipeline file"
     )
-    kind = "api" if record.definition.kind == "api" else "manual"
     run, request = fire_now(
         workspace.store,
         workspace.engine(executor=executor),
         record,
         params=params,
         variables=variables,
-        kind=kind,
     )
     launcher.start(run, request, executor)
     return run

@@ -302,6 +302,7 @@ def triggers_show(name: str, as_json: bool) -> None:
 def _print_detail(overview: Any) -> None:
     from rich.panel import Panel
     from rich.table import Table
+    from rich.text import Text
 
     from pipetrail.cli.render import STATUS_STYLES, console
     from pipetrail.schedules import SentAlert, Tick
@@ -339,8 +340,8 @@ def _print_detail(overview: Any) -> None:
                 _shown(tick.scheduled_at),
                 tick.decision,
                 tick.run or "-",
-                f"[{STATUS_STYLES.get(status, '')}]{status}[/]",
-                note,
+                Text(status, style=STATUS_STYLES.get(status, "")),
+                Text(note),
             )
         out.print(table)
     else:
@@ -472,14 +473,12 @@ def triggers_run(
         pipeline = load_pipeline_file(Path(d.pipeline_file), d.pipeline_name)
         resolved = pipeline.resolve_params(overrides, from_text=True)
         typed = {k: resolved[k] for k in overrides}
-    kind = "api" if d.kind == "api" else "manual"
     run, request = fire_now(
         workspace.store,
         workspace.engine(executor=executor),
         record,
         params=typed,
         variables=runtime_vars,
-        kind=kind,
     )
     sys.exit(execute(workspace, request, executor, as_json=as_json, quiet=quiet, prepared=run))
 

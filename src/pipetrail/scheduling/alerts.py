@@ -16,9 +16,9 @@ from datetime import UTC, datetime, timedelta
 
 from pipetrail.core.model import RunRecord
 from pipetrail.scheduling.notify import Alert, Notifier, run_link
-from pipetrail.storage.metadata.base import MetadataStore, NewAlert
+from pipetrail.storage.metadata.base import MetadataStore, NewAlert, TriggerRecord
 
-__all__ = ["AlertCenter", "Backoff", "run_alert"]
+__all__ = ["AlertCenter", "Backoff", "run_alert", "start_failed_alert"]
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,24 @@ def run_alert(
     )
 
 
+def start_failed_alert(
+    record: TriggerRecord, reason: str, *, base_url: str | None, at: datetime
+) -> Alert:
+    """The alert that a tick of ``record`` could not start a run, and why."""
+    from urllib.parse import quote
+
+    return Alert(
+        event="start_failed",
+        pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
+        run=None,
+        status=None,
+        trigger=record.name,
+        message=f"trigger {record.name!r}: {reason}",
+        link=f"{base_url}/triggers/{quote(record.name, safe='')}" if base_url else None,
+        at=at,
+    )
+
+
 class AlertCenter:
     """Raises alerts into the store's outbox and delivers what is due.
 
@@ -78,6 +96,13 @@ class AlertCenter:
         self.claim_s = 6 * max(timeouts, default=10.0) + 30.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+
+    def start_failed(
+        self, record: TriggerRecord, tick: datetime, reason: str, *, base_url: str | None
+    ) -> int:
+        """Raise that the tick of ``record`` at ``tick`` could not start a run (once per tick)."""
+        alert = start_failed_alert(record, reason, base_url=base_url, at=self.clock())
+        return self.raise_alert(alert, key=f"start_failed:{record.id}:{tick.isoformat()}")
 
     def raise_alert(self, alert: Alert, *, key: str, run_id: int | None = None) -> int:
         """Queue ``alert`` for every notifier that wants it, once per ``key``; how many new."""

@@ -19,7 +19,6 @@ from pipetrail.core.model import RunCause, RunRecord
 from pipetrail.errors import UsageError
 from pipetrail.runtime.engine import Engine, RunRequest
 from pipetrail.scheduling.alerts import AlertCenter
-from pipetrail.scheduling.notify import Alert
 from pipetrail.storage.metadata.base import MetadataStore, TriggerRecord
 
 __all__ = ["fire_now", "launcher_id", "open_tick", "tick_request"]
@@ -86,9 +85,11 @@ def fire_now(
     *,
     params: Mapping[str, Any] | None = None,
     variables: Mapping[str, str] | None = None,
-    kind: str = "manual",
 ) -> tuple[RunRecord, RunRequest]:
     """Fire ``record`` once, now ("run once"): claim a tick at this moment and record its run.
+
+    The run's trigger kind is ``api`` for an api trigger (it runs only when called), else
+    ``manual`` (a scheduled trigger fired by hand or over REST).
 
     The run is prepared (recorded in ``initial``), not executed: the caller runs it in the
     foreground (CLI) or the background (REST). Bad parameters are refused before the tick is
@@ -100,6 +101,7 @@ def fire_now(
     """
     if record.paused:
         raise UsageError(f"trigger {record.name!r} is paused; resume it first to fire it")
+    kind = "api" if record.definition.kind == "api" else "manual"
     at = datetime.now(UTC)
     request = tick_request(record, at, kind=kind, params=params, variables=variables)
     while not store.claim_tick(record.id, at, launcher=launcher_id(), note=f"fired: {kind}"):
@@ -142,15 +144,5 @@ def open_tick(
     except UsageError as exc:
         reason = f"could not start: {exc}"
         if store.settle_tick(record.id, scheduled_at, skip_reason=reason) and alerts is not None:
-            alert = Alert(
-                event="start_failed",
-                pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
-                run=None,
-                status=None,
-                trigger=name,
-                message=f"trigger {name!r}: {reason}",
-                link=f"{base_url}/triggers/{name}" if base_url else None,
-                at=datetime.now(UTC),
-            )
-            alerts.raise_alert(alert, key=f"start_failed:{record.id}:{scheduled_at.isoformat()}")
+            alerts.start_failed(record, scheduled_at, reason, base_url=base_url)
         return reason

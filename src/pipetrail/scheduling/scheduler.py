@@ -28,7 +28,6 @@ from pipetrail.core.status import RunStatus
 from pipetrail.errors import StoreError, TickTakenError
 from pipetrail.scheduling.alerts import AlertCenter
 from pipetrail.scheduling.launcher import Launcher, LaunchOrder
-from pipetrail.scheduling.notify import Alert
 from pipetrail.scheduling.service import watermark
 from pipetrail.scheduling.triggers import CLOCK_KINDS, fire_times, previous_fire_time
 from pipetrail.storage.metadata.base import MetadataStore, RunQuery, TickRecord, TriggerRecord
@@ -370,7 +369,7 @@ class Scheduler:
         except OSError as exc:
             reason = f"could not start: cannot start a process: {exc}"
             if self.store.settle_tick(record.id, tick, skip_reason=reason):
-                self._start_failed(record, reason, report)
+                self._start_failed(record, tick, reason, report)
             return
         self.store.tick_launched(record.id, tick, (self.me[0], pid))
         report.launched += 1
@@ -402,7 +401,7 @@ class Scheduler:
                 )
                 if self.store.settle_tick(tick.trigger_id, tick.scheduled_at, skip_reason=reason):
                     report.given_up += 1
-                    self._start_failed(record, reason, report)
+                    self._start_failed(record, tick.scheduled_at, reason, report)
             elif self.store.relaunch_tick(tick, self.me):
                 report.relaunched += 1
                 self._launch(record, tick.scheduled_at, tick.cause_run_id, report)
@@ -443,24 +442,11 @@ class Scheduler:
         alert = run_alert(event, run, message, base_url=self.base_url, at=self.clock())
         report.alerts += self.alerts.raise_alert(alert, key=f"{event}:{run.id}", run_id=run.id)
 
-    def _start_failed(self, record: TriggerRecord, reason: str, report: PassReport) -> None:
-        if self.alerts is None:
-            return
-        at = self.clock()
-        link = f"{self.base_url}/triggers/{record.name}" if self.base_url else None
-        alert = Alert(
-            event="start_failed",
-            pipeline=record.definition.pipeline_name or record.definition.pipeline_file,
-            run=None,
-            status=None,
-            trigger=record.name,
-            message=f"trigger {record.name!r}: {reason}",
-            link=link,
-            at=at,
-        )
-        report.alerts += self.alerts.raise_alert(
-            alert, key=f"start_failed:{record.id}:{at.isoformat()}"
-        )
+    def _start_failed(
+        self, record: TriggerRecord, tick: datetime, reason: str, report: PassReport
+    ) -> None:
+        if self.alerts is not None:
+            report.alerts += self.alerts.start_failed(record, tick, reason, base_url=self.base_url)
 
 
 _FAR = datetime(9999, 1, 1, tzinfo=UTC)
