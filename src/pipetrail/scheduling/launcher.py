@@ -106,11 +106,6 @@ class SubprocessLauncher:
             if done:
                 self._children.discard(pid)
 
-    @property
-    def running(self) -> int:
-        self.reap()
-        return len(self._children)
-
 
 def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80] or "trigger"
