@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import psutil
 import pytest
@@ -270,6 +270,16 @@ class Cli:
         runs: list[dict[str, Any]] = json.loads(done.stdout)
         return sorted(runs, key=lambda r: int(r["id"]))
 
+    def background(self) -> str:
+        """Each background command: alive or its exit code, and the end of its stderr."""
+        lines = []
+        for process in self.spawned:
+            state = "alive" if process.poll() is None else f"exited {process.returncode}"
+            err = self._output[process.pid][1].read_text()[-2000:]
+            command = " ".join(map(str, cast(list[str], process.args)[3:]))
+            lines.append(f"{command} [{state}]\n{err}")
+        return "\n".join(lines)
+
     def cleanup(self) -> None:
         """Kill every background command still alive, with all its processes."""
         for process in self.spawned:
@@ -304,15 +314,24 @@ def kill_tree(pid: int) -> None:
     psutil.wait_procs(family, timeout=10)
 
 
-def wait_until(what: str, check: Callable[[], T | None], timeout: float) -> T:
-    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``."""
+def wait_until(
+    what: str,
+    check: Callable[[], T | None],
+    timeout: float,
+    explain: Callable[[], str] | None = None,
+) -> T:
+    """Poll ``check`` until it returns something true; fail naming ``what`` after ``timeout``.
+
+    ``explain`` adds what was seen (the background commands' output, say) to the failure.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = check()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}")
+            seen = f"\n{explain()}" if explain else ""
+            raise AssertionError(f"gave up after {timeout:g} s waiting for {what}{seen}")
         time.sleep(0.2)
 
 
@@ -412,11 +431,18 @@ def test_cancel_all_running_of_one_pipeline(cli: Cli, flow_file: FlowWriter) -> 
         cli.start("run", str(other), "-q"),
     ]
 
-    def all_running() -> list[dict[str, Any]] | None:
-        runs = cli.runs()
-        return runs if len(runs) == 3 and all(r["status"] == "running" for r in runs) else None
+    seen: list[dict[str, Any]] = []
 
-    wait_until("three running runs", all_running, 30)
+    def all_running() -> list[dict[str, Any]] | None:
+        seen[:] = cli.runs()
+        return seen if len(seen) == 3 and all(r["status"] == "running" for r in seen) else None
+
+    def explain() -> str:
+        statuses = [(r["pathspec"], r["status"]) for r in seen]
+        return f"runs: {statuses}\n{cli.background()}"
+
+    # Three runners start at once on a fresh store and a loaded machine: allow them a minute.
+    wait_until("three running runs", all_running, 60, explain)
     began = time.monotonic()
     done = cli("runs", "cancel", "--all-running", "--pipeline", "slow_a")
     took = time.monotonic() - began
