@@ -12,6 +12,7 @@ from sqlalchemy import create_engine, text
 
 from pipetrail.config import Settings
 from pipetrail.workspace import Workspace
+from tests.servers import S3Server, apply_env, restore_env
 
 #: The PostgreSQL server the suite runs against (trust auth); CI has the same one.
 PG_ADMIN_URL = os.environ.get(
@@ -86,3 +87,29 @@ class FlowWriter:
         path = self.folder / f"{name or 'flow_' + uuid.uuid4().hex[:8]}.py"
         path.write_text("import pipetrail as pt\n" + source)
         return path
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3-compatible server on 127.0.0.1, one per test worker."""
+    server = S3Server.start(tmp_path_factory.mktemp("s3"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server) -> Iterator[dict[str, str]]:
+    """The AWS variables that reach the test server, set in this process for the test."""
+    previous = apply_env(s3_server.env)
+    try:
+        yield s3_server.env
+    finally:
+        restore_env(previous)
+
+
+@pytest.fixture
+def s3_artifacts(s3_server: S3Server, s3_env: dict[str, str]) -> str:
+    """An artifact store URL in a fresh bucket of the test server (``s3://bucket/artifacts``)."""
+    return f"s3://{s3_server.bucket()}/artifacts"

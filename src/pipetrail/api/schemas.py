@@ -245,8 +245,14 @@ class ResourcesOut(_Out):
     cpu_time_s: float | None = Field(description="CPU seconds (user + system).")
     peak_memory_bytes: int | None = Field(description="Peak resident memory.")
     gpu_peak_memory_bytes: int | None = Field(description="Peak GPU memory, where measured.")
+    gpu_time_s: float | None = Field(
+        description="GPU seconds (utilisation times wall time over devices), where measured."
+    )
     host: str | None = Field(description="Machine it ran on.")
     pid: int | None = Field(description="Process id it ran in.")
+    worker: str | None = Field(
+        description="The executor's worker it ran on (a Dask worker's address), if any."
+    )
 
 
 class BlockRunOut(_Out):

@@ -134,8 +134,10 @@ class Task:
             "cpu_time_s": self._record.cpu_time_s,
             "peak_memory_bytes": self._record.peak_memory_bytes,
             "gpu_peak_memory_bytes": self._record.gpu_peak_memory_bytes,
+            "gpu_time_s": self._record.gpu_time_s,
             "host": self._record.host,
             "pid": self._record.pid,
+            "worker": self._record.worker,
         }
 
     @property

@@ -286,12 +286,15 @@ class TaskRecord:
     cpu_time_s: float | None = None
     peak_memory_bytes: int | None = None
     gpu_peak_memory_bytes: int | None = None
+    gpu_time_s: float | None = None
     exception_type: str | None = None
     exception_message: str | None = None
     traceback: str | None = None
     failed_upstream: str | None = None
     host: str | None = None
     pid: int | None = None
+    #: The executor's worker it ran on, where that is more than a host (a Dask worker address).
+    worker: str | None = None
     reused_from_task_id: int | None = None
     allowed_failure: bool = False
     note: str | None = None

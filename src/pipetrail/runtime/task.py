@@ -92,6 +92,9 @@ class TaskServices:
     cas: ContentAddressedStore
     registry: SerializerRegistry
     spool_root: Path
+    #: The executor's worker these services run in, recorded on each task (a Dask worker's
+    #: address); None where the host and pid say it all.
+    worker: str | None = None
 
 
 def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipeline) -> TaskOutcome:
@@ -112,7 +115,11 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     if payload.lease is not None:
         services.store.hold(payload.run_id, payload.lease)
     services.store.set_task_status(
-        payload.task_id, TaskStatus.RUNNING, host=socket.gethostname(), pid=os.getpid()
+        payload.task_id,
+        TaskStatus.RUNNING,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        worker=services.worker,
     )
     spool = TaskSpool.open(services.spool_root, payload.run_id, payload.task_id)
     buffer = MetricBuffer(

@@ -87,6 +87,7 @@ class TaskOutcome:
     cpu_time_s: float | None = None
     peak_memory_bytes: int | None = None
     gpu_peak_memory_bytes: int | None = None
+    gpu_time_s: float | None = None
     exception_type: str | None = None
     exception_message: str | None = None
     traceback: str | None = None
@@ -334,6 +335,7 @@ class MetadataStore(Protocol):
         failed_upstream: str | None = None,
         host: str | None = None,
         pid: int | None = None,
+        worker: str | None = None,
     ) -> None: ...
     def finish_task(self, task_id: int, outcome: TaskOutcome) -> None: ...
     def tasks(self, run_id: int) -> list[TaskRecord]: ...

@@ -166,6 +166,8 @@ block_run = Table(
     Column("cpu_time_s", Float),
     Column("peak_memory_bytes", BigId),
     Column("gpu_peak_memory_bytes", BigId),
+    # Seconds of GPU time (utilisation times wall time, summed over devices), where measured.
+    Column("gpu_time_s", Float),
     Column("exception_type", String(500)),
     Column("exception_message", Text),
     Column("traceback", Text),
@@ -175,6 +177,8 @@ block_run = Table(
     Column("note", Text),
     Column("host", String(255)),
     Column("pid", Integer),
+    # The executor's worker it ran on when that is more than a host (a Dask worker's address).
+    Column("worker", String(255)),
     # Bytes of the task's record spool (metric points) already in the store; recovery of a
     # task whose process died drains the spool from here.
     Column("spool_offset", BigId, nullable=False, default=0),

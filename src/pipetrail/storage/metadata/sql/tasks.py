@@ -83,6 +83,7 @@ class TaskRows(SqlSession):
         failed_upstream: str | None = None,
         host: str | None = None,
         pid: int | None = None,
+        worker: str | None = None,
     ) -> None:
         """Move a task through one or more statuses up to ``status``, each an event."""
         with self._write() as conn:
@@ -91,7 +92,7 @@ class TaskRows(SqlSession):
             path = transition_path(current, status)
             values: dict[str, Any] = {"status": status.value}
             if status is TaskStatus.RUNNING:
-                values.update(started_at=now, host=host, pid=pid)
+                values.update(started_at=now, host=host, pid=pid, worker=worker)
             if failed_upstream is not None:
                 values["failed_upstream"] = failed_upstream
             if status in (
@@ -129,6 +130,7 @@ class TaskRows(SqlSession):
                     cpu_time_s=outcome.cpu_time_s,
                     peak_memory_bytes=outcome.peak_memory_bytes,
                     gpu_peak_memory_bytes=outcome.gpu_peak_memory_bytes,
+                    gpu_time_s=outcome.gpu_time_s,
                     exception_type=outcome.exception_type,
                     exception_message=outcome.exception_message,
                     traceback=outcome.traceback,
@@ -444,12 +446,14 @@ def _task(r: Any) -> TaskRecord:
         cpu_time_s=r.cpu_time_s,
         peak_memory_bytes=r.peak_memory_bytes,
         gpu_peak_memory_bytes=r.gpu_peak_memory_bytes,
+        gpu_time_s=r.gpu_time_s,
         exception_type=r.exception_type,
         exception_message=r.exception_message,
         traceback=r.traceback,
         failed_upstream=r.failed_upstream,
         host=r.host,
         pid=r.pid,
+        worker=r.worker,
         reused_from_task_id=r.reused_from_task_id,
         allowed_failure=bool(r.allowed_failure),
         note=r.note,
