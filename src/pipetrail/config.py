@@ -6,7 +6,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -16,7 +16,9 @@ from pipetrail.scheduling.notify import build_notifiers
 
 __all__ = ["DEFAULT_BASE_URL", "EXECUTORS", "Settings", "load_settings"]
 
-EXECUTORS = ("process", "inline")
+EXECUTORS = ("process", "inline", "dask")
+#: Seconds between a task's system metrics samples (``system/cpu_percent``…) by default.
+DEFAULT_SYSTEM_METRICS_S = 5.0
 #: Where ``pipetrail ui`` listens by default; alerts link to pages under it.
 DEFAULT_BASE_URL = "http://127.0.0.1:8765"
 
@@ -29,8 +31,16 @@ class Settings:
         home: folder for the embedded SQLite database and the artifact folder.
         db_url: SQLAlchemy URL of the metadata store.
         artifacts_url: path or fsspec URL of the artifact store.
-        executor: ``process`` (default) or ``inline``.
-        max_workers: worker processes of the process executor; None means the CPU count.
+        artifacts_options: fsspec storage options of the artifact store (JSON in
+            PIPETRAIL_ARTIFACTS_OPTIONS); credentials usually come the fsspec/s3fs way instead
+            (``AWS_*`` variables, ``AWS_ENDPOINT_URL``).
+        executor: ``process`` (default), ``inline`` or ``dask``.
+        max_workers: worker processes of the process executor (or of the local Dask cluster);
+            None means the CPU count.
+        dask_address: the Dask scheduler ``executor="dask"`` submits to
+            (``tcp://host:8786``); None starts a local cluster for each run.
+        system_metrics_s: seconds between a task's system metrics samples (CPU, memory, GPU
+            as ``system/...`` metrics); 0 turns them off.
         alerts: the notifiers alerts go to, one validated mapping each (``kind``, ``url``…);
             build them with ``pipetrail.scheduling.notify.build_notifiers``.
         base_url: the dashboard's address, without a trailing slash; alerts link under it.
@@ -39,8 +49,11 @@ class Settings:
     home: Path
     db_url: str
     artifacts_url: str
+    artifacts_options: Mapping[str, Any] = field(default_factory=dict)
     executor: str = "process"
     max_workers: int | None = None
+    dask_address: str | None = None
+    system_metrics_s: float = DEFAULT_SYSTEM_METRICS_S
     alerts: tuple[Mapping[str, Any], ...] = ()
     base_url: str = DEFAULT_BASE_URL
 
@@ -107,8 +120,15 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     return Settings.for_home(
         home,
         **{k: v for k, v in {"db_url": db_text, "artifacts_url": artifacts_text}.items() if v},
+        artifacts_options=_artifacts_options(
+            *pick("PIPETRAIL_ARTIFACTS_OPTIONS", "artifacts_options")
+        ),
         executor=executor,
         max_workers=workers,
+        dask_address=_dask_address(pick("PIPETRAIL_DASK_ADDRESS", "dask_address")[0]),
+        system_metrics_s=_seconds(
+            pick("PIPETRAIL_SYSTEM_METRICS", "system_metrics")[0], "system_metrics"
+        ),
         alerts=_alerts(env, file_values, file_dir),
         base_url=base_url,
     )
@@ -132,6 +152,53 @@ def _base_url(env: Mapping[str, str], file_values: Mapping[str, Any]) -> str:
             f"{source} {text!r} is not an http:// or https:// address; "
             f"give the dashboard's address, e.g. {DEFAULT_BASE_URL!r}"
         )
+    return value
+
+
+def _artifacts_options(text: str | None, _base: Path) -> dict[str, Any]:
+    """PIPETRAIL_ARTIFACTS_OPTIONS: a JSON object of fsspec storage options."""
+    if not text or not text.strip():
+        return {}
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"PIPETRAIL_ARTIFACTS_OPTIONS is not valid JSON: {exc.msg} at character "
+            f"{exc.pos + 1}; expected an object of fsspec storage options, "
+            'e.g. {"client_kwargs": {"region_name": "eu-west-1"}}'
+        ) from None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            "PIPETRAIL_ARTIFACTS_OPTIONS must be a JSON object of fsspec storage options, "
+            f"got {type(value).__name__}"
+        )
+    return value
+
+
+def _dask_address(text: str | None) -> str | None:
+    """PIPETRAIL_DASK_ADDRESS: a Dask scheduler address such as ``tcp://10.0.0.5:8786``."""
+    if not text or not text.strip():
+        return None
+    value = text.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or not rest or scheme not in ("tcp", "tls", "ws", "wss", "inproc", "ucx"):
+        raise ConfigError(
+            f"dask_address {text!r} is not a Dask scheduler address; "
+            "give one such as 'tcp://127.0.0.1:8786'"
+        )
+    return value
+
+
+def _seconds(text: str | None, name: str) -> float:
+    """A number of seconds >= 0 (0 turns the thing off); the default when unset."""
+    if text is None or not str(text).strip():
+        return DEFAULT_SYSTEM_METRICS_S
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise ConfigError(f"{name} must be a number of seconds (0 turns it off), got {text!r}")
     return value
 
 

@@ -61,7 +61,9 @@ class Workspace:
         """The artifact store, opened on first use (listing runs never needs it)."""
         from pipetrail.storage.artifacts.cas import ContentAddressedStore
 
-        return ContentAddressedStore(self.settings.artifacts_url)
+        return ContentAddressedStore(
+            self.settings.artifacts_url, storage_options=self.settings.artifacts_options
+        )
 
     @functools.cached_property
     def registry(self) -> SerializerRegistry:
@@ -72,7 +74,13 @@ class Workspace:
     def services(self) -> TaskServices:
         from pipetrail.runtime.task import TaskServices
 
-        return TaskServices(self.store, self.cas, self.registry, self.spool_root)
+        return TaskServices(
+            self.store,
+            self.cas,
+            self.registry,
+            self.spool_root,
+            system_metrics_s=self.settings.system_metrics_s,
+        )
 
     def executor(self, name: str, pipeline: Pipeline, max_workers: int | None = None) -> Executor:
         """The executor called ``name`` for ``pipeline``.
@@ -144,9 +152,14 @@ class Workspace:
             "PIPETRAIL_EXECUTOR": s.executor,
             "PIPETRAIL_ALERTS": json.dumps([dict(a) for a in s.alerts]),
             "PIPETRAIL_URL": s.base_url,
+            "PIPETRAIL_SYSTEM_METRICS": f"{s.system_metrics_s:g}",
         }
+        if s.artifacts_options:
+            env["PIPETRAIL_ARTIFACTS_OPTIONS"] = json.dumps(dict(s.artifacts_options))
         if s.max_workers is not None:
             env["PIPETRAIL_MAX_WORKERS"] = str(s.max_workers)
+        if s.dask_address is not None:
+            env["PIPETRAIL_DASK_ADDRESS"] = s.dask_address
         return env
 
     def scheduler(
@@ -199,9 +212,10 @@ def build_task_services(settings: Settings) -> TaskServices:
 
     return TaskServices(
         SqlMetadataStore(settings.db_url, migrate_schema=False),
-        ContentAddressedStore(settings.artifacts_url),
+        ContentAddressedStore(settings.artifacts_url, storage_options=settings.artifacts_options),
         default_registry(),
         default_spool_root(settings.home),
+        system_metrics_s=settings.system_metrics_s,
     )
 
 

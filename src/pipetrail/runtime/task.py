@@ -95,6 +95,8 @@ class TaskServices:
     #: The executor's worker these services run in, recorded on each task (a Dask worker's
     #: address); None where the host and pid say it all.
     worker: str | None = None
+    #: Seconds between the task's system metrics samples (``system/...``); 0 turns them off.
+    system_metrics_s: float = 5.0
 
 
 def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipeline) -> TaskOutcome:
