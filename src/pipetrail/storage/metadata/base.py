@@ -17,10 +17,12 @@ from pipetrail.core.model import (
     RunRecord,
     TaskRecord,
 )
-from pipetrail.core.status import RunStatus, TaskStatus
+from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
 
 __all__ = [
     "AlertRecord",
+    "ImportedRun",
+    "ImportedTask",
     "LogChunk",
     "NewAlert",
     "SchedulerInstance",
@@ -30,6 +32,7 @@ __all__ = [
     "NewRun",
     "PipelineStats",
     "RunQuery",
+    "RunSummary",
     "SpoolBatch",
     "TaskOutcome",
     "TickRecord",
@@ -63,6 +66,56 @@ class NewRun:
     cause: RunCause | None = None
     tick_trigger_id: int | None = None
     sla_due_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ImportedTask:
+    """A task attempt of an :class:`ImportedRun`, as it ended, with the metric points it logged.
+
+    ``metrics`` are ``(name, value, step, timestamp)`` points (timestamps in seconds since the
+    epoch, as ``MetricRow`` has them); the latest value, minimum and maximum of each series
+    are kept as for points logged by a running task.
+    """
+
+    step: str
+    status: TaskStatus
+    task_index: int = 0
+    attempt: int = 0
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cpu_time_s: float | None = None
+    peak_memory_bytes: int | None = None
+    gpu_peak_memory_bytes: int | None = None
+    gpu_time_s: float | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    traceback: str | None = None
+    host: str | None = None
+    pid: int | None = None
+    worker: str | None = None
+    note: str | None = None
+    allowed_failure: bool = False
+    spool_offset: int = 0
+    metrics: Sequence[tuple[str, float, int | None, float]] = ()
+
+
+@dataclass(frozen=True)
+class ImportedRun:
+    """A run recorded in bulk (``MetadataStore.import_runs``): what ``create_run`` takes, and
+    how the run went (its status and times, its tasks and their metrics).
+
+    The store writes the same rows the normal path does (run, params, tags, tasks, metric
+    points, latest values and the status events along the way), with these times.
+    """
+
+    new: NewRun
+    status: RunStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    error: str | None = None
+    tasks: Sequence[ImportedTask] = ()
 
 
 @dataclass(frozen=True)
@@ -147,6 +200,30 @@ class PipelineStats:
     name: str
     counts: dict[str, int]
     latest_run_id: int
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """Aggregates over every run a :class:`RunQuery` selects (its limit ignored), in the store.
+
+    Attributes:
+        total: runs selected.
+        counts: runs by status value (statuses with none are absent).
+        average_duration_s: mean duration of the selected runs that ended, or None.
+        recent: runs created at or after the ``recent_since`` asked for (0 if none asked).
+    """
+
+    total: int
+    counts: dict[str, int]
+    average_duration_s: float | None
+    recent: int = 0
+
+    @property
+    def success_rate(self) -> float | None:
+        """Completed runs among those that ended, or None when none ended."""
+        ended = sum(self.counts.get(s.value, 0) for s in RUN_TERMINAL)
+        done = self.counts.get(RunStatus.COMPLETED.value, 0)
+        return done / ended if ended else None
 
 
 @dataclass(frozen=True)
@@ -307,6 +384,7 @@ class MetadataStore(Protocol):
     """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
 
     def create_run(self, new: NewRun) -> RunRecord: ...
+    def import_runs(self, runs: Sequence[ImportedRun]) -> list[int]: ...
     def set_run_status(
         self,
         run_id: int,
@@ -319,6 +397,10 @@ class MetadataStore(Protocol):
     def add_tags(self, run_id: int, tags: Iterable[str], *, system: bool = False) -> None: ...
     def get_run(self, run_id: int) -> RunRecord: ...
     def list_runs(self, query: RunQuery) -> list[RunRecord]: ...
+    def count_runs(self, query: RunQuery) -> int: ...
+    def summarize_runs(
+        self, query: RunQuery, *, recent_since: datetime | None = None
+    ) -> RunSummary: ...
     def pipeline_stats(self, name: str | None = None) -> list[PipelineStats]: ...
     def pipeline_versions(self, name: str) -> list[VersionStats]: ...
     def get_environment(self, env_hash: str) -> dict[str, Any]: ...

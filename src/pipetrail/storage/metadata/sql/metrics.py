@@ -13,7 +13,7 @@ from pipetrail.storage.metadata.sql.engine import insert_many_fast, upsert
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.tables import latest_metric, metric
 
-__all__ = ["MetricRows"]
+__all__ = ["MetricRows", "latest_rows"]
 
 _LATEST = ("value", "step", "timestamp", "block_run_id")
 
@@ -39,33 +39,7 @@ class MetricRows(SqlSession):
 
     def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
         """Keep each series' latest value, and its minimum and maximum, in one row for search."""
-        # One pass, no allocation per point: the newest row and the extremes of each series.
-        series: dict[tuple[int, str], list[Any]] = {}
-        for r in rows:
-            key = (r.run_id, r.name)
-            seen = series.get(key)
-            if seen is None:
-                series[key] = [r, r.value, r.value]
-                continue
-            if r.timestamp >= seen[0].timestamp:
-                seen[0] = r
-            if r.value < seen[1]:
-                seen[1] = r.value
-            elif r.value > seen[2]:
-                seen[2] = r.value
-        latest = {
-            key: {
-                "run_id": newest.run_id,
-                "name": newest.name,
-                "value": newest.value,
-                "step": newest.step,
-                "timestamp": newest.timestamp,
-                "block_run_id": newest.task_id,
-                "min_value": low,
-                "max_value": high,
-            }
-            for key, (newest, low, high) in series.items()
-        }
+        latest = latest_rows(rows)
         table = latest_metric
 
         def merge(new: Any) -> dict[str, Any]:
@@ -81,7 +55,7 @@ class MetricRows(SqlSession):
                 ),
             }
 
-        upsert(conn, table, list(latest.values()), ["run_id", "name"], merge=merge)
+        upsert(conn, table, latest, ["run_id", "name"], merge=merge)
 
     @patient("read")
     def latest_metrics(self, run_id: int) -> dict[str, float]:
@@ -111,3 +85,34 @@ class MetricRows(SqlSession):
                     select(func.count()).select_from(metric).where(metric.c.run_id == run_id)
                 ).scalar_one()
             )
+
+
+def latest_rows(rows: Sequence[MetricRow]) -> list[dict[str, Any]]:
+    """A ``latest_metric`` row per (run, name) series in ``rows``: its newest point, min, max."""
+    # One pass, no allocation per point: the newest row and the extremes of each series.
+    series: dict[tuple[int, str], list[Any]] = {}
+    for r in rows:
+        key = (r.run_id, r.name)
+        seen = series.get(key)
+        if seen is None:
+            series[key] = [r, r.value, r.value]
+            continue
+        if r.timestamp >= seen[0].timestamp:
+            seen[0] = r
+        if r.value < seen[1]:
+            seen[1] = r.value
+        elif r.value > seen[2]:
+            seen[2] = r.value
+    return [
+        {
+            "run_id": newest.run_id,
+            "name": newest.name,
+            "value": newest.value,
+            "step": newest.step,
+            "timestamp": newest.timestamp,
+            "block_run_id": newest.task_id,
+            "min_value": low,
+            "max_value": high,
+        }
+        for newest, low, high in series.values()
+    ]

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
 
 from pipetrail.core.hashing import digest_json
 from pipetrail.core.model import EventRecord, PipelineSpec, RunCause, RunRecord
@@ -20,7 +20,13 @@ from pipetrail.core.status import (
     check_run_transition,
 )
 from pipetrail.errors import NotFoundError, TickTakenError, UsageError
-from pipetrail.storage.metadata.base import NewRun, PipelineStats, RunQuery, VersionStats
+from pipetrail.storage.metadata.base import (
+    NewRun,
+    PipelineStats,
+    RunQuery,
+    RunSummary,
+    VersionStats,
+)
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
@@ -38,6 +44,8 @@ from pipetrail.storage.metadata.sql.tables import (
 )
 
 __all__ = ["RunRows"]
+
+_ENDED = frozenset(s.value for s in RUN_TERMINAL)
 
 
 class RunRows(SqlSession):
@@ -342,32 +350,56 @@ class RunRows(SqlSession):
         Raises:
             QuerySyntaxError: a malformed ``filter`` or ``order_by``, before touching the store.
         """
-        conditions: list[Any] = []
-        if query.filter is not None and query.filter.strip():
-            conditions.append(filter_condition(parse_filter(query.filter)))
+        conditions = _conditions(query)
         order = search_order(parse_order_by(query.order_by))
-        if query.pipeline is not None:
-            conditions.append(pipeline.c.name == query.pipeline)
-        if query.statuses:
-            conditions.append(pipeline_run.c.status.in_([s.value for s in query.statuses]))
-        if query.users:
-            conditions.append(pipeline_run.c.user.in_(query.users))
-        if query.before_id is not None:
-            conditions.append(pipeline_run.c.id < query.before_id)
-        if query.trigger is not None:
-            conditions.append(pipeline_run.c.trigger_name == query.trigger)
-        if query.sla_missed:
-            conditions.append(pipeline_run.c.sla_state == "missed")
-        if query.since is not None:
-            conditions.append(pipeline_run.c.created_at >= query.since)
-        if query.until is not None:
-            conditions.append(pipeline_run.c.created_at < query.until)
-        for tag in query.tags:
-            conditions.append(
-                pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
-            )
         with self._read() as conn:
             return self._runs(conn, conditions, limit=query.limit, order=order)
+
+    @patient("read")
+    def count_runs(self, query: RunQuery) -> int:
+        """How many runs ``query`` selects (its limit and order ignored), by one COUNT."""
+        stmt = select(func.count()).select_from(pipeline_run).where(and_(True, *_conditions(query)))
+        with self._read() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    @patient("read")
+    def summarize_runs(
+        self, query: RunQuery, *, recent_since: datetime | None = None
+    ) -> RunSummary:
+        """Counts by status, mean duration of ended runs and runs created since ``recent_since``
+        over every run ``query`` selects (its limit and order ignored): one GROUP BY.
+
+        Raises:
+            QuerySyntaxError: a malformed ``filter``.
+        """
+        columns: list[Any] = [
+            pipeline_run.c.status,
+            func.count().label("runs"),
+            func.sum(pipeline_run.c.duration_s).label("seconds"),
+            func.count(pipeline_run.c.duration_s).label("timed"),
+        ]
+        if recent_since is not None:
+            recent = case((pipeline_run.c.created_at >= recent_since, 1), else_=0)
+            columns.append(func.sum(recent).label("recent"))
+        stmt = (
+            select(*columns).where(and_(True, *_conditions(query))).group_by(pipeline_run.c.status)
+        )
+        counts: dict[str, int] = {}
+        seconds, timed, recent_runs = 0.0, 0, 0
+        with self._read() as conn:
+            for row in conn.execute(stmt):
+                counts[row.status] = int(row.runs)
+                if row.status in _ENDED:
+                    seconds += float(row.seconds or 0.0)
+                    timed += int(row.timed)
+                if recent_since is not None:
+                    recent_runs += int(row.recent or 0)
+        return RunSummary(
+            total=sum(counts.values()),
+            counts=counts,
+            average_duration_s=seconds / timed if timed else None,
+            recent=recent_runs,
+        )
 
     def _runs(
         self,
@@ -695,6 +727,41 @@ class RunRows(SqlSession):
                 .values(lease=pipeline_run.c.lease + 1)
             )
         return True
+
+
+def _conditions(query: RunQuery) -> list[Any]:
+    """WHERE conditions over ``pipeline_run`` (joined to ``pipeline``) for ``query``'s filters.
+
+    Raises:
+        QuerySyntaxError: a malformed ``filter``.
+    """
+    conditions: list[Any] = []
+    if query.filter is not None and query.filter.strip():
+        conditions.append(filter_condition(parse_filter(query.filter)))
+    if query.pipeline is not None:
+        # A scalar subquery (one lookup), not the join: counts need no join, and the planner
+        # then sees an equality on pipeline_id that the (pipeline_id, …) indexes serve.
+        named = select(pipeline.c.id).where(pipeline.c.name == query.pipeline)
+        conditions.append(pipeline_run.c.pipeline_id == named.scalar_subquery())
+    if query.statuses:
+        conditions.append(pipeline_run.c.status.in_([s.value for s in query.statuses]))
+    if query.users:
+        conditions.append(pipeline_run.c.user.in_(query.users))
+    if query.before_id is not None:
+        conditions.append(pipeline_run.c.id < query.before_id)
+    if query.trigger is not None:
+        conditions.append(pipeline_run.c.trigger_name == query.trigger)
+    if query.sla_missed:
+        conditions.append(pipeline_run.c.sla_state == "missed")
+    if query.since is not None:
+        conditions.append(pipeline_run.c.created_at >= query.since)
+    if query.until is not None:
+        conditions.append(pipeline_run.c.created_at < query.until)
+    for tag in query.tags:
+        conditions.append(
+            pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
+        )
+    return conditions
 
 
 def _flat_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlalchemy import delete, update
 
 from pipetrail.storage.metadata.base import SpoolBatch
+from pipetrail.storage.metadata.sql.bulk import BulkRows
 from pipetrail.storage.metadata.sql.engine import upsert
 from pipetrail.storage.metadata.sql.metrics import MetricRows
-from pipetrail.storage.metadata.sql.runs import RunRows
 from pipetrail.storage.metadata.sql.session import now, patient
 from pipetrail.storage.metadata.sql.tables import block_run, log_chunk, metadata, run_tag
 from pipetrail.storage.metadata.sql.tasks import TaskRows
@@ -17,7 +17,7 @@ from pipetrail.storage.metadata.sql.watch import WatchRows
 __all__ = ["SqlMetadataStore"]
 
 
-class SqlMetadataStore(WatchRows, RunRows, TaskRows, MetricRows, TriggerRows):
+class SqlMetadataStore(WatchRows, BulkRows, TaskRows, MetricRows, TriggerRows):
     """The metadata store over SQLAlchemy: SQLite (embedded default) or PostgreSQL.
 
     Args:
