@@ -1,4 +1,4 @@
-"""Contract suite for ContentAddressedStore, on a local folder and on fsspec's memory filesystem."""
+"""Contract suite for ContentAddressedStore: local folder, fsspec memory, S3 (moto via s3fs)."""
 
 from __future__ import annotations
 
@@ -38,11 +38,17 @@ BAD_KEYS = [
 ]
 
 
-@pytest.fixture(params=["local", "memory"])
+@pytest.fixture(params=["local", "memory", "s3"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ContentAddressedStore]:
     """The same contract, run against each backend."""
     if request.param == "local":
         yield ContentAddressedStore(str(tmp_path / "cas"))
+        return
+    if request.param == "s3":
+        # A fresh bucket per test; the AWS variables reach the server while the test runs.
+        request.getfixturevalue("s3_env")
+        bucket = request.getfixturevalue("s3_server").bucket()
+        yield ContentAddressedStore(f"s3://{bucket}/cas")
         return
     url = f"memory://pipetrail-test-{uuid.uuid4().hex}/cas"
     yield ContentAddressedStore(url)

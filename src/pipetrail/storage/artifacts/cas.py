@@ -6,8 +6,9 @@ import contextlib
 import io
 import os
 import re
+import tempfile
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
@@ -16,7 +17,13 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from pipetrail.core.hashing import DIGEST_ALGORITHM, canonical_json, digest_bytes, new_hasher
-from pipetrail.errors import ArtifactError, ConfigError, IntegrityError, NotFoundError
+from pipetrail.errors import (
+    ArtifactError,
+    ConfigError,
+    IntegrityError,
+    NotFoundError,
+    PipetrailError,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -30,8 +37,26 @@ CHUNK_SIZE = 8 * 1024 * 1024
 # one write per chunk; larger writes go straight through without a copy.
 _DIRECT_WRITE = 1024 * 1024
 
+# Content bound for a remote store waits in memory up to this size, then in a local temporary
+# file, until its key is known; only then is it uploaded, straight to that key.
+_SPOOL_IN_MEMORY = CHUNK_SIZE
+
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
+
+# Exception class names (anywhere in the MRO) that mean the endpoint could not be reached:
+# botocore's, aiohttp's and the builtin's, named so that none of them is imported here.
+_CONNECTION_ERRORS = frozenset(
+    {
+        "ConnectionError",
+        "EndpointConnectionError",
+        "ConnectTimeoutError",
+        "ReadTimeoutError",
+        "ClientConnectorError",
+        "ServerDisconnectedError",
+        "TimeoutError",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -117,36 +142,91 @@ class _HashingWriter(io.RawIOBase):
             ) from exc
 
 
+class _Spool(io.RawIOBase):
+    """Write-only holder of content on its way to a remote store: memory, then a temporary file.
+
+    The file is created only once the content outgrows ``limit`` and is deleted on close, so a
+    write that fails anywhere leaves nothing behind.
+    """
+
+    def __init__(self, limit: int, folder: str | None) -> None:
+        super().__init__()
+        self._limit = limit
+        self._folder = folder
+        self.buffer = bytearray()
+        self.file: IO[bytes] | None = None
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: ReadableBuffer, /) -> int:
+        view = memoryview(data)
+        if self.file is None:
+            if len(self.buffer) + view.nbytes <= self._limit:
+                self.buffer += view
+                return view.nbytes
+            self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
+                dir=self._folder, prefix="pipetrail-", suffix=".part"
+            )
+            self.file.write(self.buffer)
+            self.buffer = bytearray()
+        return self.file.write(view)
+
+    def close(self) -> None:
+        if self.file is not None:
+            _close_quietly(self.file)
+        self.buffer = bytearray()
+        super().close()
+
+
 class ContentAddressedStore:
     """Bytes stored under the hex digest of their content, on any fsspec filesystem.
 
-    Content lives at ``<root>/<key[:2]>/<key[2:]>``. Writes stream to a uniquely named temporary
-    file under ``<root>/tmp/`` and are renamed into place only once complete, so a final key never
-    holds partial content; storing content that is already present adds no bytes.
+    Content lives at ``<root>/<key[:2]>/<key[2:]>`` and a final key never holds partial content.
+    In a local folder, writes stream to a uniquely named temporary file under ``<root>/tmp/`` that
+    is linked into place once complete. Elsewhere (object stores), the bytes are hashed as they
+    are spooled to memory or a local temporary file; content already stored is not uploaded
+    again, and new content is uploaded straight to its key (an S3 PUT or multipart upload is
+    visible only once complete), so there is no server-side copy and no temporary object. Two
+    writers of the same content at once both end with that content under its key.
 
     Args:
         url: A local folder (``"/data/artifacts"``) or an fsspec URL (``"memory://x"``,
-            ``"s3://bucket/prefix"``). Nothing is created until the first write.
+            ``"s3://bucket/prefix"``). Nothing is created (or contacted) until the first use.
         fsync: Flush each new file to disk before renaming it, so content survives a power loss,
             at the cost of write speed. Local folders only.
-        storage_options: Extra keyword arguments for the fsspec filesystem.
+        storage_options: Extra keyword arguments for the fsspec filesystem (for s3fs:
+            ``endpoint_url``, ``key``, ``secret``, ``client_kwargs``, ``config_kwargs``, ...).
+        spool_dir: Local folder for content on its way to a remote store; the system's
+            temporary folder by default.
 
     Raises:
         ConfigError: The URL's protocol is unknown or its fsspec backend is not installed.
     """
 
     def __init__(
-        self, url: str, *, fsync: bool = False, storage_options: Mapping[str, Any] | None = None
+        self,
+        url: str,
+        *,
+        fsync: bool = False,
+        storage_options: Mapping[str, Any] | None = None,
+        spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
+        options = dict(storage_options or {})
         try:
-            fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        except (ValueError, ImportError) as exc:
+            if "://" in url and not url.startswith("file://"):
+                # Each store has its own filesystem object, so no listing another user of
+                # fsspec cached in this process can hide content that was written since.
+                options.setdefault("skip_instance_cache", True)
+            fs, root = fsspec.core.url_to_fs(url, **options)
+        except (ValueError, ImportError, TypeError) as exc:
             raise ConfigError(f"cannot open artifact store {url!r}: {exc}") from exc
         self._url = url
         self._fs: fsspec.AbstractFileSystem = fs
         self._root: str = root.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
         self._fsync = fsync
+        self._spool_dir = None if spool_dir is None else os.fspath(spool_dir)
 
     @staticmethod
     def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -163,6 +243,11 @@ class ContentAddressedStore:
         """The URL the store was opened with."""
         return self._url
 
+    @property
+    def local(self) -> bool:
+        """Whether the store is a folder on this machine's filesystem."""
+        return self._local
+
     def __repr__(self) -> str:
         return f"ContentAddressedStore({self._url!r})"
 
@@ -176,12 +261,18 @@ class ContentAddressedStore:
         return path if self._local else str(self._fs.unstrip_protocol(path))
 
     def exists(self, key: str) -> bool:
-        """Whether content is stored under ``key``; False for a malformed key."""
+        """Whether content is stored under ``key``; False for a malformed key.
+
+        Raises:
+            ArtifactError: The store could not be asked (no such bucket, no access, no network).
+        """
         if not _is_key(key):
             return False
         path = self._path(key)
+        if not self._local:
+            return self._remote_size(path, f"check artifact {key!r}") is not None
         try:
-            return os.path.isfile(path) if self._local else bool(self._fs.isfile(path))
+            return os.path.isfile(path)
         except OSError as exc:
             raise ArtifactError(f"could not check artifact {key!r} at {path!r}: {exc}") from exc
 
@@ -192,8 +283,13 @@ class ContentAddressedStore:
             NotFoundError: Nothing is stored under ``key``, or it is malformed.
         """
         path = self._path(key)
+        if not self._local:
+            size = self._remote_size(path, f"read the size of artifact {key!r}")
+            if size is None:
+                raise self._not_found(key)
+            return size
         try:
-            return os.path.getsize(path) if self._local else int(self._fs.size(path))
+            return os.path.getsize(path)
         except FileNotFoundError as exc:
             raise self._not_found(key) from exc
         except OSError as exc:
@@ -201,17 +297,23 @@ class ContentAddressedStore:
                 f"could not read size of artifact {key!r} at {path!r}: {exc}"
             ) from exc
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str, *, block_size: int | None = None) -> BinaryIO:
         """Open the content stored under ``key`` for reading; the caller closes it.
+
+        A remote object is read in ranges of about ``block_size`` bytes (:data:`CHUNK_SIZE` by
+        default) as the reader asks for them, never fetched whole.
 
         Raises:
             NotFoundError: Nothing is stored under ``key``, or it is malformed.
         """
         path = self._path(key)
+        if not self._local:
+            with self._remote(f"open artifact {key!r}", key):
+                return cast(
+                    BinaryIO, self._fs.open(path, "rb", block_size=block_size or CHUNK_SIZE)
+                )
         try:
-            if self._local:
-                return open(path, "rb")
-            return cast(BinaryIO, self._fs.open(path, "rb"))
+            return open(path, "rb")
         except FileNotFoundError as exc:
             raise self._not_found(key) from exc
         except OSError as exc:
@@ -222,31 +324,64 @@ class ContentAddressedStore:
 
         Args:
             key: The content's key.
-            verify: Re-hash the bytes and check them against ``key``.
+            verify: Hash the bytes as they are read and check them against ``key``.
 
         Raises:
             NotFoundError: Nothing is stored under ``key``, or it is malformed.
             IntegrityError: ``verify`` is set and the stored bytes do not hash to ``key``.
         """
         path = self._path(key)
+        if verify:
+            chunks: list[bytes] = []
+            self._stream_verified(key, chunks.append)
+            return b"".join(chunks)
+        if not self._local:
+            with self._remote(f"read artifact {key!r}", key):
+                return bytes(self._fs.cat_file(path))
         try:
-            if self._local:
-                with open(path, "rb") as fileobj:
-                    data = fileobj.read()
-            else:
-                data = bytes(self._fs.cat_file(path))
+            with open(path, "rb") as fileobj:
+                return fileobj.read()
         except FileNotFoundError as exc:
             raise self._not_found(key) from exc
         except OSError as exc:
             raise ArtifactError(f"could not read artifact {key!r} at {path!r}: {exc}") from exc
-        if verify:
-            actual = digest_bytes(data)
-            if actual != key:
-                raise IntegrityError(
-                    f"artifact {key!r} in {self._url!r} is corrupt: its {len(data)} bytes hash to "
-                    f"{actual!r}; delete {self.path_of(key)!r} and re-run the step that wrote it"
-                )
-        return data
+
+    def verify(self, key: str) -> int:
+        """Check, streaming in chunks, that the content under ``key`` hashes to ``key``.
+
+        Returns:
+            The content's size in bytes.
+
+        Raises:
+            NotFoundError: Nothing is stored under ``key``, or it is malformed.
+            IntegrityError: The stored bytes do not hash to ``key``.
+        """
+        return self._stream_verified(key, lambda chunk: None)
+
+    def open_verified(self, key: str) -> BinaryIO:
+        """Open the content under ``key`` for reading once its hash has been checked.
+
+        A local file is hashed in place and then opened; a remote object is downloaded once,
+        hashed on the way into a local temporary file (memory when small), and that is returned.
+        Nothing is read whole into memory either way.
+
+        Raises:
+            NotFoundError: Nothing is stored under ``key``, or it is malformed.
+            IntegrityError: The stored bytes do not hash to ``key``.
+        """
+        if self._local:
+            self.verify(key)
+            return self.open(key)
+        copy = tempfile.SpooledTemporaryFile(  # noqa: SIM115 - returned to the caller
+            max_size=_SPOOL_IN_MEMORY, dir=self._spool_dir
+        )
+        try:
+            self._stream_verified(key, copy.write)
+            copy.seek(0)
+        except BaseException:
+            copy.close()
+            raise
+        return cast(BinaryIO, copy)
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> PutResult:
         """Store ``data`` and return its key."""
@@ -278,16 +413,19 @@ class ContentAddressedStore:
     def put_stream(self, write: Callable[[BinaryIO], None]) -> PutResult:
         """Store whatever ``write`` writes to the file object it is given.
 
-        The bytes are hashed as they stream to a temporary file, which is then renamed to its key,
-        or deleted if that key is already stored. If ``write`` raises, the temporary file is
-        removed and the exception propagates unchanged.
+        The bytes are hashed as they stream. In a local folder they go to a temporary file that
+        is then linked to its key, or deleted if that key is already stored; elsewhere they are
+        spooled locally and uploaded to their key unless it is already stored. If ``write``
+        raises, whatever was spooled is removed and the exception propagates unchanged.
 
         Args:
             write: Called once with a write-only binary file object.
 
         Raises:
-            ArtifactError: The filesystem failed.
+            ArtifactError: The filesystem or object store failed.
         """
+        if not self._local:
+            return self._put_remote(write)
         tmp = f"{self._root}/{_TMP_DIR}/{uuid.uuid4().hex}"
         target = self._open_temp(tmp)
         writer = _HashingWriter(target, tmp)
@@ -310,6 +448,72 @@ class ContentAddressedStore:
             ) from exc
         return PutResult(key=key, size=writer.size, existed=existed)
 
+    def _put_remote(self, write: Callable[[BinaryIO], None]) -> PutResult:
+        spool = _Spool(_SPOOL_IN_MEMORY, self._spool_dir)
+        with spool:
+            writer = _HashingWriter(cast(IO[bytes], spool), "a local spool file")
+            try:
+                write(cast(BinaryIO, writer))
+                writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+            key, size = writer.hexdigest(), writer.size
+            final = self._path(key)
+            action = f"store artifact {key!r} ({size} bytes)"
+            if self._remote_size(final, action) == size:
+                return PutResult(key=key, size=size, existed=True)
+            with self._remote(action):
+                if spool.file is None:
+                    self._fs.pipe_file(final, bytes(spool.buffer))
+                else:
+                    spool.file.flush()
+                    self._fs.put_file(spool.file.name, final)
+        return PutResult(key=key, size=size, existed=False)
+
+    def _stream_verified(self, key: str, sink: Callable[[bytes], object]) -> int:
+        hasher = new_hasher()
+        size = 0
+        with self.open(key) as fileobj, self._remote(f"read artifact {key!r}", key):
+            while chunk := fileobj.read(CHUNK_SIZE):
+                hasher.update(chunk)
+                size += len(chunk)
+                sink(chunk)
+        actual = str(hasher.hexdigest())
+        if actual != key:
+            raise IntegrityError(
+                f"artifact {key!r} in {self._url!r} is corrupt: its {size} bytes hash to "
+                f"{actual!r}; delete {self.path_of(key)!r} and re-run the step that wrote it"
+            )
+        return size
+
+    def _remote_size(self, path: str, action: str) -> int | None:
+        """Size of the object at ``path``; None when there is none."""
+        with self._remote(action):
+            try:
+                info = self._fs.info(path)
+            except FileNotFoundError as exc:
+                if _bucket_missing(exc):
+                    raise
+                return None
+        if info.get("type") != "file":
+            return None
+        return int(info["size"])
+
+    @contextlib.contextmanager
+    def _remote(self, action: str, key: str | None = None) -> Iterator[None]:
+        """Turn whatever the fsspec backend raises into one pipetrail error naming the store."""
+        try:
+            yield
+        except PipetrailError:
+            raise
+        except FileNotFoundError as exc:
+            if key is not None and not _bucket_missing(exc):
+                raise self._not_found(key) from exc
+            raise ArtifactError(f"artifact store {self._url!r}: {_reason(exc, action)}") from exc
+        except Exception as exc:  # botocore, aiohttp, OS errors: whatever the backend raises
+            raise ArtifactError(f"artifact store {self._url!r}: {_reason(exc, action)}") from exc
+
     def _path(self, key: str) -> str:
         if not _is_key(key):
             raise NotFoundError(
@@ -323,17 +527,14 @@ class ContentAddressedStore:
     def _open_temp(self, tmp: str) -> IO[bytes]:
         parent = tmp.rsplit("/", 1)[0]
         try:
-            if self._local:
-                os.makedirs(parent, exist_ok=True)
-                return open(tmp, "xb")
-            self._fs.makedirs(parent, exist_ok=True)
-            return cast(IO[bytes], self._fs.open(tmp, "wb"))
+            os.makedirs(parent, exist_ok=True)
+            return open(tmp, "xb")
         except OSError as exc:
             raise ArtifactError(f"could not create temporary artifact file {tmp!r}: {exc}") from exc
 
     def _close_temp(self, target: IO[bytes], tmp: str) -> None:
         try:
-            if self._fsync and self._local:
+            if self._fsync:
                 target.flush()
                 os.fsync(target.fileno())
             target.close()
@@ -344,13 +545,6 @@ class ContentAddressedStore:
         """Move ``tmp`` to ``key``'s path unless already there intact; True when it was."""
         final = self._path(key)
         parent = final.rsplit("/", 1)[0]
-        if not self._local:
-            if self._fs.isfile(final) and self._fs.size(final) == size:
-                self._fs.rm_file(tmp)
-                return True
-            self._fs.makedirs(parent, exist_ok=True)
-            self._fs.mv(tmp, final)
-            return False
         os.makedirs(parent, exist_ok=True)
         try:
             # A hard link fails if the key exists, so of racing writers exactly one adds the file.
@@ -373,10 +567,7 @@ class ContentAddressedStore:
     def _discard(self, tmp: str) -> None:
         # Best effort: this runs while another error propagates, which must not be masked.
         with contextlib.suppress(OSError):
-            if self._local:
-                os.unlink(tmp)
-            else:
-                self._fs.rm_file(tmp)
+            os.unlink(tmp)
 
 
 def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -455,3 +646,30 @@ def _close_quietly(fileobj: IO[bytes]) -> None:
 
 def _is_key(key: object) -> bool:
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+def _bucket_missing(exc: BaseException) -> bool:
+    # s3fs reports a missing bucket as FileNotFoundError, as it does a missing key.
+    text = str(exc).lower()
+    return "bucket does not exist" in text or "nosuchbucket" in text
+
+
+def _reason(exc: BaseException, action: str) -> str:
+    """One line saying what failed and what to check."""
+    detail = " ".join(str(exc).split()) or type(exc).__name__
+    names = {kind.__name__ for kind in type(exc).__mro__}
+    if isinstance(exc, FileNotFoundError) and _bucket_missing(exc):
+        why = "the bucket does not exist; create it, or point PIPETRAIL_ARTIFACTS at one that does"
+    elif isinstance(exc, PermissionError):
+        why = (
+            f"access denied ({detail}); check the credentials (AWS_ACCESS_KEY_ID, "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or PIPETRAIL_ARTIFACTS_OPTIONS)"
+        )
+    elif names & _CONNECTION_ERRORS:
+        why = (
+            f"cannot reach the endpoint ({detail}); check AWS_ENDPOINT_URL or the endpoint_url "
+            "in PIPETRAIL_ARTIFACTS_OPTIONS, and the network"
+        )
+    else:
+        why = f"{type(exc).__name__}: {detail}"
+    return f"could not {action}: {why}"
