@@ -12,7 +12,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pipetrail.errors import ConfigError
-from pipetrail.scheduling.notify import build_notifiers
 
 __all__ = ["DEFAULT_BASE_URL", "EXECUTORS", "Settings", "load_settings"]
 
@@ -229,6 +228,9 @@ def _alerts(
         return ()
     if not isinstance(raw, list):
         raise ConfigError(f"{source} must be {what}, got {type(raw).__name__}")
+    # Only here: the notifiers' mail and HTTP modules cost import time nobody else should pay.
+    from pipetrail.scheduling.notify import build_notifiers
+
     try:
         build_notifiers(raw, env=env)
     except ConfigError as exc:
