@@ -1,11 +1,17 @@
 """Previews of a task's outputs: rows of a table, the head of an array, a small value or its
-repr, the first lines of a file; always JSON-safe (NaN and infinities become null)."""
+repr, the first lines of a file; always JSON-safe (NaN and infinities become null).
+
+A preview never reads a large artifact whole: a file shows its first bytes, an array (``.npy``)
+is read only where its head lies, a big table (Parquet) only its first rows, and other values
+over :data:`LOAD_LIMIT_BYTES` are not loaded at all (download them instead).
+"""
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from typing import Any
+from typing import Any, BinaryIO
 
 from pipetrail.client import Reader
 from pipetrail.core.model import ArtifactLink
@@ -19,6 +25,12 @@ REPR_CHARS = 4000
 #: A JSON sample bigger than this is replaced by its (cut) repr.
 SAMPLE_JSON_CHARS = 256 * 1024
 _TEXT_TYPES = ("application/json", "application/xml", "application/x-yaml", "application/csv")
+#: Values stored in more bytes than this are previewed from part of their bytes, or not at all.
+LOAD_LIMIT_BYTES = 32 * 1024 * 1024
+#: Most separate reads to gather an array's head (one per row of the head, along all but one axis).
+_MAX_ARRAY_READS = 1024
+#: Read size for the scattered reads of a partial preview.
+_PARTIAL_BLOCK = 1024 * 1024
 
 
 def artifact_url(key: str) -> str:
@@ -45,6 +57,14 @@ def preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict[str, 
     try:
         if record.serializer in ("file", "archive"):
             return {**base, **_file_preview(reader, link, sample_count)}
+        if record.serializer == "bytes":
+            return {**base, "type": "binary"}
+        if record.serializer == "npy":
+            partial = _npy_preview(reader, link, sample_count)
+            if partial is not None:
+                return {**base, **partial}
+        if record.size > LOAD_LIMIT_BYTES:
+            return {**base, **_large_preview(reader, link, sample_count)}
         return {**base, **_value_preview(reader.load(link), sample_count)}
     except Exception as exc:  # any failure to load (even unpickling) is reported, not raised
         return {**base, "type": "error", "preview_error": f"{type(exc).__name__}: {exc}"}
@@ -56,7 +76,12 @@ def _file_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict
         return {"type": "binary"}
     if content_type.startswith("image/"):
         return {"type": "image"}
-    with reader.cas.open(link.artifact.key) as fileobj:
+    return _text_head(reader, link, sample_count)
+
+
+def _text_head(reader: Reader, link: ArtifactLink, sample_count: int) -> dict[str, Any]:
+    content_type = link.artifact.content_type
+    with reader.cas.open(link.artifact.key, block_size=TEXT_HEAD_BYTES) as fileobj:
         head = fileobj.read(TEXT_HEAD_BYTES)
     textual = content_type.startswith("text/") or content_type in _TEXT_TYPES
     try:
@@ -72,6 +97,106 @@ def _file_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict
         "sample_data": shown,
         "truncated": len(lines) > sample_count or link.artifact.size > len(head),
     }
+
+
+def _large_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict[str, Any]:
+    """A value too big to load for a preview: the head of its table or its text, if it has one."""
+    record = link.artifact
+    if record.serializer == "parquet":
+        return _parquet_preview(reader, link, sample_count)
+    if record.serializer == "json":
+        return _text_head(reader, link, sample_count)
+    return {
+        "type": "object",
+        "truncated": True,
+        "preview_error": (
+            f"too large to preview: {record.size} bytes of {record.serializer} (previews load at "
+            f"most {LOAD_LIMIT_BYTES} bytes); download it to look inside"
+        ),
+    }
+
+
+def _parquet_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict[str, Any]:
+    """The first rows of a Parquet table, read without the rest of the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with reader.cas.open(link.artifact.key, block_size=_PARTIAL_BLOCK) as fileobj:
+        parquet = pq.ParquetFile(fileobj)
+        rows = parquet.metadata.num_rows
+        schema = parquet.schema_arrow
+        batches = list(itertools.islice(parquet.iter_batches(batch_size=sample_count), 1))
+        table = (
+            pa.Table.from_batches(batches) if batches else schema.empty_table()
+        ).replace_schema_metadata(schema.metadata)
+        head = table.to_pandas()
+    preview = _table(head, sample_count)
+    return {**preview, "shape": [int(rows), int(head.shape[1])], "truncated": rows > len(head)}
+
+
+def _npy_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> dict[str, Any] | None:
+    """The head of a stored ``.npy`` array, read from just the bytes it lies in.
+
+    None when it cannot be read in part (an unusual header, too many separate pieces).
+    """
+    import numpy as np
+
+    with reader.cas.open(link.artifact.key, block_size=_PARTIAL_BLOCK) as fileobj:
+        version = np.lib.format.read_magic(fileobj)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fileobj)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fileobj)
+        else:
+            return None
+        if dtype.hasobject or dtype.itemsize == 0:
+            return None
+        head = _array_head(fileobj, fileobj.tell(), shape, fortran, dtype, sample_count)
+    if head is None:
+        return None
+    result = _array(head, sample_count)
+    return {
+        **result,
+        "shape": [int(n) for n in shape],
+        "truncated": any(n > sample_count for n in shape),
+    }
+
+
+def _array_head(
+    fileobj: BinaryIO,
+    start: int,
+    shape: tuple[int, ...],
+    fortran: bool,
+    dtype: Any,
+    count: int,
+) -> Any:
+    """``array[:count, :count, ...]`` of the array stored from ``start``, read piece by piece."""
+    import numpy as np
+
+    head_shape = tuple(min(n, count) for n in shape)
+    head = np.empty(head_shape, dtype=dtype)
+    if head.size == 0:
+        return head
+    if not shape:
+        fileobj.seek(start)
+        return np.frombuffer(fileobj.read(dtype.itemsize), dtype=dtype).reshape(())
+    # Work in C order; a Fortran-ordered array is the C-ordered transpose of its reversed shape.
+    dims = tuple(reversed(shape)) if fortran else shape
+    head_dims = tuple(reversed(head_shape)) if fortran else head_shape
+    strides = [math.prod(dims[i + 1 :]) for i in range(len(dims))]
+    outer = head_dims[:-1]
+    if math.prod(outer) > _MAX_ARRAY_READS:
+        return None
+    piece = head_dims[-1] * dtype.itemsize
+    target = np.empty(head_dims, dtype=dtype)
+    for index in itertools.product(*(range(n) for n in outer)):
+        offset = sum(i * stride for i, stride in zip(index, strides, strict=False))
+        fileobj.seek(start + offset * dtype.itemsize)
+        data = fileobj.read(piece)
+        if len(data) != piece:
+            return None  # a truncated file: let the full load report it
+        target[index] = np.frombuffer(data, dtype=dtype)
+    return target.T if fortran else target
 
 
 def _value_preview(value: Any, sample_count: int) -> dict[str, Any]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import io
 import json
 import math
 import pickle
@@ -397,7 +396,7 @@ def load_from_store(
         key: Content key.
         serializer_name: :attr:`StoredValue.serializer` recorded when it was stored.
         registry: Serializers to choose from; the built-ins by default.
-        verify: Read the whole content into memory and check its hash before loading.
+        verify: Check the content's hash (streaming, not in memory) before loading it.
 
     Raises:
         NotFoundError: Nothing is stored under ``key``.
@@ -406,7 +405,7 @@ def load_from_store(
     """
     registry = default_registry() if registry is None else registry
     serializer = registry.get(serializer_name)
-    fileobj = io.BytesIO(store.get_bytes(key, verify=True)) if verify else store.open(key)
+    fileobj = store.open_verified(key) if verify else store.open(key)
     with fileobj:
         try:
             return serializer.load(fileobj)
