@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from pipetrail.dsl import Pipeline
     from pipetrail.runtime.engine import Engine, RunObserver
     from pipetrail.runtime.executors.base import Executor
+    from pipetrail.runtime.executors.dask import DaskCluster
     from pipetrail.runtime.task import TaskServices
     from pipetrail.scheduling.alerts import AlertCenter
     from pipetrail.scheduling.notify import Notifier
@@ -106,7 +107,38 @@ class Workspace:
 
             factory = functools.partial(build_task_services, self.settings)
             return ProcessExecutor(factory, max_workers or self.settings.max_workers)
-        raise ConfigError(f"unknown executor {name!r}; use 'process' or 'inline'")
+        if name == "dask":
+            return self.dask_executor(pipeline, max_workers=max_workers)
+        raise ConfigError(f"unknown executor {name!r}; use one of: process, inline, dask")
+
+    def dask_executor(
+        self,
+        pipeline: Pipeline,
+        *,
+        max_workers: int | None = None,
+        dask_address: str | None = None,
+        cluster: DaskCluster | None = None,
+    ) -> Executor:
+        """A Dask executor on ``cluster``, or on a new connection to ``dask_address`` (by
+        default the ``dask_address`` setting; none starts a local cluster of ``max_workers``).
+
+        Raises:
+            ConfigError: the scheduler cannot be reached, or the pipeline has no file for
+                workers to load its code from.
+        """
+        from pipetrail.runtime.executors.dask import DaskExecutor, WorkerStores, connect
+        from pipetrail.runtime.loader import findable
+
+        s = self.settings
+        why = findable(pipeline)
+        if why is not None:
+            if cluster is not None:
+                cluster.close()
+            raise ConfigError(f"cannot run on Dask: {why}; define it at module level in a .py file")
+        if cluster is None:
+            cluster = connect(dask_address or s.dask_address, max_workers or s.max_workers)
+        stores = WorkerStores.of(s.db_url, s.artifacts_url, s.artifacts_options, s.system_metrics_s)
+        return DaskExecutor(stores, cluster)
 
     def engine(
         self,
@@ -114,18 +146,38 @@ class Workspace:
         executor: str | None = None,
         max_workers: int | None = None,
         observer: RunObserver | None = None,
+        dask_address: str | None = None,
     ) -> Engine:
+        """An engine whose runs execute on ``executor`` (default: the ``executor`` setting).
+
+        For ``dask`` the scheduler (``dask_address``, else the setting; none starts a local
+        cluster) is connected here, before any run is recorded: an unreachable one is a
+        ConfigError, not a failed run. Each run's executor closes its connection at its end.
+        """
         from pipetrail.config import EXECUTORS
         from pipetrail.runtime.engine import Engine
 
         name = executor or self.settings.executor
         if name not in EXECUTORS:
             raise ConfigError(f"unknown executor {name!r}; use one of: {', '.join(EXECUTORS)}")
-        return Engine(
-            self.services(),
-            lambda pipeline: self.executor(name, pipeline, max_workers),
-            observer,
-        )
+        if name != "dask":
+            return Engine(
+                self.services(),
+                lambda pipeline: self.executor(name, pipeline, max_workers),
+                observer,
+            )
+        from pipetrail.runtime.executors.dask import connect
+
+        address = dask_address or self.settings.dask_address
+        first = [connect(address, max_workers or self.settings.max_workers)]
+
+        def dask(pipeline: Pipeline) -> Executor:
+            cluster = first.pop() if first else None
+            return self.dask_executor(
+                pipeline, max_workers=max_workers, dask_address=address, cluster=cluster
+            )
+
+        return Engine(self.services(), dask, observer)
 
     def reader(self) -> client.Reader:
         return client.Reader(self.store, lambda: (self.cas, self.registry))
@@ -236,7 +288,8 @@ def run(
         params: parameter overrides (validated against the steps' declarations).
         variables: runtime variables, readable as ``pt.current.vars``.
         tags: user tags.
-        executor: ``process`` or ``inline``; the setting's default otherwise.
+        executor: ``process``, ``inline`` or ``dask`` (on the ``dask_address`` setting's
+            scheduler, else on a local cluster); the setting's default otherwise.
         max_parallel: most tasks at once.
         workspace: the stores to record into; the configured ones by default.
     """
@@ -279,7 +332,7 @@ def retry(
         run: a Run, a pathspec (``"iris/42"``) or a run id.
         from_step: re-run this step and everything downstream of it whatever their status.
         params: parameter changes; the steps that read them (and their dependants) re-run.
-        executor: ``process`` or ``inline``.
+        executor: ``process``, ``inline`` or ``dask``.
         dry_run: return the plan (each step: reuse or run, and why) and run nothing.
         workspace: the stores; the configured ones by default.
     """

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
+import os
 import sys
+import tempfile
 import threading
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 
@@ -20,8 +24,13 @@ __all__ = [
     "importing",
     "load_pipeline",
     "load_pipeline_file",
+    "snapshot_entry",
     "split_target",
+    "unpack_snapshot",
 ]
+
+#: The file in an unpacked code snapshot that says where its files came from.
+_ORIGIN = ".pipetrail-origin.json"
 
 _modules: dict[tuple[str, float], ModuleType] = {}
 _importing = threading.local()
@@ -129,7 +138,9 @@ def _import_file(file: Path) -> ModuleType:
     cached = _modules.get(key)
     if cached is not None:
         return cached
-    module_name = f"pipetrail_user_{path.stem}_{digest_bytes(str(path).encode())[:8]}"
+    # Named after the file the submitter imported, also for a copy unpacked from a snapshot:
+    # a value pickled on one side (a parameter of a class defined in the file) loads on the other.
+    module_name = f"pipetrail_user_{path.stem}_{digest_bytes(_origin_of(path).encode())[:8]}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PipelineLoadError(f"cannot import {str(file)!r}")
@@ -168,6 +179,65 @@ def _import_file(file: Path) -> ModuleType:
         _importing.active = False
     _modules[key] = module
     return module
+
+
+def snapshot_entry(names: Mapping[str, object], recorded: str) -> str | None:
+    """The archive name in a code snapshot of the file recorded as ``recorded`` (a path)."""
+    matches = [k for k in names if recorded == k or recorded.endswith("/" + k)]
+    return max(matches, key=len) if matches else None
+
+
+def unpack_snapshot(files: Mapping[str, str], folder: Path, recorded: str) -> Path:
+    """Write a code snapshot (``read_archive`` output) to ``folder``, once; the pipeline file's copy.
+
+    ``folder`` is named by the snapshot's content key, so an existing one is complete and is
+    used as it is: the files appear under their final name only when all are written, and two
+    processes unpacking the same snapshot at once are harmless. The copy remembers ``recorded``
+    so that its module gets the name the original had (see ``_import_file``).
+
+    Raises:
+        PipelineLoadError: the snapshot lacks the file recorded as the pipeline's.
+    """
+    entry = snapshot_entry(files, recorded)
+    if entry is None:
+        raise PipelineLoadError(
+            f"the code snapshot has no copy of {recorded!r} (files: {', '.join(sorted(files))})"
+        )
+    if not folder.is_dir():
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        for name, text in files.items():
+            target = staging / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_text(text, encoding="utf-8")
+        root = recorded[: len(recorded) - len(entry)].rstrip("/")
+        (staging / _ORIGIN).write_text(json.dumps({"root": root}), encoding="utf-8")
+        try:
+            os.rename(staging, folder)
+        except OSError:  # another process unpacked it first: theirs is the same
+            _remove_tree(staging)
+            if not folder.is_dir():
+                raise
+    return folder / entry
+
+
+def _remove_tree(folder: Path) -> None:
+    import shutil
+
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _origin_of(path: Path) -> str:
+    """The path ``path`` had where it was recorded: itself, unless it is in an unpacked snapshot."""
+    for folder in path.parents:
+        marker = folder / _ORIGIN
+        if marker.is_file():
+            try:
+                root = json.loads(marker.read_text(encoding="utf-8"))["root"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return str(path)
+            return f"{root}/{path.relative_to(folder).as_posix()}"
+    return str(path)
 
 
 def _user_frame(exc: BaseException, path: str) -> str:
