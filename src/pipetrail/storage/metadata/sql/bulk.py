@@ -185,12 +185,15 @@ class BulkRows(RunRows):
         versions: dict[tuple[int, str], int] = {}
         environments: dict[str, int] = {}
         found: dict[int, tuple[int, int, int | None]] = {}
+        hashes: dict[int, str] = {}  # by spec object: thousands of runs share a few specs
         for run in runs:
             spec = run.new.spec
             if spec.name not in pipelines:
                 pipelines[spec.name] = self._pipeline_id(conn, spec.name, at)
             pipeline_id = pipelines[spec.name]
-            dag_key = (pipeline_id, digest_json(spec.to_dict()))
+            if id(spec) not in hashes:
+                hashes[id(spec)] = digest_json(spec.to_dict())
+            dag_key = (pipeline_id, hashes[id(spec)])
             if dag_key not in versions:
                 versions[dag_key] = self._version_id(conn, pipeline_id, spec, at)
             env_id = None
