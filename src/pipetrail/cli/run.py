@@ -10,6 +10,7 @@ from typing import Any
 import click
 
 from pipetrail.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, count, errors, pairs
+from pipetrail.errors import UsageError
 
 
 @click.command("run")
@@ -32,9 +33,16 @@ from pipetrail.cli.common import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, count, 
 @click.option("--tag", "tags", multiple=True, metavar="TAG", help="Add a user tag (repeatable).")
 @click.option(
     "--executor",
-    type=click.Choice(["process", "inline"]),
+    type=click.Choice(["process", "inline", "dask"]),
     default=None,
-    help="Where steps run: warm worker processes (default) or this process.",
+    help="Where steps run: warm worker processes (default), this process, or a Dask cluster.",
+)
+@click.option(
+    "--dask-address",
+    default=None,
+    metavar="ADDR",
+    help="The Dask scheduler to run on (tcp://HOST:8786; implies --executor dask); "
+    "without it --executor dask starts a local cluster. Default: PIPETRAIL_DASK_ADDRESS.",
 )
 @click.option("--max-parallel", type=count(low=1), default=None, help="Most tasks at once.")
 @click.option("--timeout", default=None, metavar="DURATION", help="Run timeout: 90s, 10m, 2h.")
@@ -55,6 +63,7 @@ def run_command(
     variables: tuple[str, ...],
     tags: tuple[str, ...],
     executor: str | None,
+    dask_address: str | None,
     max_parallel: int | None,
     timeout: str | None,
     on_timeout: str | None,
@@ -67,6 +76,7 @@ def run_command(
     from pipetrail.runtime.loader import load_pipeline
 
     # Everything is validated before the store is opened: bad input writes nothing.
+    executor = dask_executor(executor, dask_address)
     overrides = pairs(params, "-p/--param")
     runtime_vars = pairs(variables, "--var")
     user_tags = validate_user_tags(tags)
@@ -86,7 +96,32 @@ def run_command(
         timeout_s=parse_duration(timeout, what="--timeout") if timeout else None,
         on_timeout=on_timeout,
     )
-    sys.exit(execute(open_workspace(), request, executor, as_json=as_json, quiet=quiet))
+    sys.exit(
+        execute(
+            open_workspace(),
+            request,
+            executor,
+            as_json=as_json,
+            quiet=quiet,
+            dask_address=dask_address,
+        )
+    )
+
+
+def dask_executor(executor: str | None, dask_address: str | None) -> str | None:
+    """The executor ``--executor`` and ``--dask-address`` name together; checks the address.
+
+    Raises:
+        UsageError: an address with another executor, or one that is not a scheduler address.
+    """
+    if dask_address is None:
+        return executor
+    if executor not in (None, "dask"):
+        raise UsageError(f"--dask-address is for --executor dask, not --executor {executor}")
+    from pipetrail.runtime.executors.dask import check_address
+
+    check_address(dask_address)
+    return "dask"
 
 
 def execute(
@@ -97,11 +132,13 @@ def execute(
     as_json: bool,
     quiet: bool,
     prepared: Any = None,
+    dask_address: str | None = None,
 ) -> int:
     """Run ``request`` with the live display (or not), print the outcome, return the exit code.
 
     ``prepared``: the run of ``request`` already recorded (``initial``), as a trigger fired by
-    hand records it; it is executed instead of recording a new one.
+    hand records it; it is executed instead of recording a new one. ``dask_address``: the
+    scheduler for the ``dask`` executor (connected before anything is recorded).
     """
     from pipetrail.cli.render import console, print_run_outcome, run_to_json
     from pipetrail.client import Run
@@ -111,7 +148,12 @@ def execute(
         from pipetrail.cli.live import LiveRunDisplay
 
         live = LiveRunDisplay(console())
-    engine = workspace.engine(executor=executor, observer=live)
+    try:
+        engine = workspace.engine(executor=executor, observer=live, dask_address=dask_address)
+    except BaseException:
+        if live is not None:
+            live.stop()
+        raise
 
     def terminated(_signum: int, _frame: Any) -> None:
         raise KeyboardInterrupt("cancelled: the runner received SIGTERM")

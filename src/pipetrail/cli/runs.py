@@ -21,7 +21,7 @@ from pipetrail.cli.common import (
     workspace_or_nothing,
 )
 from pipetrail.cli.inspect import attempt_option, print_run_logs, stream_option
-from pipetrail.cli.run import execute
+from pipetrail.cli.run import dask_executor, execute
 from pipetrail.errors import UsageError
 
 
@@ -190,7 +190,10 @@ def _select_runs(
 )
 @click.option("--pipeline", default=None, help="With --status: only this pipeline's runs.")
 @click.option("--since", default=None, help="With --status: only runs created since (30m, 2h, 7d).")
-@click.option("--executor", type=click.Choice(["process", "inline"]), default=None)
+@click.option("--executor", type=click.Choice(["process", "inline", "dask"]), default=None)
+@click.option(
+    "--dask-address", default=None, metavar="ADDR", help="Dask scheduler (implies --executor dask)."
+)
 @click.option("--max-parallel", type=count(low=1), default=None)
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")
 @click.option("--quiet", "-q", is_flag=True, help="No live display.")
@@ -204,6 +207,7 @@ def runs_retry(
     pipeline: str | None,
     since: str | None,
     executor: str | None,
+    dask_address: str | None,
     max_parallel: int | None,
     as_json: bool,
     quiet: bool,
@@ -218,6 +222,7 @@ def runs_retry(
     from pipetrail.runtime.control import describe_plan, retry_request
 
     overrides = pairs(params, "-p/--param")
+    executor = dask_executor(executor, dask_address)
     workspace = workspace_or_nothing(asked_runs(run_refs))
     origins = _select_runs(
         workspace, run_refs, pipeline=pipeline, statuses=statuses, since=since, what="runs retry"
@@ -244,7 +249,9 @@ def runs_retry(
                 print_plan(origin.pathspec, plan)
         sys.exit(EXIT_OK)
     codes = [
-        execute(workspace, request, executor, as_json=as_json, quiet=quiet)
+        execute(
+            workspace, request, executor, as_json=as_json, quiet=quiet, dask_address=dask_address
+        )
         for _, request, _ in planned
     ]
     sys.exit(max(codes))
@@ -336,12 +343,20 @@ def runs_diff(run_refs: tuple[str, ...], as_json: bool) -> None:
 @click.option(
     "--use-working-tree", is_flag=True, help="Run the pipeline file as it is now, not as recorded."
 )
-@click.option("--executor", type=click.Choice(["process", "inline"]), default=None)
+@click.option("--executor", type=click.Choice(["process", "inline", "dask"]), default=None)
+@click.option(
+    "--dask-address", default=None, metavar="ADDR", help="Dask scheduler (implies --executor dask)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", "-q", is_flag=True, help="No live display.")
 @errors
 def runs_reproduce(
-    run_ref: str, use_working_tree: bool, executor: str | None, as_json: bool, quiet: bool
+    run_ref: str,
+    use_working_tree: bool,
+    executor: str | None,
+    dask_address: str | None,
+    as_json: bool,
+    quiet: bool,
 ) -> None:
     """Run RUN again from its stored code with its recorded parameters and variables.
 
@@ -351,6 +366,7 @@ def runs_reproduce(
     from pipetrail.cli.render import print_reproduction
     from pipetrail.runtime.control import reproduce_request, reproduction_report
 
+    executor = dask_executor(executor, dask_address)
     run, step = run_and_step(run_ref)
     if step is not None:
         raise UsageError("runs reproduce takes a run, not a step")
@@ -363,7 +379,11 @@ def runs_reproduce(
         workdir=workspace.settings.home / "reproduce",
         use_working_tree=use_working_tree,
     )
-    engine = workspace.engine(executor=executor, observer=None if (quiet or as_json) else _live())
+    engine = workspace.engine(
+        executor=executor,
+        observer=None if (quiet or as_json) else _live(),
+        dask_address=dask_address,
+    )
     record = _run_quietly(engine, request)
     report = reproduction_report(workspace.store, origin, record)
     if as_json:

@@ -53,7 +53,7 @@ Client = Any
 LocalCluster = Any
 DaskFuture = Any
 
-__all__ = ["DaskCluster", "DaskExecutor", "WorkerStores", "connect"]
+__all__ = ["DaskCluster", "DaskExecutor", "WorkerStores", "check_address", "connect"]
 
 #: Seconds to reach a scheduler at an address before giving up (a refused port fails at once).
 CONNECT_TIMEOUT_S = 10.0
@@ -430,8 +430,12 @@ def connect(address: str | None, max_workers: int | None = None) -> DaskCluster:
     return DaskCluster(client, None, address)
 
 
-def _check_reachable(address: str) -> None:
-    """Fail at once on a tcp address nobody listens at (Dask itself retries for its timeout)."""
+def check_address(address: str) -> tuple[str, int] | None:
+    """Check that ``address`` is a Dask scheduler address; its (host, port) for tcp and tls.
+
+    Raises:
+        ConfigError: it is not one (no scheme, an unknown scheme, no host or port).
+    """
     scheme, _, rest = address.partition("://")
     if scheme not in ("tcp", "tls", "ws", "wss", "ucx", "inproc") or not rest:
         raise ConfigError(
@@ -439,7 +443,7 @@ def _check_reachable(address: str) -> None:
             "give one such as 'tcp://127.0.0.1:8786'"
         )
     if scheme not in ("tcp", "tls"):
-        return
+        return None
     try:
         parts = urlsplit(f"//{rest}")
         host, port = parts.hostname, parts.port
@@ -449,8 +453,16 @@ def _check_reachable(address: str) -> None:
         raise ConfigError(
             f"--dask-address {address!r} needs a host and a port, such as 'tcp://127.0.0.1:8786'"
         )
+    return host, port
+
+
+def _check_reachable(address: str) -> None:
+    """Fail at once on a tcp address nobody listens at (Dask itself retries for its timeout)."""
+    where = check_address(address)
+    if where is None:
+        return
     try:
-        with socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S):
+        with socket.create_connection(where, timeout=CONNECT_TIMEOUT_S):
             pass
     except OSError as exc:
         raise ConfigError(
