@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import pickle
 import socket
 import sys
 import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -27,7 +29,7 @@ from pipetrail.storage.artifacts.serializers import (
     dump_to_store,
     load_from_store,
 )
-from pipetrail.storage.metadata.base import MetadataStore, NewLink, TaskOutcome
+from pipetrail.storage.metadata.base import MetadataStore, MetricRow, NewLink, TaskOutcome
 
 __all__ = ["InputRef", "TaskPayload", "TaskServices", "execute_task"]
 
@@ -171,7 +173,10 @@ def _execute(
     error: BaseException | None = None
     result: Any = None
     capture = _FdCapture(spool) if payload.capture_fds else _StreamCapture(spool)
-    meter = ResourceMeter()
+    meter = ResourceMeter(
+        system_metrics_s=services.system_metrics_s,
+        on_sample=functools.partial(_record_sample, buffer, payload.run_id, payload.task_id),
+    )
     with capture, meter:
         try:
             kwargs = {i.arg: _load_input(services, i) for i in payload.inputs}
@@ -217,12 +222,22 @@ def _execute(
         cpu_time_s=usage.cpu_time_s,
         peak_memory_bytes=usage.peak_rss_bytes,
         gpu_peak_memory_bytes=usage.gpu_peak_memory_bytes,
+        gpu_time_s=usage.gpu_time_s,
         exception_type=exc_type,
         exception_message=exc_message,
         traceback=tb,
         links=tuple(links),
         tags=tuple(context.tags),
         spool_kept=spool_kept,
+    )
+
+
+def _record_sample(
+    buffer: MetricBuffer, run_id: int, task_id: int, at: float, values: Mapping[str, float]
+) -> None:
+    """A system sample, as metric points of the task: spooled and drained like its own."""
+    buffer.extend(
+        [MetricRow(run_id, task_id, name, value, None, at) for name, value in values.items()]
     )
 
 
