@@ -230,7 +230,9 @@ def seed_url(
 
     with ProcessPoolExecutor(jobs) as pool:
         futures = [
-            pool.submit(_seed_part, url, count, batch, rng_seed, end, (k, jobs), progress and k == 0)
+            pool.submit(
+                _seed_part, url, count, batch, rng_seed, end, (k, jobs), progress and k == 0
+            )
             for k in range(jobs)
         ]
         results = [f.result() for f in futures]

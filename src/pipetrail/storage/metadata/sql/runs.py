@@ -28,7 +28,7 @@ from pipetrail.storage.metadata.base import (
     VersionStats,
 )
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
-from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_order
+from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_plan
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
 from pipetrail.storage.metadata.sql.tables import (
@@ -350,8 +350,10 @@ class RunRows(SqlSession):
         Raises:
             QuerySyntaxError: a malformed ``filter`` or ``order_by``, before touching the store.
         """
-        conditions = _conditions(query)
-        order = search_order(parse_order_by(query.order_by))
+        conditions = _conditions(query, planned=False)
+        node = parse_filter(query.filter) if query.filter and query.filter.strip() else None
+        filtered, order = search_plan(node, parse_order_by(query.order_by))
+        conditions += filtered
         with self._read() as conn:
             return self._runs(conn, conditions, limit=query.limit, order=order)
 
@@ -421,7 +423,7 @@ class RunRows(SqlSession):
             .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
         )
         for table, on in order.joins:
-            stmt = stmt.outerjoin(table, on)
+            stmt = stmt.join(table, on) if table in order.inner else stmt.outerjoin(table, on)
         stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
         if limit is not None:
             stmt = stmt.limit(limit)
@@ -729,14 +731,14 @@ class RunRows(SqlSession):
         return True
 
 
-def _conditions(query: RunQuery) -> list[Any]:
+def _conditions(query: RunQuery, *, planned: bool = True) -> list[Any]:
     """WHERE conditions over ``pipeline_run`` (joined to ``pipeline``) for ``query``'s filters.
 
     Raises:
         QuerySyntaxError: a malformed ``filter``.
     """
     conditions: list[Any] = []
-    if query.filter is not None and query.filter.strip():
+    if planned and query.filter is not None and query.filter.strip():
         conditions.append(filter_condition(parse_filter(query.filter)))
     if query.pipeline is not None:
         # A scalar subquery (one lookup), not the join: counts need no join, and the planner

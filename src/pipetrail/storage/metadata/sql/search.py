@@ -10,7 +10,7 @@ a PostgreSQL store without statistics yet, ``EXISTS`` under ``or``/``not`` plann
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +49,7 @@ from pipetrail.storage.metadata.sql.tables import (
     run_tag,
 )
 
-__all__ = ["SearchOrder", "filter_condition", "search_order"]
+__all__ = ["SearchOrder", "filter_condition", "search_order", "search_plan"]
 
 _RUN_COLUMNS = {
     FieldKind.STATUS: pipeline_run.c.status,
@@ -74,12 +74,14 @@ class SearchOrder:
         joins: ``(table, on clause)`` pairs to outer-join onto ``pipeline_run``; each matches at
             most one row per run (a primary key), so none duplicates runs.
         clauses: the ORDER BY clauses.
+        inner: the tables of ``joins`` to join as inner joins: the filter requires their row.
     """
 
     joins: tuple[tuple[FromClause, ColumnElement[bool]], ...] = ()
     clauses: tuple[ColumnElement[Any], ...] = field(
         default_factory=lambda: (pipeline_run.c.id.desc(),)
     )
+    inner: frozenset[FromClause] = frozenset()
 
 
 def filter_condition(node: Condition) -> ColumnElement[bool]:
@@ -99,19 +101,79 @@ def filter_condition(node: Condition) -> ColumnElement[bool]:
 
 def search_order(keys: Sequence[OrderKey]) -> SearchOrder:
     """ORDER BY for ``keys``: missing values last in both directions, then newest first."""
+    return search_plan(None, keys)[1]
+
+
+def search_plan(
+    node: Condition | None, keys: Sequence[OrderKey]
+) -> tuple[list[ColumnElement[bool]], SearchOrder]:
+    """WHERE conditions for filter ``node`` and the ORDER BY for ``keys``, planned together.
+
+    When the filter requires a metric the order sorts by (``metrics.accuracy > 0.9 … order by
+    metrics.accuracy desc``), that metric's row is inner-joined and the filter's comparisons
+    on it are made on the joined row: no run misses it, so the ORDER BY is the bare value and
+    PostgreSQL walks the ``(name, value, run_id)`` index in order and stops at the limit,
+    instead of sorting every matching run.
+    """
+    items: list[Condition] = []
+    if node is not None:
+        items = list(node.items) if isinstance(node, And) else [node]
+    ordered = {
+        k.field.name: index for index, k in enumerate(keys) if k.field.kind in _METRIC_COLUMNS
+    }
+    aliases = {name: latest_metric.alias(f"order_metric_{i}") for name, i in ordered.items()}
+    conditions: list[ColumnElement[bool]] = []
+    required: set[str] = set()
+    for item in items:
+        on_alias = _on_alias(item, aliases)
+        if on_alias is None:
+            conditions.append(filter_condition(item))
+        else:
+            conditions.append(on_alias)
+            required.add(item.field.name)  # type: ignore[union-attr]
     if not keys:
-        return SearchOrder()
+        return conditions, SearchOrder()
     joins: list[tuple[FromClause, ColumnElement[bool]]] = []
     clauses: list[ColumnElement[Any]] = []
     for index, key in enumerate(keys):
-        missing, ranks, values = _sort_values(key, index, joins)
+        if key.field.kind in _METRIC_COLUMNS and key.field.name in required:
+            metric = aliases[key.field.name]
+            if all(t is not metric for t, _ in joins):
+                joins.append(
+                    (
+                        metric,
+                        and_(metric.c.run_id == pipeline_run.c.id, metric.c.name == key.field.name),
+                    )
+                )
+            column = metric.c[_METRIC_COLUMNS[key.field.kind]]
+            clauses.append(column.desc() if key.descending else column.asc())
+            continue
+        missing, ranks, values = _sort_values(key, index, joins, aliases)
         if missing is not None:
             # Portable "NULLS LAST" in both directions (SQLite and PostgreSQL disagree on NULLs).
             clauses.append(case((missing, 1), else_=0).asc())
         clauses.extend(rank.asc() for rank in ranks)
         clauses.extend(v.desc() if key.descending else v.asc() for v in values)
     clauses.append(pipeline_run.c.id.desc())
-    return SearchOrder(tuple(joins), tuple(clauses))
+    inner = frozenset(aliases[name] for name in required)
+    return conditions, SearchOrder(tuple(joins), tuple(clauses), inner)
+
+
+def _on_alias(item: Condition, aliases: Mapping[str, FromClause]) -> ColumnElement[bool] | None:
+    """``item`` made on the joined metric row when it is a comparison of an ordered metric that
+    only a recorded value can pass; None otherwise (it stays a semi-join)."""
+    if not isinstance(item, Compare | In) or item.field.kind not in _METRIC_COLUMNS:
+        return None
+    if item.field.name not in aliases:
+        return None
+    column = aliases[item.field.name].c[_METRIC_COLUMNS[item.field.kind]]
+    if isinstance(item, Compare):
+        if item.value is None:
+            return None
+        return _match(column, item.op, float(_number(item.value)))
+    if item.negated:
+        return None  # "not in" also matches runs without the metric
+    return column.in_([float(_number(v)) for v in item.values])
 
 
 # -- conditions ---------------------------------------------------------------------------------
@@ -301,7 +363,10 @@ _SortValues = tuple[ColumnElement[bool] | None, list[ColumnElement[Any]], list[C
 
 
 def _sort_values(
-    key: OrderKey, index: int, joins: list[tuple[FromClause, ColumnElement[bool]]]
+    key: OrderKey,
+    index: int,
+    joins: list[tuple[FromClause, ColumnElement[bool]]],
+    aliases: Mapping[str, FromClause] | None = None,
 ) -> _SortValues:
     """(is missing, ranks, values) of one key, adding the outer joins it needs.
 
@@ -319,10 +384,12 @@ def _sort_values(
             [num, param.c.value_text],
         )
     if fld.kind in _METRIC_COLUMNS:
-        metric = latest_metric.alias(f"order_metric_{index}")
-        joins.append(
-            (metric, and_(metric.c.run_id == pipeline_run.c.id, metric.c.name == fld.name))
-        )
+        found = (aliases or {}).get(fld.name)
+        metric = latest_metric.alias(f"order_metric_{index}") if found is None else found
+        if all(t is not metric for t, _ in joins):
+            joins.append(
+                (metric, and_(metric.c.run_id == pipeline_run.c.id, metric.c.name == fld.name))
+            )
         return metric.c.run_id.is_(None), [], [metric.c[_METRIC_COLUMNS[fld.kind]]]
     if fld.kind in (FieldKind.TAG, FieldKind.TAG_VALUE):
         # A run has many tags: ascending sorts by its smallest, descending by its largest. A
