@@ -138,7 +138,7 @@ class Workspace:
         if cluster is None:
             cluster = connect(dask_address or s.dask_address, max_workers or s.max_workers)
         stores = WorkerStores.of(s.db_url, s.artifacts_url, s.artifacts_options, s.system_metrics_s)
-        return DaskExecutor(stores, cluster)
+        return DaskExecutor(stores, cluster, store=self.store)
 
     def engine(
         self,

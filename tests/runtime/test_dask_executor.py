@@ -236,6 +236,48 @@ def test_fan_out_with_a_retry_and_a_killed_worker_on_the_cluster(
     assert pt.Run(run.id, reader=ws.reader()).data["total"] == 91
 
 
+def test_the_only_worker_killed_fails_the_attempt_as_lost(
+    s3_server: S3Server, pg_url: str, s3_artifacts: str, flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    # A cluster of its own, left with no worker: Dask would wait for one to re-run the task on;
+    # the runner sees the worker gone and fails the attempt (no retries here: the run fails).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PIPETRAIL_", "PYTHON"))}
+    alone = DaskTestCluster.start(tmp_path / "alone", {**env, **s3_server.env}, workers=1)
+    try:
+        settings = Settings.for_home(
+            tmp_path / "home",
+            db_url=pg_url,
+            artifacts_url=s3_artifacts,
+            dask_address=alone.address,
+            system_metrics_s=0.0,
+        )
+        ws = Workspace(settings)
+        try:
+            source = SLEEPER.replace("TIMEOUT", "").replace("NAME", uuid.uuid4().hex[:6])
+            run, join = _start(ws, flow_file(source), beat=str(tmp_path / "beat"))
+            task = _wait_task(ws, run.id, "sleeper", lambda t: t.status is TaskStatus.RUNNING)
+            # What the step printed reached the store while it ran (the spool is drained on a
+            # timer); what a dead worker had not drained yet stays in its spool on that host.
+            _wait_task(
+                ws, run.id, "sleeper", lambda t: "started" in ws.store.logs(t.id).get("stdout", "")
+            )
+            (worker,) = alone.addresses()
+            alone.kill(worker)
+            ended = join()
+            assert ended.status is RunStatus.FAILED
+            row = ws.store.get_task(task.id)
+            assert row.status is TaskStatus.FAILED
+            assert row.exception_type == "WorkerLostError"
+            assert f"worker lost: {worker} died while running step 'sleeper'" in (
+                row.exception_message or ""
+            )
+            assert "sleeper started" in ws.store.logs(task.id)["stdout"]
+        finally:
+            ws.close()
+    finally:
+        alone.stop()
+
+
 def test_local_cluster_on_sqlite(tmp_path: Path, flow_file: FlowWriter) -> None:
     file = flow_file(
         """
@@ -292,14 +334,16 @@ def test_a_step_timeout_stops_the_step_on_the_cluster(
 ) -> None:
     ws = cluster_workspace
     beat = tmp_path / "beat"
-    source = SLEEPER.replace("TIMEOUT", 'timeout="1s"').replace("NAME", uuid.uuid4().hex[:6])
+    # The timeout counts from submission: long enough for the step to be running when it ends.
+    source = SLEEPER.replace("TIMEOUT", 'timeout="4s"').replace("NAME", uuid.uuid4().hex[:6])
     run, join = _start(ws, flow_file(source), beat=str(beat))
+    _wait_task(ws, run.id, "sleeper", lambda _: beat.exists())
     ended = join()
     assert ended.status is RunStatus.FAILED
     (task,) = ws.store.tasks(run.id)
     assert task.status is TaskStatus.FAILED
     assert task.exception_type == "StepTimeoutError"
-    assert "step 'sleeper' exceeded its timeout of 1 s" in (task.exception_message or "")
+    assert "step 'sleeper' exceeded its timeout of 4 s" in (task.exception_message or "")
     assert task.pid is not None and _gone(task.pid)
     assert _still(beat)
 

@@ -43,7 +43,7 @@ from pipetrail.errors import (
     WorkerLostError,
 )
 from pipetrail.runtime.task import TaskPayload, TaskServices
-from pipetrail.storage.metadata.base import TaskOutcome
+from pipetrail.storage.metadata.base import MetadataStore, TaskOutcome
 
 if TYPE_CHECKING:
     from pipetrail.runtime.executors.pool import ProcessExecutor
@@ -59,6 +59,8 @@ __all__ = ["DaskCluster", "DaskExecutor", "WorkerStores", "check_address", "conn
 CONNECT_TIMEOUT_S = 10.0
 #: Seconds a cancelled executor waits for its attempts on the cluster to stop and report.
 _SHUTDOWN_WAIT_S = 10.0
+#: Seconds between the watchdog's looks for attempts whose worker has left the cluster.
+_WATCH_S = 1.0
 
 log = logging.getLogger(__name__)
 
@@ -256,9 +258,11 @@ class _WorkerSide:
         self.children.cancel_task(task_id, grace_s)
         return True
 
-    def close(self) -> None:
-        self.children.shutdown(cancel=True)
-        self.services.store.close()
+    def close_quietly(self) -> None:
+        with contextlib.suppress(Exception):
+            self.children.shutdown(cancel=True)
+        with contextlib.suppress(Exception):
+            self.services.store.close()
 
 
 def _existing(folder: Path, recorded: str) -> Path:
@@ -273,6 +277,8 @@ def _existing(folder: Path, recorded: str) -> Path:
 
 _sides: dict[WorkerStores, _WorkerSide] = {}
 _sides_lock = threading.Lock()
+#: Stores a worker keeps open at once (each with its children); idle older ones are closed.
+_MAX_SIDES = 4
 
 
 def _side(stores: WorkerStores) -> _WorkerSide:
@@ -287,6 +293,9 @@ def _side(stores: WorkerStores) -> _WorkerSide:
                 stores, worker.address, worker.state.nthreads, Path(worker.local_directory)
             )
             _sides[stores] = side
+            idle = [k for k, v in _sides.items() if k != stores and not v.running]
+            for key in idle[: max(0, len(_sides) - _MAX_SIDES)]:
+                _sides.pop(key).close_quietly()
         return side
 
 
@@ -492,18 +501,31 @@ class DaskExecutor:
         stores: what workers open to record the attempts (the runner's stores).
         cluster: the connection from :func:`connect`; closed at ``shutdown`` when ``owned``.
         owned: whether this executor closes ``cluster`` at shutdown.
+        store: the runner's metadata store; with it, an attempt whose worker has left the
+            cluster fails as lost at once, even when no worker is left for Dask to re-run it on
+            (Dask would wait for one). Without it, the re-run reports the loss.
     """
 
     name = "dask"
 
-    def __init__(self, stores: WorkerStores, cluster: DaskCluster, *, owned: bool = True) -> None:
+    def __init__(
+        self,
+        stores: WorkerStores,
+        cluster: DaskCluster,
+        *,
+        owned: bool = True,
+        store: MetadataStore | None = None,
+    ) -> None:
         self._stores = stores
         self._cluster = cluster
         self._owned = owned
+        self._store = store
         self._lock = threading.Lock()
         self._flights: dict[int, _Flight] = {}
         self._closing = False
         self._token = uuid.uuid4().hex[:8]
+        self._stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
         self.max_workers = cluster.threads
 
     def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:
@@ -532,14 +554,57 @@ class DaskExecutor:
             )
             flight = _Flight(payload, future, dask_future)
             self._flights[payload.task_id] = flight
+            if self._watchdog is None and self._store is not None:
+                self._watchdog = threading.Thread(
+                    target=self._watch, name="pipetrail-dask-watchdog", daemon=True
+                )
+                self._watchdog.start()
         dask_future.add_done_callback(functools.partial(self._settle, flight))
         return future
 
-    def _settle(self, flight: _Flight, dask_future: DaskFuture) -> None:
-        """Hand the attempt's ending to the engine and release its Dask future (callback thread)."""
+    def _resolve(self, flight: _Flight, value: TaskOutcome | BaseException) -> None:
+        """Settle the engine's future once (the callback and the watchdog may both try)."""
         with self._lock:
             if self._flights.get(flight.payload.task_id) is flight:
                 del self._flights[flight.payload.task_id]
+            if not flight.future.done():
+                if isinstance(value, TaskOutcome):
+                    flight.future.set_result(value)
+                else:
+                    flight.future.set_exception(value)
+        flight.done.set()
+
+    def _watch(self) -> None:
+        """Every second: fail the attempts that were running on a worker no longer there."""
+        while not self._stop.wait(_WATCH_S):
+            with self._lock:
+                flights = {t: f for t, f in self._flights.items() if not f.cancelling}
+            if not flights or self._store is None:
+                continue
+            try:
+                alive = set(self._cluster.client.scheduler_info(n_workers=-1)["workers"])
+                rows = self._store.get_tasks(list(flights))
+            except Exception:  # the scheduler or the store is away: the next round tries
+                continue
+            for row in rows:
+                if row.status is not TaskStatus.RUNNING or not row.worker or row.worker in alive:
+                    continue
+                flight = flights[row.id]
+                self._resolve(
+                    flight,
+                    WorkerLostError(
+                        f"worker lost: {row.worker} died while running "
+                        f"{payload_name(flight.payload)}",
+                        step=flight.payload.step,
+                    ),
+                )
+                # Settled first, so the cancel's callback finds nothing left to say. Should Dask
+                # run it again meanwhile, that run is refused (the row is not queued).
+                with contextlib.suppress(Exception):
+                    flight.dask.cancel()
+
+    def _settle(self, flight: _Flight, dask_future: DaskFuture) -> None:
+        """Hand the attempt's ending to the engine and release its Dask future (callback thread)."""
         try:
             value = self._ending(flight, dask_future)
         except BaseException as exc:  # a bug here must not leave the engine waiting
@@ -548,12 +613,7 @@ class DaskExecutor:
             # The outcome is with the engine now: a worker lost later must not run it again.
             with contextlib.suppress(Exception):
                 dask_future.release()
-        if not flight.future.done():
-            if isinstance(value, TaskOutcome):
-                flight.future.set_result(value)
-            else:
-                flight.future.set_exception(value)
-        flight.done.set()
+        self._resolve(flight, value)
 
     def _ending(self, flight: _Flight, dask_future: DaskFuture) -> TaskOutcome | BaseException:
         payload = flight.payload
@@ -652,17 +712,18 @@ class DaskExecutor:
             if not flight.done.wait(timeout):
                 with contextlib.suppress(Exception):
                     flight.dask.cancel()
-                if not flight.future.done():
-                    flight.future.set_exception(
-                        TaskCancelledError(
-                            f"{payload_name(flight.payload)} did not stop on the cluster in "
-                            f"{_SHUTDOWN_WAIT_S:g} s; its result will be ignored",
-                            step=flight.payload.step,
-                        )
-                    )
+                self._resolve(
+                    flight,
+                    TaskCancelledError(
+                        f"{payload_name(flight.payload)} did not stop on the cluster in "
+                        f"{_SHUTDOWN_WAIT_S:g} s; its result will be ignored",
+                        step=flight.payload.step,
+                    ),
+                )
         self._close()
 
     def _close(self) -> None:
+        self._stop.set()
         if self._owned:
             self._cluster.close()
 
