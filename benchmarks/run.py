@@ -31,6 +31,7 @@ DEFAULT_JSON = REPO / "bench-results" / "latest.json"
 NAMES = (
     "chain20_inline",
     "chain20_process",
+    "chain20_dask",
     "fanout100_inline",
     "fanout100_process",
     "metrics_100k",

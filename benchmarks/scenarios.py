@@ -907,6 +907,7 @@ ScenarioFn = Callable[[Path, Sizes], Outcome]
 SCENARIOS: dict[str, ScenarioFn] = {
     "chain20_inline": lambda home, sizes: chain(home, sizes, "inline"),
     "chain20_process": lambda home, sizes: chain(home, sizes, "process"),
+    "chain20_dask": lambda home, sizes: __import__("dask_bench").chain_dask(home, sizes),
     "fanout100_inline": lambda home, sizes: fanout(home, sizes, "inline"),
     "fanout100_process": lambda home, sizes: fanout(home, sizes, "process"),
     "metrics_100k": metrics,
