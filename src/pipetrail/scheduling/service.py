@@ -222,13 +222,13 @@ class TriggerService:
         """The trigger's schedule in words, next and last run, SLA misses; with ``detail`` also
         its recent ticks with their runs, alerts and upcoming fire times."""
         runs = self.store.list_runs(RunQuery(trigger=record.name, limit=20 if detail else 1))
-        missed = self.store.list_runs(RunQuery(trigger=record.name, sla_missed=True, limit=1000))
+        missed = self.store.count_runs(RunQuery(trigger=record.name, sla_missed=True, limit=None))
         overview = TriggerOverview(
             record=record,
             schedule=describe(record.definition),
             next_at=self.next_at(record),
             last_run=runs[0] if runs else None,
-            sla_missed=len(missed),
+            sla_missed=missed,
         )
         if not detail:
             return overview

@@ -26,7 +26,7 @@ from pipetrail.errors import UsageError
 from pipetrail.storage.metadata.base import ImportedRun, ImportedTask, MetricRow
 from pipetrail.storage.metadata.sql.engine import copy_rows, reserve_ids, upsert
 from pipetrail.storage.metadata.sql.metrics import latest_rows
-from pipetrail.storage.metadata.sql.runs import RunRows, _flat_params, _param_row
+from pipetrail.storage.metadata.sql.runs import RunRows, _flat_params, _param_row, tally
 from pipetrail.storage.metadata.sql.session import now as _now
 from pipetrail.storage.metadata.sql.session import patient
 from pipetrail.storage.metadata.sql.tables import (
@@ -167,7 +167,18 @@ class BulkRows(RunRows):
                         MetricRow(run_id, task_id, name, value, step, stamp)
                         for name, value, step, stamp in task.metrics
                     )
+            counts: dict[tuple[int, str], tuple[int, float, int]] = {}
+            for values in run_rows:
+                stats_key: tuple[int, str] = (values[1], values[3])  # (pipeline_id, status)
+                runs_, seconds, timed = counts.get(stats_key, (0, 0.0, 0))
+                duration = values[7]
+                counts[stats_key] = (
+                    runs_ + 1,
+                    seconds + (duration or 0.0),
+                    timed + (duration is not None),
+                )
             copy_rows(conn, pipeline_run, _RUN_COLUMNS, run_rows)
+            tally(conn, counts)
             copy_rows(conn, run_param, _PARAM_COLUMNS, params)
             copy_rows(conn, run_tag, ("run_id", "tag", "system"), tags)
             copy_rows(conn, block_run, _TASK_COLUMNS, tasks)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,6 +40,7 @@ from pipetrail.storage.metadata.sql.tables import (
     pipeline_version,
     run_event,
     run_param,
+    run_stats,
     run_tag,
     trigger_tick,
 )
@@ -115,6 +117,7 @@ class RunRows(SqlSession):
                 insert(run_event),
                 {"run_id": run_id, "status": RunStatus.INITIAL.value, "at": now},
             )
+            tally(conn, {(pipeline_id, RunStatus.INITIAL.value): (1, 0.0, 0)})
         return self.get_run(run_id)
 
     def _link_tick(
@@ -201,17 +204,26 @@ class RunRows(SqlSession):
         values: dict[str, Any] = {"status": status.value, "heartbeat_at": at}
         if status is RunStatus.RUNNING:
             values["started_at"] = at
+        row = conn.execute(
+            select(pipeline_run.c.pipeline_id, pipeline_run.c.started_at).where(
+                pipeline_run.c.id == run_id
+            )
+        ).one()
+        deltas: dict[tuple[int, str], tuple[int, float, int]] = {
+            (row.pipeline_id, current.value): (-1, 0.0, 0),
+            (row.pipeline_id, status.value): (1, 0.0, 0),
+        }
         if status in RUN_TERMINAL:
-            started = conn.execute(
-                select(pipeline_run.c.started_at).where(pipeline_run.c.id == run_id)
-            ).scalar_one()
+            started = row.started_at
             values["finished_at"] = at
             values["duration_s"] = (at - (started or at)).total_seconds()
+            deltas[(row.pipeline_id, status.value)] = (1, values["duration_s"], 1)
             if started is None:
                 values["started_at"] = at
         if error is not None:
             values["error"] = error
         conn.execute(update(pipeline_run).where(pipeline_run.c.id == run_id).values(**values))
+        tally(conn, deltas)
         conn.execute(
             insert(run_event),
             {
@@ -287,26 +299,31 @@ class RunRows(SqlSession):
 
     @patient("read")
     def pipeline_stats(self, name: str | None = None) -> list[PipelineStats]:
-        """Per pipeline (or just ``name``): run counts by status and the newest run's id."""
-        stmt = (
-            select(
-                pipeline.c.name,
-                pipeline_run.c.status,
-                func.count().label("runs"),
-                func.max(pipeline_run.c.id).label("latest"),
-            )
-            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
-            .group_by(pipeline.c.name, pipeline_run.c.status)
+        """Per pipeline (or just ``name``): run counts by status and the newest run's id.
+
+        Counts come from ``run_stats``; the newest run is one backward step of the
+        ``(pipeline_id, id)`` index per pipeline, not a scan of its runs.
+        """
+        latest = (
+            select(func.max(pipeline_run.c.id))
+            .where(pipeline_run.c.pipeline_id == pipeline.c.id)
+            .scalar_subquery()
+        )
+        stmt = select(pipeline.c.id, pipeline.c.name, latest.label("latest"))
+        counts_stmt = select(run_stats.c.pipeline_id, run_stats.c.status, run_stats.c.runs).where(
+            run_stats.c.runs > 0
         )
         if name is not None:
             stmt = stmt.where(pipeline.c.name == name)
-        found: dict[str, tuple[dict[str, int], int]] = {}
+        found: list[PipelineStats] = []
         with self._read() as conn:
-            for row in conn.execute(stmt):
-                counts, latest = found.get(row.name, ({}, 0))
-                counts[row.status] = int(row.runs)
-                found[row.name] = (counts, max(latest, int(row.latest)))
-        return [PipelineStats(n, c, latest) for n, (c, latest) in sorted(found.items())]
+            counts: dict[int, dict[str, int]] = {}
+            for row in conn.execute(counts_stmt):
+                counts.setdefault(row.pipeline_id, {})[row.status] = int(row.runs)
+            for row in conn.execute(stmt.order_by(pipeline.c.name)):
+                if row.latest is not None:
+                    found.append(PipelineStats(row.name, counts.get(row.id, {}), int(row.latest)))
+        return found
 
     @patient("read")
     def pipeline_versions(self, name: str) -> list[VersionStats]:
@@ -374,6 +391,8 @@ class RunRows(SqlSession):
         Raises:
             QuerySyntaxError: a malformed ``filter``.
         """
+        if _only_pipeline_and_status(query):
+            return self._summary_from_stats(query, recent_since)
         columns: list[Any] = [
             pipeline_run.c.status,
             func.count().label("runs"),
@@ -402,6 +421,40 @@ class RunRows(SqlSession):
             average_duration_s=seconds / timed if timed else None,
             recent=recent_runs,
         )
+
+    def _summary_from_stats(self, query: RunQuery, recent_since: datetime | None) -> RunSummary:
+        """The summary from ``run_stats`` (a few rows), the recent count from the time index."""
+        stmt = select(
+            run_stats.c.status,
+            func.sum(run_stats.c.runs).label("runs"),
+            func.sum(run_stats.c.duration_sum).label("seconds"),
+            func.sum(run_stats.c.duration_count).label("timed"),
+        ).group_by(run_stats.c.status)
+        if query.pipeline is not None:
+            named = select(pipeline.c.id).where(pipeline.c.name == query.pipeline)
+            stmt = stmt.where(run_stats.c.pipeline_id == named.scalar_subquery())
+        if query.statuses:
+            stmt = stmt.where(run_stats.c.status.in_([s.value for s in query.statuses]))
+        counts: dict[str, int] = {}
+        seconds, timed = 0.0, 0
+        with self._read() as conn:
+            for row in conn.execute(stmt):
+                if int(row.runs):
+                    counts[row.status] = int(row.runs)
+                if row.status in _ENDED:
+                    seconds += float(row.seconds or 0.0)
+                    timed += int(row.timed or 0)
+            recent = 0
+            if recent_since is not None:
+                since = dataclasses.replace(query, since=recent_since, limit=None)
+                recent = int(
+                    conn.execute(
+                        select(func.count())
+                        .select_from(pipeline_run)
+                        .where(and_(True, *_conditions(since)))
+                    ).scalar_one()
+                )
+        return RunSummary(sum(counts.values()), counts, seconds / timed if timed else None, recent)
 
     def _runs(
         self,
@@ -764,6 +817,40 @@ def _conditions(query: RunQuery, *, planned: bool = True) -> list[Any]:
             pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
         )
     return conditions
+
+
+def _only_pipeline_and_status(query: RunQuery) -> bool:
+    """Whether ``query`` selects by pipeline and status alone (``run_stats`` can answer it)."""
+    return not (
+        (query.filter and query.filter.strip())
+        or query.tags
+        or query.users
+        or query.since
+        or query.until
+        or query.before_id is not None
+        or query.trigger is not None
+        or query.sla_missed
+    )
+
+
+def tally(conn: Connection, deltas: Mapping[tuple[int, str], tuple[int, float, int]]) -> None:
+    """Add ``(runs, duration seconds, timed runs)`` to the ``run_stats`` row of each
+    ``(pipeline id, status)``, in key order (two writers lock rows in one order: no deadlock)."""
+    rows = [
+        {
+            "pipeline_id": key[0],
+            "status": key[1],
+            "runs": change[0],
+            "duration_sum": change[1],
+            "duration_count": change[2],
+        }
+        for key, change in sorted(deltas.items())
+    ]
+
+    def add(new: Any) -> dict[str, Any]:
+        return {c: run_stats.c[c] + new[c] for c in ("runs", "duration_sum", "duration_count")}
+
+    upsert(conn, run_stats, rows, ["pipeline_id", "status"], merge=add)
 
 
 def _flat_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:

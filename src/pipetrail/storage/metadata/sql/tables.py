@@ -33,6 +33,7 @@ __all__ = [
     "pipeline_version",
     "run_event",
     "run_param",
+    "run_stats",
     "run_tag",
     "alert",
     "scheduler_cursor",
@@ -128,6 +129,19 @@ pipeline_run = Table(
     Index(None, "finished_at"),
     Index(None, "status", "created_at"),
     Index(None, "created_at"),
+)
+
+# Runs per pipeline and status, and the durations of those that ended, kept in the same
+# transaction as every status change: the headline numbers of a million runs are a sum over a
+# few rows, not a scan. Rows are changed in (pipeline_id, status) order, so writers never deadlock.
+run_stats = Table(
+    "run_stats",
+    metadata,
+    Column("pipeline_id", Integer, ForeignKey("pipeline.id"), primary_key=True),
+    Column("status", String(32), primary_key=True),
+    Column("runs", BigId, nullable=False),
+    Column("duration_sum", Float, nullable=False),
+    Column("duration_count", BigId, nullable=False),
 )
 
 run_param = Table(
@@ -236,7 +250,8 @@ latest_metric = Table(
     # Over the whole history, so min(...)/max(...) in a search is an index lookup too.
     Column("min_value", Float, nullable=False),
     Column("max_value", Float, nullable=False),
-    Index(None, "name", "value"),
+    # (name, value, run_id): a search ordered by a metric walks it in order (ties newest first).
+    Index(None, "name", "value", "run_id"),
 )
 
 artifact = Table(
