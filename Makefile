@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q -q
 export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
 
-.PHONY: demo test lint bench bench-quick soak clean help browser
+.PHONY: demo test lint bench bench-scale bench-quick soak clean help browser
 
 help:
 	@echo "make demo   - set up .venv, run the example ML pipeline, print where to look"
@@ -62,6 +62,10 @@ test: $(VENV)/.installed-dev $(VENDOR) lint browser
 
 bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py
+
+# The million-run PostgreSQL scenario too (seeding takes minutes; PIPETRAIL_BENCH_PG picks the server).
+bench-scale: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run.py --scale
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py --quick

@@ -1,6 +1,7 @@
 """Run pipetrail's benchmark scenarios, print a PASS/MISS table and write bench-results JSON.
 
-Usage: ``python benchmarks/run.py [--quick] [--json PATH] [--only NAME[,NAME]] [--profile DIR]``.
+Usage: ``python benchmarks/run.py [--quick] [--scale] [--json PATH] [--only NAME[,NAME]]
+[--profile DIR]``; ``--scale`` adds the scenarios that take minutes (a million runs).
 
 Each scenario runs in its own Python subprocess with a fresh temporary pipetrail home, so
 process pools, import caches and memory never leak between scenarios. Exit status is 0 even
@@ -41,7 +42,10 @@ NAMES = (
     "search_10k",
     "list_page_10k",
     "scheduler",
+    "pg_million",
 )
+#: Scenarios that take minutes (seeding a million runs): run only with --scale or --only.
+SCALE = ("pg_million",)
 SCENARIO_TIMEOUT_S = 1800
 
 
@@ -60,12 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", type=Path, metavar="DIR", help="write a cProfile <scenario>.prof per scenario"
     )
+    parser.add_argument(
+        "--scale", action="store_true", help="also the scale scenarios (" + ", ".join(SCALE) + ")"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         return _worker(args.worker, args.result, args.quick, args.profile)
-    selected = _select(args.only)
+    selected = _select(args.only, args.scale)
     if not selected:
         parser.error(
             f"--only {','.join(args.only)} matches no scenario; choose from {', '.join(NAMES)}"
@@ -73,10 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     return _drive(selected, args.quick, args.json, args.profile)
 
 
-def _select(patterns: list[str]) -> list[str]:
+def _select(patterns: list[str], scale: bool = False) -> list[str]:
     wanted = [p.strip() for item in patterns for p in item.split(",") if p.strip()]
     if not wanted:
-        return list(NAMES)
+        return [n for n in NAMES if scale or n not in SCALE]
     return [n for n in NAMES if any(fnmatch.fnmatchcase(n, p) for p in wanted)]
 
 

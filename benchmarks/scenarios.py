@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import flowgen
+import scale_bench
 import scheduler_bench
 
 if TYPE_CHECKING:
@@ -917,4 +918,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "search_10k": search,
     "list_page_10k": list_page,
     "scheduler": lambda home, sizes: scheduler_bench.scheduler(home, sizes),
+    "pg_million": lambda home, sizes: scale_bench.pg_million(home, sizes),
 }
