@@ -671,28 +671,36 @@ class RunRows(SqlSession):
         run starts at once.
         """
         with self._write() as conn:
-            row = conn.execute(
-                select(
-                    pipeline_run.c.pipeline_id,
-                    pipeline_run.c.status,
-                    pipeline_run.c.lease,
-                    pipeline_run.c.trigger_name,
-                ).where(pipeline_run.c.id == run_id)
-            ).one()
-            self._check_lease(conn, run_id, row.lease)
-            if row.status != RunStatus.INITIAL.value:
-                return False
+            run = select(
+                pipeline_run.c.pipeline_id,
+                pipeline_run.c.status,
+                pipeline_run.c.lease,
+                pipeline_run.c.trigger_name,
+            ).where(pipeline_run.c.id == run_id)
+            row = conn.execute(run).one()
             groups = []
             if limit is not None:
                 groups.append((pipeline_run.c.pipeline_id == row.pipeline_id, limit))
             if trigger_limit is not None and row.trigger_name is not None:
                 groups.append((pipeline_run.c.trigger_name == row.trigger_name, trigger_limit))
-            if groups and for_update(conn):
-                # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so two
-                # runners never both count the same free slot.
-                conn.execute(
-                    select(pipeline.c.id).where(pipeline.c.id == row.pipeline_id).with_for_update()
-                )
+            if for_update(conn):
+                if groups:
+                    # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so
+                    # two runners never both count the same free slot. NO KEY UPDATE: it does
+                    # not block the key-share locks of foreign keys (a new run, a run_stats row
+                    # of the pipeline), so a writer holding a run's row never waits on a claim.
+                    conn.execute(
+                        select(pipeline.c.id)
+                        .where(pipeline.c.id == row.pipeline_id)
+                        .with_for_update(key_share=True)
+                    )
+                # Then the run's own row, read again under its lock: a reaper on another host
+                # may have failed it (and moved its lease on) since the read above, and the
+                # claim must not turn that back into running. Locks in one order: pipeline, run.
+                row = conn.execute(run.with_for_update()).one()
+            self._check_lease(conn, run_id, row.lease)
+            if row.status != RunStatus.INITIAL.value:
+                return False
             for same, most in groups:
                 if not self._slot_free(conn, run_id, same, most):
                     return False
