@@ -7,6 +7,7 @@ own (a shim patches it before the CLI starts), so the store sees runs from ``hos
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import sys
@@ -133,7 +134,7 @@ def test_a_run_slot_limit_holds_across_hosts(
     assert {r.runner_host for r in runs} == {"host-a", "host-b"}
     # max_concurrent_runs=1 across both hosts: no two runs were running at the same time.
     spans = sorted((r.started_at, r.finished_at) for r in runs)
-    for (_, end), (start, _) in zip(spans, spans[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(spans):
         assert end is not None and start is not None and start >= end, spans
     summary = pg_workspace.store.summarize_runs(RunQuery(pipeline="shared-slot", limit=None))
     assert summary.counts == {"completed": 4}
