@@ -10,7 +10,7 @@ from time import monotonic
 from typing import Any
 from urllib.parse import urlencode
 
-from pipetrail.client import Reader, Run, RunList, list_runs
+from pipetrail.client import Reader, Run, list_runs
 from pipetrail.core.bounds import EARLIEST, LATEST, MAX_COUNT
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
 from pipetrail.errors import PipetrailError
@@ -215,7 +215,10 @@ class RunPage:
 
 
 class PipelineNames:
-    """Names for the pipeline menu: those of the newest runs, re-read at most every ``ttl_s``."""
+    """Names for the pipeline menu: every pipeline with a run, re-read at most every ``ttl_s``.
+
+    ``sample`` is kept for callers; the names come from the store's per-pipeline counts.
+    """
 
     def __init__(self, reader: Reader, ttl_s: float = 30.0, sample: int = 200) -> None:
         self._reader = reader
@@ -228,10 +231,10 @@ class PipelineNames:
         now = monotonic()
         if now - self._read_at >= self._ttl_s:
             try:
-                runs = list_runs(limit=self._sample, all_namespaces=True, reader=self._reader)
+                # Every pipeline with a run (an aggregate), not only those of the newest runs.
+                self._names = {p.name for p in self._reader.store.pipeline_stats()}
             except PipetrailError:
-                runs = RunList()
-            self._names = {r.pipeline_name for r in runs}
+                self._names = set()
             self._read_at = now
         return sorted(self._names.union(seen))
 
