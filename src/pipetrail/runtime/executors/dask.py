@@ -151,6 +151,7 @@ class _WorkerSide:
         self.services = _child_services(stores, self.spool_root, address)
         # Snapshots are shared by the workers of a host: the folder is named by content.
         self.code_root = Path(tempfile.gettempdir()) / f"pipetrail-code-{os.getuid()}"
+        _start_fork_server()
         self.children: ProcessExecutor = ProcessExecutor(
             functools.partial(_child_services, stores, self.spool_root, address),
             max_workers=max(1, nthreads),
@@ -159,6 +160,8 @@ class _WorkerSide:
         self.running: set[int] = set()
         #: (code key, recorded pipeline file) → this host's copy of that file.
         self.code: dict[tuple[str, str], Path] = {}
+        #: (run id, recorded pipeline file) → the same, without asking the store again.
+        self.by_run: dict[tuple[int, str], Path] = {}
         #: Tasks cancelled before they started here: they must not start afterwards.
         self.stopped: set[int] = set()
 
@@ -226,11 +229,21 @@ class _WorkerSide:
 
     def _code_file(self, payload: TaskPayload) -> Path:
         """This host's copy of the pipeline file, from the run's stored code snapshot."""
+        recorded = payload.pipeline_file or ""
+        known = self.by_run.get((payload.run_id, recorded))
+        if known is not None:
+            return known  # a run's code snapshot never changes
+        file = self._snapshot_file(payload, recorded)
+        if len(self.by_run) >= 1024:
+            self.by_run.clear()
+        self.by_run[(payload.run_id, recorded)] = file
+        return file
+
+    def _snapshot_file(self, payload: TaskPayload, recorded: str) -> Path:
         from pipetrail.provenance.code import read_archive
         from pipetrail.runtime.loader import unpack_snapshot
 
         run = self.services.store.get_run(payload.run_id)
-        recorded = payload.pipeline_file or ""
         if run.code_key is None:
             if recorded and Path(recorded).is_file():
                 return Path(recorded)  # no snapshot (an old run): the same path, if it is here
@@ -265,6 +278,17 @@ class _WorkerSide:
             self.services.store.close()
 
 
+def _start_fork_server() -> None:
+    """Start this process's fork server with the step children's modules imported, now."""
+    from multiprocessing import forkserver
+
+    # The process executor's own preload list: its children start warm the same way.
+    from pipetrail.runtime.executors.pool import _PRELOAD
+
+    multiprocessing.get_context("forkserver").set_forkserver_preload(_PRELOAD)
+    forkserver.ensure_running()
+
+
 def _existing(folder: Path, recorded: str) -> Path:
     from pipetrail.runtime.loader import snapshot_entry
 
@@ -281,13 +305,13 @@ _sides_lock = threading.Lock()
 _MAX_SIDES = 4
 
 
-def _side(stores: WorkerStores) -> _WorkerSide:
+def _side(stores: WorkerStores, worker: Any = None) -> _WorkerSide:
     from distributed import get_worker
 
     with _sides_lock:
         side = _sides.get(stores)
         if side is None:
-            worker = get_worker()
+            worker = worker or get_worker()
             _allow_children()
             side = _WorkerSide(
                 stores, worker.address, worker.state.nthreads, Path(worker.local_directory)
@@ -308,6 +332,27 @@ def _allow_children() -> None:
     """
     config = multiprocessing.current_process()._config  # type: ignore[attr-defined]
     config.pop("daemon", None)
+
+
+def _warm(stores: WorkerStores, dask_worker: Any = None) -> None:
+    """Run on every worker when an executor starts: open the stores and start the fork server
+    in the background, so the first step on each worker does not wait for them."""
+
+    def warm() -> None:
+        with contextlib.suppress(Exception):
+            _side(stores, dask_worker)
+
+    threading.Thread(target=warm, name="pipetrail-dask-warm", daemon=True).start()
+
+
+def _close_sides() -> None:
+    """Run on every worker of a local cluster before it closes: stop the step children now
+    (a worker exiting with them still up waits seconds for its exit handlers)."""
+    with _sides_lock:
+        sides = list(_sides.values())
+        _sides.clear()
+    for side in sides:
+        side.close_quietly()
 
 
 def _run_attempt(payload: TaskPayload, stores: WorkerStores) -> _Reply:
@@ -391,6 +436,9 @@ class DaskCluster:
         if self._closed:
             return
         self._closed = True
+        if self.local is not None:
+            with contextlib.suppress(Exception):
+                self.client.run(_close_sides, on_error="ignore")
         with contextlib.suppress(Exception):
             self.client.close()
         if self.local is not None:
@@ -527,6 +575,8 @@ class DaskExecutor:
         self._stop = threading.Event()
         self._watchdog: threading.Thread | None = None
         self.max_workers = cluster.threads
+        with contextlib.suppress(Exception):
+            cluster.client.run(_warm, stores, on_error="ignore")
 
     def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:
         """Send one attempt to the cluster; the future resolves to its outcome.
