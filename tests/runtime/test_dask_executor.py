@@ -329,6 +329,49 @@ def test_cancel_stops_a_running_step_on_the_cluster(
     assert "sleeper started" in ws.store.logs(task.id)["stdout"]
 
 
+def test_cancel_stops_running_and_waiting_attempts_on_the_cluster(
+    cluster_workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
+) -> None:
+    # Four attempts at once on two one-thread workers: two run, two wait in Dask.
+    ws = cluster_workspace
+    beats = [str(tmp_path / f"beat{i}") for i in range(4)]
+    file = flow_file(
+        f"""
+import time
+from pathlib import Path
+
+@pt.step(foreach="beats")
+def sleeper(beats: list = []) -> None:
+    while True:
+        Path(beats).write_text(str(time.monotonic()))
+        time.sleep(0.05)
+
+pipeline = pt.Pipeline("waiting_{uuid.uuid4().hex[:6]}", [sleeper])
+"""
+    )
+    pipeline = load_pipeline_file(file)
+    request = RunRequest(
+        pipeline=pipeline, params=pipeline.resolve_params({"beats": beats}), max_parallel=4
+    )
+    engine = ws.engine(executor="dask")
+    run = engine.prepare(request)
+    thread = threading.Thread(target=engine.execute, args=(run, request), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + PATIENCE_S
+    while sum(Path(b).exists() for b in beats) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    pt.cancel(run.id, workspace=ws)
+    thread.join(PATIENCE_S)
+    assert ws.store.get_run(run.id).status is RunStatus.CANCELLED
+    tasks = ws.store.tasks(run.id)
+    assert {t.status for t in tasks} == {TaskStatus.CANCELLED}
+    started = [t for t in tasks if t.pid is not None]
+    assert len(started) == 2  # the waiting two never ran, not even after the cancel
+    assert all(_gone(t.pid or 0) for t in started)
+    assert sum(Path(b).exists() for b in beats) == 2
+    assert all(_still(Path(b)) for b in beats if Path(b).exists())
+
+
 def test_a_step_timeout_stops_the_step_on_the_cluster(
     cluster_workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:

@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -164,11 +164,14 @@ class _WorkerSide:
         self.by_run: dict[tuple[int, str], Path] = {}
         #: Tasks cancelled before they started here: they must not start afterwards.
         self.stopped: set[int] = set()
+        #: Tasks asked to stop while here but not yet with a child: grace seconds.
+        self.stopping: dict[int, float] = {}
 
     def run(self, payload: TaskPayload) -> _Reply:
         with self.lock:
             if payload.task_id in self.stopped:
                 self.stopped.discard(payload.task_id)
+                self.stopping.pop(payload.task_id, None)
                 return _Reply("cancelled", message=_not_started(payload), worker=self.address)
             self.running.add(payload.task_id)
         try:
@@ -177,7 +180,14 @@ class _WorkerSide:
                 return refused
             local = replace(payload, pipeline_file=str(self._code_file(payload)))
             try:
-                outcome = self.children.submit(local).result()
+                future = self.children.submit(local)
+                with self.lock:
+                    grace = self.stopping.pop(payload.task_id, None)
+                if grace is not None:  # stopped between the check above and the hand-over
+                    self.children.cancel_task(payload.task_id, grace)
+                outcome = future.result()
+            except CancelledError:  # stopped while waiting for a free child
+                return _Reply("cancelled", message=_not_started(payload), worker=self.address)
             except (TaskCancelledError, WorkerLostError) as exc:
                 # The child was stopped or died: what it spooled here goes into the store now,
                 # since the runner cannot reach this host's spool.
@@ -200,6 +210,7 @@ class _WorkerSide:
         finally:
             with self.lock:
                 self.running.discard(payload.task_id)
+                self.stopping.pop(payload.task_id, None)
 
     def _refusal(self, payload: TaskPayload) -> _Reply | None:
         """Why this attempt must not run here, if it must not: it started before.
@@ -264,11 +275,15 @@ class _WorkerSide:
         return file
 
     def stop(self, task_id: int, grace_s: float) -> bool:
+        """Stop the attempt if it runs here (True); else make sure it never starts here."""
         with self.lock:
             if task_id not in self.running:
                 self.stopped.add(task_id)
                 return False
-        self.children.cancel_task(task_id, grace_s)
+            self.stopping[task_id] = grace_s
+        if self.children.cancel_task(task_id, grace_s):
+            with self.lock:
+                self.stopping.pop(task_id, None)
         return True
 
     def close_quietly(self) -> None:
@@ -364,14 +379,14 @@ def _run_attempt(payload: TaskPayload, stores: WorkerStores) -> _Reply:
     return side.run(payload)
 
 
-def _stop_attempt(task_id: int, grace_s: float) -> bool:
-    """Run on every worker by ``cancel_task``: stop the attempt if it runs here."""
+def _stop_attempt(stores: WorkerStores, task_id: int, grace_s: float) -> bool:
+    """Run on every worker by ``cancel_task``: stop the attempt if it runs here.
+
+    Only the side of the attempt's stores: task ids are unique within one store only.
+    """
     with _sides_lock:
-        sides = list(_sides.values())
-    found = False
-    for side in sides:
-        found = side.stop(task_id, grace_s) or found
-    return found
+        side = _sides.get(stores)
+    return side is not None and side.stop(task_id, grace_s)
 
 
 def _worker_address() -> str:
@@ -724,7 +739,11 @@ class DaskExecutor:
         for flight in flights:
             try:
                 found = client.run(
-                    _stop_attempt, flight.payload.task_id, grace_s, on_error="ignore"
+                    _stop_attempt,
+                    self._stores,
+                    flight.payload.task_id,
+                    grace_s,
+                    on_error="ignore",
                 )
             except Exception:
                 found = {}
