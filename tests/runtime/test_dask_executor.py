@@ -453,14 +453,17 @@ def test_cli_bad_dask_address_is_one_line_and_records_nothing(
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIPETRAIL_")}
     env["PIPETRAIL_HOME"] = str(home)
     nobody = f"tcp://127.0.0.1:{free_port()}"
+    run = ("run", str(file))
     cases = {
-        ("--dask-address", nobody): f"cannot reach the Dask scheduler at {nobody!r}",
-        ("--executor", "dask", "--dask-address", "nowhere"): "is not a Dask scheduler address",
-        ("--executor", "inline", "--dask-address", nobody): "--dask-address is for --executor dask",
+        (*run, "--dask-address", nobody): f"cannot reach the Dask scheduler at {nobody!r}",
+        (*run, "--executor", "dask", "--dask-address", "nowhere"): "is not a Dask scheduler",
+        (*run, "--executor", "inline", "--dask-address", nobody): "is for --executor dask",
+        ("runs", "retry", "one/1", "--dask-address", "nowhere"): "is not a Dask scheduler",
+        ("runs", "reproduce", "one/1", "--dask-address", "tcp://x"): "needs a host and a port",
     }
     for args, expected in cases.items():
         done = subprocess.run(
-            [sys.executable, "-m", "pipetrail.cli", "run", str(file), *args],
+            [sys.executable, "-m", "pipetrail.cli", *args],
             capture_output=True,
             text=True,
             env=env,
@@ -477,3 +480,42 @@ def test_cli_bad_dask_address_is_one_line_and_records_nothing(
             assert ws.store.list_runs(RunQuery()) == []
         finally:
             ws.close()
+
+
+def test_cli_runs_on_the_cluster(
+    dask_cluster: DaskTestCluster,
+    cluster_workspace: Workspace,
+    s3_server: S3Server,
+    flow_file: FlowWriter,
+    tmp_path: Path,
+) -> None:
+    name = f"cli_{uuid.uuid4().hex[:6]}"
+    file = flow_file(
+        f"@pt.step\ndef hello() -> str:\n    print('hi')\n    return 'hi'\n\n"
+        f"pipeline = pt.Pipeline({name!r}, [hello])\n"
+    )
+    s = cluster_workspace.settings
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIPETRAIL_")}
+    env.update(s3_server.env)
+    env.update(
+        PIPETRAIL_HOME=str(tmp_path / "cli-home"),
+        PIPETRAIL_DB=s.db_url,
+        PIPETRAIL_ARTIFACTS=s.artifacts_url,
+    )
+    done = subprocess.run(
+        [
+            *(sys.executable, "-m", "pipetrail.cli", "run", str(file), "-q"),
+            *("--executor", "dask", "--dask-address", dask_cluster.address),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=PATIENCE_S,
+    )
+    assert done.returncode == 0, done.stderr
+    (record,) = cluster_workspace.store.list_runs(RunQuery(pipeline=name))
+    (task,) = cluster_workspace.store.tasks(record.id)
+    assert task.status is TaskStatus.COMPLETED
+    assert task.worker in dask_cluster.addresses()
+    assert cluster_workspace.store.logs(task.id)["stdout"] == "hi\n"
