@@ -122,7 +122,9 @@ def _parquet_preview(reader: Reader, link: ArtifactLink, sample_count: int) -> d
     import pyarrow.parquet as pq
 
     with reader.cas.open(link.artifact.key, block_size=_PARTIAL_BLOCK) as fileobj:
-        parquet = pq.ParquetFile(fileobj)
+        # Buffered, not pre-buffered: only the pages of the first rows are read, not whole
+        # column chunks.
+        parquet = pq.ParquetFile(fileobj, buffer_size=_PARTIAL_BLOCK, pre_buffer=False)
         rows = parquet.metadata.num_rows
         schema = parquet.schema_arrow
         batches = list(itertools.islice(parquet.iter_batches(batch_size=sample_count), 1))

@@ -41,6 +41,10 @@ _DIRECT_WRITE = 1024 * 1024
 # file, until its key is known; only then is it uploaded, straight to that key.
 _SPOOL_IN_MEMORY = CHUNK_SIZE
 
+# Reads of a verifying stream: small beside CHUNK_SIZE, the block a remote file fetches at once,
+# so a read never makes it fetch two blocks and hold them both.
+_VERIFY_READ = 1024 * 1024
+
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
 
@@ -475,7 +479,7 @@ class ContentAddressedStore:
         hasher = new_hasher()
         size = 0
         with self.open(key) as fileobj, self._remote(f"read artifact {key!r}", key):
-            while chunk := fileobj.read(CHUNK_SIZE):
+            while chunk := fileobj.read(_VERIFY_READ):
                 hasher.update(chunk)
                 size += len(chunk)
                 sink(chunk)
