@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from pipetrail.client import Artifact, Run
+from pipetrail.core.cost import RunCost, user_metrics_first
 
 __all__ = [
     "STATUS_STYLES",
@@ -22,6 +23,7 @@ __all__ = [
     "print_logs",
     "print_plan",
     "print_reproduction",
+    "print_cost",
     "print_run",
     "print_run_list",
     "print_run_outcome",
@@ -171,7 +173,7 @@ def print_run(run: Run) -> None:
         out.print(variables)
 
     steps = Table(title="steps", box=None, header_style="bold", title_justify="left")
-    for column in ("STEP", "ATTEMPT", "STATUS", "DURATION", "CPU", "PEAK MEM", "NOTE"):
+    for column in ("STEP", "ATTEMPT", "STATUS", "DURATION", "CPU", "PEAK MEM", "RAN ON", "NOTE"):
         steps.add_column(column)
     for step in run:
         for task in step.tasks:
@@ -186,17 +188,24 @@ def print_run(run: Run) -> None:
                 format_duration(task.duration),
                 "-" if cpu is None else f"{cpu:.2f} s",
                 format_bytes(task.record.peak_memory_bytes),
+                _ran_on(task.record.host, task.record.worker),
                 Text(note, style="red") if note else "",
             )
     out.print(steps)
+    print_cost(run.cost)
 
     metrics = run.metrics
     if metrics:
         table = Table(title="metrics (latest)", box=None, header_style="bold", title_justify="left")
         table.add_column("NAME")
         table.add_column("VALUE", justify="right")
-        for name, value in metrics.items():
-            table.add_row(name, f"{value:.6g}")
+        # The user's metrics first; the system samples (CPU %, memory, GPU) after them.
+        for name, value in user_metrics_first(metrics).items():
+            if name.startswith("system/"):
+                shown = format_bytes(int(value)) if name.endswith("_bytes") else f"{value:.1f}"
+                table.add_row(Text(name, style="dim"), shown)
+            else:
+                table.add_row(name, f"{value:.6g}")
         out.print(table)
 
     rows = [
@@ -232,6 +241,71 @@ def print_run(run: Run) -> None:
                     Text(last.traceback.rstrip()), title=f"[red]{step.name} failed[/]", expand=False
                 )
             )
+
+
+def _ran_on(host: str | None, worker: str | None) -> str:
+    """Where a task ran: its host, and the executor's worker when there is one (Dask)."""
+    if worker:
+        return f"{host} ({worker})" if host else worker
+    return host or "-"
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} s"
+
+
+def print_cost(cost: RunCost) -> None:
+    """The run's cost section: each step's wall time, CPU, peak memory and GPU seconds."""
+    if not cost.steps:
+        return
+    out = console()
+    gpu = cost.gpu_time_s is not None
+    measure = "GPU" if cost.costliest_by == "gpu_time_s" else "CPU"
+    table = Table(
+        title=f"cost (share of {measure} seconds)",
+        box=None,
+        header_style="bold",
+        title_justify="left",
+    )
+    columns = ["STEP", "WALL", "TASK TIME", "CPU", "PEAK MEM"]
+    columns += ["GPU", "GPU MEM"] if gpu else []
+    columns += ["SHARE", ""]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("STEP", "") else "right")
+    for step in cost.steps:
+        marks = [
+            mark
+            for mark, on in (
+                ("slowest", step.step == cost.slowest_step),
+                ("costliest", step.step == cost.costliest_step),
+            )
+            if on
+        ]
+        if step.reused:
+            marks.append(f"{step.reused} reused")
+        row: list[str | Text] = [
+            step.step,
+            format_duration(step.wall_time_s),
+            format_duration(step.task_time_s),
+            _seconds(step.cpu_time_s),
+            format_bytes(step.peak_memory_bytes),
+        ]
+        if gpu:
+            row += [_seconds(step.gpu_time_s), format_bytes(step.gpu_peak_memory_bytes)]
+        row += [f"{step.share:.0%}", Text(", ".join(marks), style="yellow")]
+        table.add_row(*row)
+    total: list[str | Text] = [
+        Text("total", style="bold"),
+        format_duration(cost.wall_time_s),
+        format_duration(cost.task_time_s),
+        _seconds(cost.cpu_time_s),
+        format_bytes(cost.peak_memory_bytes),
+    ]
+    if gpu:
+        total += [_seconds(cost.gpu_time_s), format_bytes(cost.gpu_peak_memory_bytes)]
+    total += ["100%" if any(s.share for s in cost.steps) else "-", ""]
+    table.add_row(*total)
+    out.print(table)
 
 
 def print_run_outcome(run: Run) -> None:
@@ -417,7 +491,8 @@ def run_to_json(run: Run) -> dict[str, Any]:
         "environment_hash": run.record.environment_hash,
         "environment": run.environment,
         "dag": run.dag,
-        "metrics": run.metrics,
+        "metrics": user_metrics_first(run.metrics),
+        "cost": run.cost.to_dict(),
         "steps": steps,
         "events": [
             {

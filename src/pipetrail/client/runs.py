@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from pipetrail.client.artifacts import DataArtifacts
 from pipetrail.client.reader import Reader, resolve_reader
 from pipetrail.client.steps import Step, Task
+from pipetrail.core.cost import RunCost, run_cost
 from pipetrail.core.ids import parse_pathspec, validate_user_tags
 from pipetrail.core.model import ArtifactLink, EventRecord, MetricPoint, RunRecord, TaskRecord
 from pipetrail.core.status import RunStatus, TaskStatus
@@ -296,6 +297,17 @@ class Run:
     def metrics(self) -> dict[str, float]:
         """The latest value of each metric."""
         return self._reader.store.latest_metrics(self._record.id)
+
+    @property
+    def cost(self) -> RunCost:
+        """What the run used: CPU seconds, peak memory and GPU seconds per step and in total,
+        its wall time, and which step is slowest and which costs most.
+
+        Every attempt counts (a retry was paid for); tasks reused from an earlier run do not.
+        While the run goes on, its wall time and running attempts are measured to now.
+        """
+        now = None if self.finished else datetime.now(UTC)
+        return run_cost(self._record, self._task_records(), now=now)
 
     def metric_history(self, name: str) -> list[MetricPoint]:
         return [p for _, p in self._reader.store.metric_history(self._record.id, name)]

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from pipetrail.client.artifacts import Artifact, ArtifactMap, DataArtifacts
+from pipetrail.core.cost import StepCost
 from pipetrail.core.model import ArtifactLink, TaskRecord
 from pipetrail.core.status import TASK_TERMINAL, TaskStatus
 
@@ -80,6 +81,11 @@ class Step:
         if not latest or any(t.status not in TASK_TERMINAL for t in latest.values()):
             return None
         return max((t.finished_at for t in self._tasks if t.finished_at is not None), default=None)
+
+    @property
+    def cost(self) -> StepCost | None:
+        """What this step's attempts used (``run.cost`` for this step); None without a task."""
+        return self.run.cost.step(self.name)
 
     def __repr__(self) -> str:
         return f"Step('{self.pathspec}', status={self.status!r})"
