@@ -519,3 +519,38 @@ def test_cli_runs_on_the_cluster(
     assert task.status is TaskStatus.COMPLETED
     assert task.worker in dask_cluster.addresses()
     assert cluster_workspace.store.logs(task.id)["stdout"] == "hi\n"
+
+
+def test_values_of_classes_from_the_pipeline_file_cross_workers_and_the_runner(
+    cluster_workspace: Workspace, flow_file: FlowWriter
+) -> None:
+    # Workers import the snapshot's copy of the file under the module name the runner's file
+    # has, so an instance pickled on a worker loads on another worker and in this process.
+    file = flow_file(
+        f"""
+from dataclasses import dataclass
+
+@dataclass
+class Point:
+    x: int
+    y: int
+
+@pt.step(foreach="xs")
+def make(xs: list = [1, 2, 3]) -> Point:
+    return Point(xs, xs * 2)
+
+@pt.step
+def summed(make: list) -> Point:
+    return Point(sum(p.x for p in make), sum(p.y for p in make))
+
+pipeline = pt.Pipeline("points_{uuid.uuid4().hex[:6]}", [make, summed])
+"""
+    )
+    run, join = _start(cluster_workspace, file)
+    ended = join()
+    assert ended.status is RunStatus.COMPLETED, ended.error
+    workers = {t.worker for t in cluster_workspace.store.tasks(run.id)}
+    assert len(workers) == 2
+    value = pt.Run(run.id, reader=cluster_workspace.reader()).data["summed"]
+    assert type(value).__name__ == "Point" and (value.x, value.y) == (6, 12)
+    assert type(value).__module__ == load_pipeline_file(file).steps["make"].func.__module__
