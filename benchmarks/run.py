@@ -37,6 +37,7 @@ NAMES = (
     "fanout100_process",
     "metrics_100k",
     "artifact_200mb",
+    "artifact_200mb_s3",
     "import_time",
     "run_record_read",
     "search_10k",

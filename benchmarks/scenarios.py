@@ -913,6 +913,7 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "fanout100_process": lambda home, sizes: fanout(home, sizes, "process"),
     "metrics_100k": metrics,
     "artifact_200mb": artifact,
+    "artifact_200mb_s3": lambda home, sizes: __import__("s3_bench").artifact_s3(home, sizes),
     "import_time": import_time,
     "run_record_read": run_record_read,
     "search_10k": search,
