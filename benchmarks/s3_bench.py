@@ -112,8 +112,9 @@ def artifact_s3(home: Path, sizes: Sizes) -> Outcome:
             for m in list(sys.modules.values())
             if getattr(m, "__file__", None) and Path(m.__file__ or "").resolve() == flow.resolve()
         )
-        module.ARRAY = np.random.default_rng(0).random(sizes.array_mb * MB // 8)
-        array_bytes = module.ARRAY.nbytes
+        array = np.random.default_rng(0).random(sizes.array_mb * MB // 8)
+        module.ARRAY = array  # type: ignore[attr-defined]
+        array_bytes = array.nbytes
         settings = Settings.for_home(home / "store", artifacts_url=f"s3://{bucket}/artifacts")
         ws = Workspace(settings)
         spool_before = _spool_files()
@@ -145,12 +146,12 @@ def artifact_s3(home: Path, sizes: Sizes) -> Outcome:
             started = time.perf_counter()
             loaded = reread.data.make
             load_s = time.perf_counter() - started
-            if not np.array_equal(loaded, module.ARRAY):
+            if not np.array_equal(loaded, array):
                 raise VerificationError("the array read back from S3 differs from the one stored")
             del loaded
         finally:
             ws.close()
-            module.ARRAY = None
+            module.ARRAY = None  # type: ignore[attr-defined]
     finally:
         process.terminate()
         process.wait(timeout=30)
