@@ -209,10 +209,54 @@ class EventOut(_Out):
     message: str | None = Field(description="Reason or note.")
 
 
-class PipelineRunDetail(PipelineRunOut):
-    """A pipeline run with its latest metrics, code and status history."""
+class StepCostOut(_Out):
+    """What one step's attempts used in the run (retries included, reused tasks not)."""
 
-    metrics: dict[str, float] = Field(description="Latest value of each metric.")
+    step: str = Field(description="The step.")
+    tasks: int = Field(description="Its tasks (foreach items).")
+    attempts: int = Field(description="Attempts that ran in this run, retries included.")
+    reused: int = Field(description="Tasks completed by reusing an earlier run's outputs.")
+    wall_time_s: float | None = Field(
+        description="Seconds from its first attempt's start to its last attempt's end."
+    )
+    task_time_s: float = Field(description="Its attempts' durations summed.")
+    cpu_time_s: float = Field(description="CPU seconds of its attempts (subprocesses included).")
+    peak_memory_bytes: int | None = Field(description="Largest peak memory of one attempt.")
+    gpu_time_s: float | None = Field(description="GPU seconds, where measured.")
+    gpu_peak_memory_bytes: int | None = Field(
+        description="Largest GPU memory peak of one attempt, where measured."
+    )
+    share: float = Field(description="Its part (0 to 1) of the run's costliest_by measure.")
+
+
+class RunCostOut(_Out):
+    """A run's cost: totals, each step's part, its slowest and its costliest step."""
+
+    wall_time_s: float | None = Field(description="The run's duration (to now while it runs).")
+    task_time_s: float = Field(description="Every attempt's duration summed.")
+    cpu_time_s: float = Field(description="CPU seconds of every attempt.")
+    peak_memory_bytes: int | None = Field(description="Largest peak memory of one attempt.")
+    gpu_time_s: float | None = Field(description="GPU seconds of every attempt, where measured.")
+    gpu_peak_memory_bytes: int | None = Field(
+        description="Largest GPU memory peak of one attempt, where measured."
+    )
+    slowest_step: str | None = Field(description="The step with the longest wall time.")
+    costliest_step: str | None = Field(
+        description="The step with the most GPU seconds if the run used a GPU, else CPU seconds."
+    )
+    costliest_by: Literal["cpu_time_s", "gpu_time_s"] = Field(
+        description="The measure costliest_step and each step's share are taken over."
+    )
+    steps: list[StepCostOut] = Field(description="Each step with a task, in the run's order.")
+
+
+class PipelineRunDetail(PipelineRunOut):
+    """A pipeline run with its latest metrics, cost, code and status history."""
+
+    metrics: dict[str, float] = Field(
+        description="Latest value of each metric: the user's first, then system/* samples."
+    )
+    cost: RunCostOut = Field(description="CPU, memory and GPU use per step and in total.")
     git: dict[str, JsonValue] | None = Field(description="Commit, branch and dirty flag.")
     code_key: str | None = Field(description="Artifact key of the stored code snapshot.")
     environment_hash: str | None = Field(description="Hash of the recorded environment.")

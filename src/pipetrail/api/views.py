@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, Literal
 from urllib.parse import quote
 
@@ -21,6 +22,7 @@ from pipetrail.api.schemas import (
     PipelineRunOut,
     PipelineSummary,
     ResourcesOut,
+    RunCostOut,
     RunRef,
     RunSlaOut,
     RunTriggerOut,
@@ -31,8 +33,9 @@ from pipetrail.api.schemas import (
     VersionOut,
 )
 from pipetrail.client.runs import RunTrigger, sla_of
+from pipetrail.core.cost import run_cost, user_metrics_first
 from pipetrail.core.model import ArtifactLink, EventRecord, PipelineSpec, RunRecord, TaskRecord
-from pipetrail.core.status import RunStatus
+from pipetrail.core.status import RUN_TERMINAL, RunStatus
 from pipetrail.scheduling.service import TriggerOverview
 from pipetrail.scheduling.spec import to_fields
 from pipetrail.storage.metadata.base import MetadataStore
@@ -96,12 +99,17 @@ def run_out(run: RunRecord) -> PipelineRunOut:
 
 
 def run_detail(
-    run: RunRecord, metrics: dict[str, float], events: Sequence[EventRecord]
+    run: RunRecord,
+    metrics: dict[str, float],
+    events: Sequence[EventRecord],
+    tasks: Sequence[TaskRecord] = (),
 ) -> PipelineRunDetail:
-    """The full view of a run."""
+    """The full view of a run; its cost from ``tasks`` (every attempt: ``store.tasks(id)``)."""
+    now = None if run.status in RUN_TERMINAL else datetime.now(UTC)
     return PipelineRunDetail(
         **_run_fields(run),
-        metrics=metrics,
+        metrics=user_metrics_first(metrics),
+        cost=RunCostOut.model_validate(run_cost(run, tasks, now=now).to_dict()),
         git=run.git,
         code_key=run.code_key,
         environment_hash=run.environment_hash,

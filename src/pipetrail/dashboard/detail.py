@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pipetrail.client import Run, Task
+from pipetrail.core.cost import RunCost
 from pipetrail.core.model import ArtifactLink, TaskRecord
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
 from pipetrail.dashboard.formatting import format_duration
@@ -163,6 +164,8 @@ class RunDetail:
     lineage: dict[str, Any] = field(default_factory=dict)
     #: Alerts raised about the run, with their delivery state.
     alerts: list[AlertRecord] = field(default_factory=list)
+    #: What the run used per step and in total; its slowest and costliest step.
+    cost: RunCost | None = None
 
 
 def step_states(run: Run) -> dict[str, str]:
@@ -218,6 +221,7 @@ def run_detail(run: Run, store: MetadataStore, *, now: datetime | None = None) -
         params=_params(run, param_specs),
         live=run.record.status not in RUN_TERMINAL,
         alerts=store.alerts(run_id=run.id, limit=ALERT_LIMIT),
+        cost=run.cost,
     )
 
 

@@ -189,7 +189,9 @@ def get_pipeline_run(ctx: Context, run_id: RunId) -> PipelineRunEnvelope:
     store = ctx.workspace.store
     run = store.get_run(run_id)
     return PipelineRunEnvelope(
-        pipeline_run=run_detail(run, store.latest_metrics(run_id), store.events(run_id))
+        pipeline_run=run_detail(
+            run, store.latest_metrics(run_id), store.events(run_id), store.tasks(run_id)
+        )
     )
 
 
@@ -341,7 +343,9 @@ def cancel_pipeline_run(
     store = ctx.workspace.store
     run = actions.cancel_one(ctx.workspace, run_id, reason=body.reason, wait_s=body.wait_s)
     return PipelineRunEnvelope(
-        pipeline_run=run_detail(run, store.latest_metrics(run_id), store.events(run_id))
+        pipeline_run=run_detail(
+            run, store.latest_metrics(run_id), store.events(run_id), store.tasks(run_id)
+        )
     )
 
 
