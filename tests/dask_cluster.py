@@ -117,6 +117,18 @@ class DaskTestCluster:
     def addresses(self) -> set[str]:
         return {w.address for w in self.workers}
 
+    def task_keys(self) -> list[str]:
+        """The keys of every task the scheduler still holds."""
+        from distributed import Client
+
+        client: Any = Client(self.address, timeout=_START_S, set_as_default=False)  # type: ignore[no-untyped-call]
+        with client:
+            # A lambda travels by value: the scheduler cannot import this module.
+            keys = client.run_on_scheduler(
+                lambda dask_scheduler: list(map(str, dask_scheduler.tasks))
+            )
+            return [str(k) for k in keys]
+
     def kill(self, address: str) -> None:
         """SIGKILL the worker at ``address`` and wait until the scheduler has let it go."""
         worker = next(w for w in self.workers if w.address == address)

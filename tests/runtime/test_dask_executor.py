@@ -234,6 +234,14 @@ def test_fan_out_with_a_retry_and_a_killed_worker_on_the_cluster(
     for key in {lk.artifact.key for lk in links} | {ended.code_key or ""}:
         assert f"artifacts/{key[:2]}/{key[2:]}" in stored, key
     assert pt.Run(run.id, reader=ws.reader()).data["total"] == 91
+    # Every attempt's future was released once recorded: the scheduler lets go of them all
+    # (the release is a message; it is waited for, not assumed to be there already).
+    deadline = time.monotonic() + PATIENCE_S
+    while (held := [k for k in dask_cluster.task_keys() if f"-run{run.id}-" in k]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.1)
+    assert held == []
 
 
 def test_the_only_worker_killed_fails_the_attempt_as_lost(
