@@ -96,8 +96,13 @@ def connect(address: str | None, max_workers: int | None = None) -> DaskCluster:
     Raises:
         ConfigError: the address is not one, or no scheduler answers there.
     """
-    import distributed
-
+    try:
+        import distributed
+    except ImportError:
+        raise ConfigError(
+            "the dask executor needs Dask distributed, which is not installed; "
+            "install it with: pip install 'pipetrail[cluster]'"
+        ) from None
     dist: Any = distributed
     if address is None:
         cluster = dist.LocalCluster(
