@@ -24,6 +24,7 @@ from pipetrail.errors import (
     NotFoundError,
     PipetrailError,
 )
+from pipetrail.storage.artifacts.remote import Spool, bucket_missing, reason
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -47,20 +48,6 @@ _VERIFY_READ = 1024 * 1024
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
-
-# Exception class names (anywhere in the MRO) that mean the endpoint could not be reached:
-# botocore's, aiohttp's and the builtin's, named so that none of them is imported here.
-_CONNECTION_ERRORS = frozenset(
-    {
-        "ConnectionError",
-        "EndpointConnectionError",
-        "ConnectTimeoutError",
-        "ReadTimeoutError",
-        "ClientConnectorError",
-        "ServerDisconnectedError",
-        "TimeoutError",
-    }
-)
 
 
 @dataclass(frozen=True)
@@ -144,43 +131,6 @@ class _HashingWriter(io.RawIOBase):
             raise ArtifactError(
                 f"could not write temporary artifact file {self._name!r}: {exc}"
             ) from exc
-
-
-class _Spool(io.RawIOBase):
-    """Write-only holder of content on its way to a remote store: memory, then a temporary file.
-
-    The file is created only once the content outgrows ``limit`` and is deleted on close, so a
-    write that fails anywhere leaves nothing behind.
-    """
-
-    def __init__(self, limit: int, folder: str | None) -> None:
-        super().__init__()
-        self._limit = limit
-        self._folder = folder
-        self.buffer = bytearray()
-        self.file: IO[bytes] | None = None
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        view = memoryview(data)
-        if self.file is None:
-            if len(self.buffer) + view.nbytes <= self._limit:
-                self.buffer += view
-                return view.nbytes
-            self.file = tempfile.NamedTemporaryFile(  # noqa: SIM115 - closed by close()
-                dir=self._folder, prefix="pipetrail-", suffix=".part"
-            )
-            self.file.write(self.buffer)
-            self.buffer = bytearray()
-        return self.file.write(view)
-
-    def close(self) -> None:
-        if self.file is not None:
-            _close_quietly(self.file)
-        self.buffer = bytearray()
-        super().close()
 
 
 class ContentAddressedStore:
@@ -453,7 +403,7 @@ class ContentAddressedStore:
         return PutResult(key=key, size=writer.size, existed=existed)
 
     def _put_remote(self, write: Callable[[BinaryIO], None]) -> PutResult:
-        spool = _Spool(_SPOOL_IN_MEMORY, self._spool_dir)
+        spool = Spool(_SPOOL_IN_MEMORY, self._spool_dir)
         with spool:
             writer = _HashingWriter(cast(IO[bytes], spool), "a local spool file")
             try:
@@ -497,7 +447,7 @@ class ContentAddressedStore:
             try:
                 info = self._fs.info(path)
             except FileNotFoundError as exc:
-                if _bucket_missing(exc):
+                if bucket_missing(exc):
                     raise
                 return None
         if info.get("type") != "file":
@@ -512,11 +462,11 @@ class ContentAddressedStore:
         except PipetrailError:
             raise
         except FileNotFoundError as exc:
-            if key is not None and not _bucket_missing(exc):
+            if key is not None and not bucket_missing(exc):
                 raise self._not_found(key) from exc
-            raise ArtifactError(f"artifact store {self._url!r}: {_reason(exc, action)}") from exc
+            raise ArtifactError(f"artifact store {self._url!r}: {reason(exc, action)}") from exc
         except Exception as exc:  # botocore, aiohttp, OS errors: whatever the backend raises
-            raise ArtifactError(f"artifact store {self._url!r}: {_reason(exc, action)}") from exc
+            raise ArtifactError(f"artifact store {self._url!r}: {reason(exc, action)}") from exc
 
     def _path(self, key: str) -> str:
         if not _is_key(key):
@@ -650,30 +600,3 @@ def _close_quietly(fileobj: IO[bytes]) -> None:
 
 def _is_key(key: object) -> bool:
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
-
-
-def _bucket_missing(exc: BaseException) -> bool:
-    # s3fs reports a missing bucket as FileNotFoundError, as it does a missing key.
-    text = str(exc).lower()
-    return "bucket does not exist" in text or "nosuchbucket" in text
-
-
-def _reason(exc: BaseException, action: str) -> str:
-    """One line saying what failed and what to check."""
-    detail = " ".join(str(exc).split()) or type(exc).__name__
-    names = {kind.__name__ for kind in type(exc).__mro__}
-    if isinstance(exc, FileNotFoundError) and _bucket_missing(exc):
-        why = "the bucket does not exist; create it, or point PIPETRAIL_ARTIFACTS at one that does"
-    elif isinstance(exc, PermissionError):
-        why = (
-            f"access denied ({detail}); check the credentials (AWS_ACCESS_KEY_ID, "
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE or PIPETRAIL_ARTIFACTS_OPTIONS)"
-        )
-    elif names & _CONNECTION_ERRORS:
-        why = (
-            f"cannot reach the endpoint ({detail}); check AWS_ENDPOINT_URL or the endpoint_url "
-            "in PIPETRAIL_ARTIFACTS_OPTIONS, and the network"
-        )
-    else:
-        why = f"{type(exc).__name__}: {detail}"
-    return f"could not {action}: {why}"
