@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -18,9 +19,11 @@ from pathlib import Path
 import pytest
 
 from pipetrail.config import Settings
-from pipetrail.core.status import RUN_TERMINAL, RunStatus
+from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
+from pipetrail.runtime.control import cancel_run
 from pipetrail.runtime.recovery import reap_lost_runs
 from pipetrail.storage.metadata.base import RunQuery
+from pipetrail.storage.metadata.sql.store import SqlMetadataStore
 from pipetrail.workspace import Workspace
 from tests.conftest import FlowWriter
 
@@ -177,3 +180,37 @@ def test_a_cancel_reaches_the_runner_on_the_right_host(
     assert other.status is RunStatus.RUNNING and other.cancel_requested_at is None
     store.request_cancel(other.id, "cleanup")
     _wait(lambda: store.get_run(other.id).status in RUN_TERMINAL, "host-a's run to end", hosts)
+
+
+def test_a_forced_cancel_takes_the_run_from_a_silent_runner_elsewhere(
+    pg_workspace: Workspace, hosts: Hosts, flow_file: FlowWriter
+) -> None:
+    store = pg_workspace.store
+    flow = flow_file(LONG, "long")
+    runner = hosts.start("host-b", "run", str(flow), "--executor", "inline", "-q")
+
+    def running() -> bool:
+        runs = store.list_runs(RunQuery(pipeline="long-on-hosts", limit=None))
+        return len(runs) == 1 and runs[0].status is RunStatus.RUNNING
+
+    _wait(running, "the run on host-b to be running", hosts)
+    (run,) = store.list_runs(RunQuery(pipeline="long-on-hosts", limit=None))
+    # The runner on host-b is paused (a stopped VM, a laptop lid): it cannot act on the cancel.
+    os.kill(runner.pid, signal.SIGSTOP)
+    try:
+        cancelled = cancel_run(store, run, reason="cancelled from host-c", wait_s=2.0)
+    finally:
+        os.kill(runner.pid, signal.SIGCONT)
+    assert cancelled.status is RunStatus.CANCELLED
+    assert cancelled.lease == run.lease + 1
+    assert "did not answer" in (cancelled.error or "")
+    assert {t.status for t in store.tasks(run.id)} == {TaskStatus.CANCELLED}
+    # Back, the runner finds its lease gone at its next write and stops; the record stays.
+    runner.wait(timeout=60)
+    after = store.get_run(run.id)
+    assert after.status is RunStatus.CANCELLED and after.lease == cancelled.lease
+    assert summary_counts(store) == {"cancelled": 1}
+
+
+def summary_counts(store: SqlMetadataStore) -> dict[str, int]:
+    return store.summarize_runs(RunQuery(pipeline="long-on-hosts", limit=None)).counts

@@ -742,6 +742,30 @@ class RunRows(SqlSession):
         With ``stale_before``, only if its heartbeat is still older than that (another process
         may have just marked it, or the runner may have come back). Returns whether it was marked.
         """
+        return self._take(run_id, RunStatus.FAILED, reason, stale_before=stale_before)
+
+    @patient("write")
+    def force_cancel(self, run_id: int, reason: str) -> RunRecord:
+        """Cancel a run, and its unfinished tasks, from outside its runner, taking it over.
+
+        For a runner that did not act on a cancel request (on another host, paused, gone): its
+        lease moves on, so if it comes back it stops at its next write instead of writing into
+        the cancelled run. A run that has already ended is returned as it is.
+        """
+        self._take(run_id, RunStatus.CANCELLED, reason)
+        return self.get_run(run_id)
+
+    def _take(
+        self,
+        run_id: int,
+        status: RunStatus,
+        reason: str,
+        *,
+        stale_before: datetime | None = None,
+    ) -> bool:
+        """End an unfinished run as ``status`` (its open tasks too) and move its lease on."""
+        lost = status is RunStatus.FAILED
+        task_status = TaskStatus.FAILED if lost else TaskStatus.CANCELLED
         with self._write() as conn:
             query = select(
                 pipeline_run.c.status, pipeline_run.c.heartbeat_at, pipeline_run.c.started_at
@@ -760,29 +784,23 @@ class RunRows(SqlSession):
                     block_run.c.status.notin_([s.value for s in TASK_TERMINAL]),
                 )
             ).all()
+            ended: dict[str, Any] = {"status": task_status.value, "finished_at": at}
+            if lost:
+                ended.update(exception_type="RunnerLostError", exception_message=reason)
             for task in open_tasks:
-                conn.execute(
-                    update(block_run)
-                    .where(block_run.c.id == task.id)
-                    .values(
-                        status=TaskStatus.FAILED.value,
-                        finished_at=at,
-                        exception_type="RunnerLostError",
-                        exception_message=reason,
-                    )
-                )
+                conn.execute(update(block_run).where(block_run.c.id == task.id).values(**ended))
                 conn.execute(
                     insert(run_event),
                     {
                         "run_id": run_id,
                         "block_run_id": task.id,
-                        "status": TaskStatus.FAILED.value,
+                        "status": task_status.value,
                         "previous": task.status,
                         "at": at,
                         "message": reason,
                     },
                 )
-            self._set_status(conn, run_id, RunStatus(row.status), RunStatus.FAILED, reason, reason)
+            self._set_status(conn, run_id, RunStatus(row.status), status, reason, reason)
             # The lease moves on: a runner that was only paused finds out on its next write.
             conn.execute(
                 update(pipeline_run)
