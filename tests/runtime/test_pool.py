@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import pickle
@@ -90,18 +91,30 @@ pipeline = pt.Pipeline("tools", [nap, stubborn, quit])
 """
 
 
+#: Servers that session fixtures of this test worker start (S3, a Dask cluster) are not workers.
+_SERVERS = ("moto_server", "dask scheduler", "dask worker", "distributed.cli")
+
+
 def _workers_alive() -> list[psutil.Process]:
-    """Descendants of this process other than multiprocessing's fork server and tracker."""
-    alive: list[psutil.Process] = []
+    """Descendants of this process other than multiprocessing's fork server and tracker and
+    the servers (and their children) that other tests' session fixtures keep running."""
+    family: list[tuple[psutil.Process, str]] = []
     for child in psutil.Process().children(recursive=True):
-        try:
-            command = " ".join(child.cmdline())
-        except psutil.NoSuchProcess:
-            continue
-        if "forkserver" in command or "resource_tracker" in command:
-            continue
-        alive.append(child)
-    return alive
+        with contextlib.suppress(psutil.NoSuchProcess):
+            family.append((child, " ".join(child.cmdline())))
+    servers: set[int] = set()
+    for child, command in family:
+        if any(name in command for name in _SERVERS):
+            servers.add(child.pid)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                servers.update(p.pid for p in child.children(recursive=True))
+    return [
+        child
+        for child, command in family
+        if child.pid not in servers
+        and "forkserver" not in command
+        and "resource_tracker" not in command
+    ]
 
 
 @pytest.fixture
