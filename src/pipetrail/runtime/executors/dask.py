@@ -105,17 +105,10 @@ def connect(address: str | None, max_workers: int | None = None) -> DaskCluster:
         ) from None
     dist: Any = distributed
     if address is None:
-        cluster = dist.LocalCluster(
-            n_workers=max_workers or os.cpu_count() or 2,
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            # The scheduler's HTTP server (metrics, health) starts even without a dashboard:
-            # on a free loopback port, not on 8787, which another cluster may hold.
-            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
-            host="127.0.0.1",
-            silence_logs=logging.ERROR,
-        )
+        from pipetrail.runtime.executors.pool import main_not_reimported
+
+        with main_not_reimported():  # a script without a __main__ guard is not re-run in them
+            cluster = _local_cluster(dist, max_workers)
         try:
             client = dist.Client(cluster, set_as_default=False)
         except BaseException:
@@ -131,6 +124,21 @@ def connect(address: str | None, max_workers: int | None = None) -> DaskCluster:
             "`dask scheduler` or fix --dask-address / PIPETRAIL_DASK_ADDRESS"
         ) from None
     return DaskCluster(client, None, address)
+
+
+def _local_cluster(dist: Any, max_workers: int | None) -> Any:
+    """A LocalCluster of one-thread worker processes on loopback, quiet."""
+    return dist.LocalCluster(
+        n_workers=max_workers or os.cpu_count() or 2,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=None,
+        # The scheduler's HTTP server (metrics, health) starts even without a dashboard:
+        # on a free loopback port, not on 8787, which another cluster may hold.
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+        host="127.0.0.1",
+        silence_logs=logging.ERROR,
+    )
 
 
 def check_address(address: str) -> tuple[str, int] | None:

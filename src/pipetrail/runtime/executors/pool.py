@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import importlib.machinery
 import multiprocessing
 import os
 import pickle
 import select
 import signal
+import sys
 import threading
 import time
 import traceback
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
@@ -354,7 +356,8 @@ class ProcessExecutor:
             name=f"pipetrail-worker-{self._spawned}",
         )
         try:
-            process.start()
+            with main_not_reimported():
+                process.start()
         finally:
             theirs.close()  # the worker has its own copy; ours must go so its death reads as EOF
         return _Worker(process, ours)
@@ -542,6 +545,41 @@ class ProcessExecutor:
                 worker.process.join()
             worker.conn.close()
             worker.process.close()
+
+
+_main_lock = threading.Lock()
+_main_hidden = 0
+
+
+@contextlib.contextmanager
+def main_not_reimported() -> Iterator[None]:
+    """Start processes without re-running the user's script in them.
+
+    multiprocessing makes each new process import the parent's ``__main__`` file first, so a
+    script that calls ``pt.run`` at its top level, with no ``if __name__ == "__main__":`` guard,
+    would start a run inside every worker (and fail in its "bootstrapping phase"). Workers need
+    nothing from ``__main__``: they import the pipeline's file themselves, where a top-level
+    ``pt.run`` stops the import (runtime.loader). A ``__main__`` whose spec is named
+    ``__main__`` is one multiprocessing leaves alone, so it gets that spec while processes start
+    (counted, as executors may start processes from several threads at once).
+    """
+    global _main_hidden
+    main = sys.modules.get("__main__")
+    with _main_lock:
+        if main is None or (_main_hidden == 0 and getattr(main, "__spec__", None) is not None):
+            main = None  # run with -m (or embedded): imported by name, which is guarded
+        else:
+            if _main_hidden == 0:
+                main.__spec__ = importlib.machinery.ModuleSpec("__main__", None)
+            _main_hidden += 1
+    try:
+        yield
+    finally:
+        if main is not None:
+            with _main_lock:
+                _main_hidden -= 1
+                if _main_hidden == 0:
+                    main.__spec__ = None
 
 
 def _cancel_queued(task: _Task) -> None:
