@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pipetrail.client import (
     Pipeline,
     Run,
     Step,
     Task,
-    compare,
-    lineage,
     list_runs,
     namespace,
     search_runs,
@@ -31,7 +31,22 @@ from pipetrail.runtime.context import (
 from pipetrail.schedules import Trigger, apply_triggers, create_trigger, triggers
 from pipetrail.workspace import cancel, open_workspace, retry, run
 
+if TYPE_CHECKING:
+    from pipetrail.client import compare, lineage
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> Any:
+    """``pt.compare`` and ``pt.lineage`` load on first use (they cost import time)."""
+    if name in ("compare", "lineage"):
+        from pipetrail import client
+
+        value = getattr(client, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DefinitionError",
