@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import glob
 import os
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,47 +32,6 @@ def make():
 
 pipeline = pt.Pipeline("s3_array", [make])
 """
-
-_ENV = {
-    "AWS_ACCESS_KEY_ID": "testing",
-    "AWS_SECRET_ACCESS_KEY": "testing",
-    "AWS_DEFAULT_REGION": "us-east-1",
-}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _start_moto(log: Path) -> tuple[subprocess.Popen[bytes], str]:
-
-    port = _free_port()
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                str(Path(sys.executable).with_name("moto_server")),
-                "-H",
-                "127.0.0.1",
-                "-p",
-                str(port),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    endpoint = f"http://127.0.0.1:{port}"
-    client = _client(endpoint)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            client.list_buckets()
-            return process, endpoint
-        except Exception:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"moto_server did not start: {log.read_text()}") from None
-            time.sleep(0.1)
 
 
 def _objects(client: Any, bucket: str) -> dict[str, int]:
@@ -96,14 +52,17 @@ def artifact_s3(home: Path, sizes: Sizes) -> Outcome:
     from pipetrail.config import Settings
     from pipetrail.workspace import Workspace
 
+    # The moto server of the tests (tests/servers.py), started and stopped here.
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.servers import S3Server, apply_env, restore_env
+
     home.mkdir(parents=True, exist_ok=True)
-    previous = {name: os.environ.get(name) for name in [*_ENV, "AWS_ENDPOINT_URL"]}
-    process, endpoint = _start_moto(home / "moto.log")
-    os.environ.update({**_ENV, "AWS_ENDPOINT_URL": endpoint})
+    server = S3Server.start(home)
+    endpoint = server.endpoint
+    previous = apply_env(server.env)
     try:
-        client = _client(endpoint)
-        bucket = f"bench-{uuid.uuid4().hex[:8]}"
-        client.create_bucket(Bucket=bucket)
+        client = server.client()
+        bucket = server.bucket()
         flow = home / "s3_array.py"
         flow.write_text(FLOW)
         pipeline = _load(flow, "s3_array")
@@ -153,13 +112,8 @@ def artifact_s3(home: Path, sizes: Sizes) -> Outcome:
             ws.close()
             module.ARRAY = None  # type: ignore[attr-defined]
     finally:
-        process.terminate()
-        process.wait(timeout=30)
-        for name, value in previous.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        server.stop()
+        restore_env(previous)
     mb = array_bytes / MB
     note = f"{mb:.0f} MB float64 as a step output, pt.run wall, moto {endpoint}"
     return Outcome(
@@ -196,15 +150,3 @@ def artifact_s3(home: Path, sizes: Sizes) -> Outcome:
 def _output_key(run: Any) -> str:
     task = run["make"].task
     return str(task.outputs["make"].hash)
-
-
-def _client(endpoint: str) -> Any:
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id=_ENV["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=_ENV["AWS_SECRET_ACCESS_KEY"],
-        region_name=_ENV["AWS_DEFAULT_REGION"],
-    )
