@@ -11,19 +11,7 @@ import pytest
 import pipetrail as pt
 from pipetrail.errors import NotFoundError, UsageError
 from pipetrail.workspace import Workspace
-
-FLOW = """import pipetrail as pt
-
-@pt.step
-def load(rows: int = 10):
-    return list(range(rows))
-
-@pt.step
-def total(load):
-    return sum(load)
-
-pipeline = pt.Pipeline("toy", [load, total])
-"""
+from tests.cli.test_triggers_cli import FLOW
 
 
 @pytest.fixture
