@@ -35,6 +35,25 @@ def test_cluster_settings_come_from_pyproject(tmp_path: Path) -> None:
     assert settings.artifacts_options == {}
 
 
+def test_artifacts_options_as_a_pyproject_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.pipetrail]\nartifacts_options = {client_kwargs = {region_name = "eu-west-1"}}\n'
+    )
+    settings = load_settings({}, tmp_path)
+    assert settings.artifacts_options == {"client_kwargs": {"region_name": "eu-west-1"}}
+    # The variable wins over the file.
+
+    assert load_settings(
+        {"PIPETRAIL_ARTIFACTS_OPTIONS": '{"anon": true}'}, tmp_path
+    ).artifacts_options == {"anon": True}
+
+
+def test_artifacts_options_in_pyproject_must_be_a_table(tmp_path: Path) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.pipetrail]\nartifacts_options = "anon"\n')
+    with pytest.raises(ConfigError, match=r"artifacts_options in \[tool.pipetrail\].*table"):
+        load_settings({}, tmp_path)
+
+
 def test_defaults(tmp_path: Path) -> None:
     settings = load_settings({}, tmp_path)
     assert settings.dask_address is None

@@ -119,9 +119,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
     return Settings.for_home(
         home,
         **{k: v for k, v in {"db_url": db_text, "artifacts_url": artifacts_text}.items() if v},
-        artifacts_options=_artifacts_options(
-            *pick("PIPETRAIL_ARTIFACTS_OPTIONS", "artifacts_options")
-        ),
+        artifacts_options=_artifacts_options(env, file_values, file_dir),
         executor=executor,
         max_workers=workers,
         dask_address=_dask_address(pick("PIPETRAIL_DASK_ADDRESS", "dask_address")[0]),
@@ -154,24 +152,36 @@ def _base_url(env: Mapping[str, str], file_values: Mapping[str, Any]) -> str:
     return value
 
 
-def _artifacts_options(text: str | None, _base: Path) -> dict[str, Any]:
-    """PIPETRAIL_ARTIFACTS_OPTIONS: a JSON object of fsspec storage options."""
-    if not text or not text.strip():
-        return {}
+def _artifacts_options(
+    env: Mapping[str, str], file_values: Mapping[str, Any], file_dir: Path
+) -> dict[str, Any]:
+    """fsspec storage options: PIPETRAIL_ARTIFACTS_OPTIONS (a JSON object), else the table
+    ``artifacts_options`` in ``[tool.pipetrail]``."""
+    text = env.get("PIPETRAIL_ARTIFACTS_OPTIONS", "")
+    if not text.strip():
+        value = file_values.get("artifacts_options")
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ConfigError(
+                f"artifacts_options in [tool.pipetrail] of {str(file_dir / 'pyproject.toml')!r} "
+                f"must be a table of fsspec storage options, got {type(value).__name__}"
+            )
+        return dict(value)
     try:
-        value: Any = json.loads(text)
+        parsed: Any = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(
             f"PIPETRAIL_ARTIFACTS_OPTIONS is not valid JSON: {exc.msg} at character "
             f"{exc.pos + 1}; expected an object of fsspec storage options, "
             'e.g. {"client_kwargs": {"region_name": "eu-west-1"}}'
         ) from None
-    if not isinstance(value, dict):
+    if not isinstance(parsed, dict):
         raise ConfigError(
             "PIPETRAIL_ARTIFACTS_OPTIONS must be a JSON object of fsspec storage options, "
-            f"got {type(value).__name__}"
+            f"got {type(parsed).__name__}"
         )
-    return value
+    return parsed
 
 
 def _dask_address(text: str | None) -> str | None:
