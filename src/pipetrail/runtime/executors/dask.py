@@ -12,7 +12,6 @@ import contextlib
 import functools
 import logging
 import os
-import pickle
 import socket
 import threading
 import time
@@ -334,14 +333,9 @@ class DaskExecutor:
             return TaskCancelledError(reply.message, step=payload.step)
         if reply.kind == "lost":
             return WorkerLostError(reply.message, step=payload.step)
-        error: Exception | None = None
-        if reply.pickled is not None:
-            with contextlib.suppress(Exception):
-                loaded = pickle.loads(reply.pickled)
-                if isinstance(loaded, Exception):
-                    error = loaded
-        if error is None:
-            error = PipetrailError(f"{reply.type_name}: {reply.message}")
+        from pipetrail.runtime.executors.pool import revive_error
+
+        error = revive_error(reply.pickled, reply.type_name, reply.message)
         if isinstance(error, WorkerLostError):
             # The child process running the step died on the worker.
             return WorkerLostError(

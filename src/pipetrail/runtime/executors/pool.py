@@ -606,17 +606,20 @@ def _decode(data: bytes, pid: int) -> TaskOutcome | Exception:
         return reply
     if not isinstance(reply, _Raised):
         return PipetrailError(f"worker process {pid} sent {type(reply).__name__!r}, not a reply")
-    error: Exception | None = None
-    if reply.pickled is not None:
-        with contextlib.suppress(Exception):
-            loaded = pickle.loads(reply.pickled)
-            # SystemExit and friends must not escape the caller's ``except Exception``.
-            if isinstance(loaded, Exception):
-                error = loaded
-    if error is None:
-        error = PipetrailError(f"{reply.type_name}: {reply.message}")
+    error = revive_error(reply.pickled, reply.type_name, reply.message)
     error.add_note(f"raised in worker process {pid}:\n{reply.traceback.rstrip()}")
     return error
+
+
+def revive_error(pickled: bytes | None, type_name: str, message: str) -> Exception:
+    """An exception sent from another process: itself when it unpickles here, else its text."""
+    if pickled is not None:
+        with contextlib.suppress(Exception):
+            loaded = pickle.loads(pickled)
+            # SystemExit and friends must not escape the caller's ``except Exception``.
+            if isinstance(loaded, Exception):
+                return loaded
+    return PipetrailError(f"{type_name}: {message}")
 
 
 def _ending(worker: _Worker, task: _Task, code: int | None) -> BaseException:
