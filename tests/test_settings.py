@@ -42,7 +42,6 @@ def test_artifacts_options_as_a_pyproject_table(tmp_path: Path) -> None:
     settings = load_settings({}, tmp_path)
     assert settings.artifacts_options == {"client_kwargs": {"region_name": "eu-west-1"}}
     # The variable wins over the file.
-
     assert load_settings(
         {"PIPETRAIL_ARTIFACTS_OPTIONS": '{"anon": true}'}, tmp_path
     ).artifacts_options == {"anon": True}

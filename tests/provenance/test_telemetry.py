@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -160,14 +161,20 @@ def test_a_child_process_is_part_of_the_task(sampled: Workspace, flow_file: Flow
 
 def test_samples_go_to_the_sink_while_the_block_runs() -> None:
     seen: list[tuple[float, dict[str, float]]] = []
-    with ResourceMeter(system_metrics_s=0.1, on_sample=lambda at, v: seen.append((at, dict(v)))):
+    with ResourceMeter(system_metrics_s=0.2, on_sample=lambda at, v: seen.append((at, dict(v)))):
         start = psutil.Process().cpu_times()
         while sum(psutil.Process().cpu_times()[:2]) - sum(start[:2]) < 0.5:
             sum(range(1000))
+        # End half an interval after a periodic sample: the block's end is then a sample too.
+        while not seen or time.time() - seen[-1][0] < 0.1:
+            time.sleep(0.01)
         taken = len(seen)
+        ending = time.time()
 
     assert taken >= 2  # during the block, not only at its end
-    assert len(seen) >= taken
+    # ... and one more as the block ends, so the series reaches the task's end.
+    assert len(seen) > taken
+    assert seen[-1][0] >= ending
     assert [at for at, _ in seen] == sorted(at for at, _ in seen)
     assert all(set(v) == {"system/cpu_percent", "system/rss_bytes"} for _, v in seen)
 
