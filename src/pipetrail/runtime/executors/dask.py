@@ -117,9 +117,16 @@ def connect(address: str | None, max_workers: int | None = None) -> DaskCluster:
     _check_reachable(address)
     try:
         client = dist.Client(address, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
+    except Exception as exc:
+        # Refused, timed out, or something else answering there: Dask then fails reading its
+        # reply in any way (a MemoryError for an HTTP server's answer), never one to show.
+        reason = (
+            _reason(exc)
+            if isinstance(exc, (OSError, TimeoutError))
+            else f"what answers there is not a Dask scheduler: {type(exc).__name__}"
+        )
         raise ConfigError(
-            f"cannot reach the Dask scheduler at {address!r} ({_reason(exc)}); start one with "
+            f"cannot reach the Dask scheduler at {address!r} ({reason}); start one with "
             "`dask scheduler` or fix --dask-address / PIPETRAIL_DASK_ADDRESS"
         ) from None
     return DaskCluster(client, None, address)
