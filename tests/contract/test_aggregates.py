@@ -162,3 +162,17 @@ def test_dashboard_headline_and_sla_counts_cover_every_run(workspace: Workspace)
         )
     )
     assert TriggerService(store).overview(trigger).sla_missed == 1100
+
+
+def test_run_endings_are_read_whole_in_pages(workspace: Workspace) -> None:
+    """The scheduler's scan of run endings: however many ended in its window, it sees each
+    once, oldest first (it used to read only the newest 1,000 and skip the rest)."""
+    store = workspace.store
+    store.import_runs([_run(i) for i in range(25)])
+    since = NOW - timedelta(days=11)
+    ended = store.runs_ended_since(since, limit=4)
+    expected = sum(1 for i in range(25) if MIX[i % len(MIX)] in RUN_TERMINAL)
+    assert len(ended) == expected > 8
+    assert len({r.id for r in ended}) == expected
+    keys = [(r.finished_at, r.id) for r in ended]
+    assert keys == sorted(keys)

@@ -49,16 +49,36 @@ class WatchRows(RunRows):
 
     @patient("read")
     def runs_ended_since(self, since: datetime, limit: int = 1000) -> list[RunRecord]:
-        """The newest ``limit`` runs that ended at or after ``since``, oldest ending first
-        (the newest, so a scan that moves on to the newest ending never stalls)."""
+        """Every run that ended at or after ``since``, oldest ending first, read in keyset
+        pages of ``limit`` (so however many ended in the window, none is left out)."""
+        runs: list[RunRecord] = []
+        after: tuple[datetime, int] | None = None
         with self._read() as conn:
-            ids = conn.execute(
-                select(pipeline_run.c.id)
-                .where(pipeline_run.c.finished_at >= since, pipeline_run.c.status.in_(_ENDED))
-                .order_by(pipeline_run.c.finished_at.desc(), pipeline_run.c.id.desc())
-                .limit(limit)
-            ).scalars()
-            runs = self._runs(conn, [pipeline_run.c.id.in_(list(ids))], limit=None)
+            while True:
+                where = [pipeline_run.c.finished_at >= since, pipeline_run.c.status.in_(_ENDED)]
+                if after is not None:
+                    ended_at, run_id = after
+                    where.append(
+                        or_(
+                            pipeline_run.c.finished_at > ended_at,
+                            and_(
+                                pipeline_run.c.finished_at == ended_at,
+                                pipeline_run.c.id > run_id,
+                            ),
+                        )
+                    )
+                rows = conn.execute(
+                    select(pipeline_run.c.id, pipeline_run.c.finished_at)
+                    .where(*where)
+                    .order_by(pipeline_run.c.finished_at, pipeline_run.c.id)
+                    .limit(limit)
+                ).all()
+                if rows:
+                    page = [row.id for row in rows]
+                    runs += self._runs(conn, [pipeline_run.c.id.in_(page)], limit=None)
+                    after = (rows[-1].finished_at, rows[-1].id)
+                if len(rows) < limit:
+                    break
         return sorted(runs, key=lambda r: (r.finished_at or since, r.id))
 
     @patient("read")
