@@ -262,5 +262,18 @@ def test_a_run_that_cannot_have_happened_writes_nothing(workspace: Workspace) ->
     naive = _plain(3, RunStatus.COMPLETED, at, created_at=datetime(2026, 1, 1))
     with pytest.raises(UsageError, match="naive datetime"):
         store.import_runs([naive])
+    running_task = dataclasses.replace(
+        good, tasks=[dataclasses.replace(good.tasks[0], status=TaskStatus.RUNNING)]
+    )
+    with pytest.raises(UsageError, match=r"run 0 of the import .*'running' in a 'completed' run"):
+        store.import_runs([running_task])
+    naive_task = dataclasses.replace(
+        good, tasks=[dataclasses.replace(good.tasks[0], finished_at=datetime(2026, 1, 1))]
+    )
+    with pytest.raises(UsageError, match=r"run 1 of the import .*task .*naive datetime"):
+        store.import_runs([good, naive_task])
+    no_start = _plain(4, RunStatus.COMPLETED, at, started_at=None)
+    with pytest.raises(UsageError, match=r"run 0 of the import .*'initial' to 'completed'"):
+        store.import_runs([no_start])
     assert store.count_runs(RunQuery()) == 0
     assert store.import_runs([]) == []

@@ -22,7 +22,7 @@ from pipetrail.core.status import (
     check_run_transition,
     transition_path,
 )
-from pipetrail.errors import UsageError
+from pipetrail.errors import InvalidTransitionError, UsageError
 from pipetrail.storage.metadata.base import ImportedRun, ImportedTask, MetricRow
 from pipetrail.storage.metadata.sql.engine import copy_rows, reserve_ids, upsert
 from pipetrail.storage.metadata.sql.metrics import latest_rows
@@ -228,6 +228,13 @@ class BulkRows(RunRows):
 def _check(index: int, run: ImportedRun) -> None:
     """Refuse a run that the normal path could not have recorded, naming it and the problem."""
     where = f"run {index} of the import ({run.new.spec.name!r})"
+    try:
+        _check_run(where, run)
+    except InvalidTransitionError as exc:
+        raise UsageError(f"{where}: {exc}") from None
+
+
+def _check_run(where: str, run: ImportedRun) -> None:
     if run.new.tick_trigger_id is not None:
         raise UsageError(f"{where}: an imported run cannot claim a trigger tick")
     if run.status not in (RunStatus.INITIAL, RunStatus.RUNNING) and run.started_at is None:
@@ -247,6 +254,16 @@ def _check(index: int, run: ImportedRun) -> None:
     if ordered != sorted(ordered):
         raise UsageError(f"{where}: created_at <= started_at <= finished_at does not hold")
     for task in run.tasks:
+        for value in (task.created_at, task.started_at, task.finished_at):
+            if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+                raise UsageError(
+                    f"{where}: task {task.step!r} has naive datetime {value!r}; use UTC-aware times"
+                )
+        if run.status in RUN_TERMINAL and task.status not in TASK_TERMINAL:
+            raise UsageError(
+                f"{where}: task {task.step!r} is {task.status.value!r} in a "
+                f"{run.status.value!r} run"
+            )
         if task.status is not TaskStatus.INITIAL:
             transition_path(TaskStatus.INITIAL, task.status)  # raises on an impossible status
         if task.status in TASK_TERMINAL and task.finished_at is None and run.finished_at is None:
