@@ -1,43 +1,88 @@
 """The ``pipetrail`` command: a thin shell over the workspace, the engine and the client.
 
-One module per command group (run, runs, inspect: logs and lineage, ui); what they share is in
-``cli.common``. A new command group is a new module added to ``cli`` here.
+One module per command group (run, runs, inspect: logs and lineage, ui, ...); what they share
+is in ``cli.common``. A new command group is a new module and a line in ``COMMANDS``.
 """
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 from click.exceptions import NoArgsIsHelpError
 
 from pipetrail.cli.common import EXIT_INTERRUPTED, EXIT_OK
-from pipetrail.cli.inspect import lineage_command, logs_command
-from pipetrail.cli.run import run_command
-from pipetrail.cli.runs import runs_group
-from pipetrail.cli.scheduler import scheduler_group
-from pipetrail.cli.triggers import triggers_group
-from pipetrail.cli.ui import ui_command
 
-__all__ = ["cli", "main"]
+__all__ = ["COMMANDS", "cli", "main"]
+
+# Each command: the module and attribute that define it, and its one-line help. A command's
+# module is imported only when that command runs (``pipetrail --help`` imports none of them);
+# tests/cli/test_main.py checks each line here against the command's own help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "run": (
+        "pipetrail.cli.run",
+        "run_command",
+        "Run the pipeline in FILE (naming PIPELINE when the file defines several).",
+    ),
+    "runs": (
+        "pipetrail.cli.runs",
+        "runs_group",
+        "List, inspect, compare, retry, reproduce and cancel recorded runs.",
+    ),
+    "lineage": (
+        "pipetrail.cli.inspect",
+        "lineage_command",
+        "The graph of artifacts and the tasks that produced and consumed them, across runs.",
+    ),
+    "logs": (
+        "pipetrail.cli.inspect",
+        "logs_command",
+        "Captured stdout/stderr of RUN's tasks (or of STEP's), also while they run.",
+    ),
+    "ui": (
+        "pipetrail.cli.ui",
+        "ui_command",
+        "Serve the REST API and the dashboard over the configured store.",
+    ),
+    "scheduler": (
+        "pipetrail.cli.scheduler",
+        "scheduler_group",
+        "Fire the triggers' ticks as runs, watch SLAs and send alerts, until Ctrl-C or SIGTERM.",
+    ),
+    "triggers": (
+        "pipetrail.cli.triggers",
+        "triggers_group",
+        "Run pipelines on a schedule, after other pipelines, or when called over REST.",
+    ),
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group whose subcommands are imported when used, from ``COMMANDS``."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, attr, _ = entry
+        command = getattr(importlib.import_module(module), attr)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pipetrail")
 def cli() -> None:
     """pipetrail: run pipelines and keep a complete record of every run."""
-
-
-for _command in (
-    run_command,
-    runs_group,
-    lineage_command,
-    logs_command,
-    ui_command,
-    scheduler_group,
-    triggers_group,
-):
-    cli.add_command(_command)
 
 
 def main() -> None:

@@ -8,16 +8,21 @@ from pipetrail.storage.metadata.base import SpoolBatch
 from pipetrail.storage.metadata.sql.bulk import BulkRows
 from pipetrail.storage.metadata.sql.engine import upsert
 from pipetrail.storage.metadata.sql.metrics import MetricRows
+from pipetrail.storage.metadata.sql.models import ModelRows
+from pipetrail.storage.metadata.sql.retention import RetentionRows
 from pipetrail.storage.metadata.sql.session import now, patient
 from pipetrail.storage.metadata.sql.tables import block_run, log_chunk, metadata, run_tag
 from pipetrail.storage.metadata.sql.tasks import TaskRows
+from pipetrail.storage.metadata.sql.tokens import TokenRows
 from pipetrail.storage.metadata.sql.triggers import TriggerRows
 from pipetrail.storage.metadata.sql.watch import WatchRows
 
 __all__ = ["SqlMetadataStore"]
 
 
-class SqlMetadataStore(WatchRows, BulkRows, TaskRows, MetricRows, TriggerRows):
+class SqlMetadataStore(
+    WatchRows, BulkRows, TaskRows, MetricRows, TriggerRows, ModelRows, TokenRows, RetentionRows
+):
     """The metadata store over SQLAlchemy: SQLite (embedded default) or PostgreSQL.
 
     Args:

@@ -20,17 +20,25 @@ from sqlalchemy import (
 from pipetrail.storage.metadata.sql.types import BigId, EpochTime, JsonDoc, UtcDateTime
 
 __all__ = [
+    "api_token",
     "artifact",
     "artifact_link",
     "block_run",
     "environment",
+    "governance_event",
     "latest_metric",
     "log_chunk",
     "metadata",
     "metric",
+    "model_alias",
+    "model_policy",
+    "model_version",
     "pipeline",
     "pipeline_run",
     "pipeline_version",
+    "promotion_decision",
+    "promotion_request",
+    "registered_model",
     "run_event",
     "run_param",
     "run_stats",
@@ -222,6 +230,9 @@ run_event = Table(
     Column("previous", String(32)),
     Column("at", UtcDateTime, nullable=False),
     Column("message", Text),
+    # Who caused it, when a person did (a cancel, a retry, a tag over REST): a token's user or
+    # the local user.
+    Column("actor", String(200)),
     Index(None, "run_id", "id"),
 )
 
@@ -389,4 +400,123 @@ scheduler_instance = Table(
     Column("started_at", UtcDateTime, nullable=False),
     Column("heartbeat_at", UtcDateTime, nullable=False),
     Column("stopped_at", UtcDateTime),
+)
+
+# The model registry: a named model, its numbered versions (each bound to the content hash of
+# the artifact a task produced), the aliases pointing at one version at a time, the approval
+# policy of an alias, and promotion requests with their decisions. Nothing here is updated in
+# place but an alias's pointer; every change is also a governance_event.
+registered_model = Table(
+    "registered_model",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("description", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+)
+
+model_version = Table(
+    "model_version",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_model.id"), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
+    Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
+    Column("artifact_name", String(300), nullable=False),
+    Column("artifact_key", String(64), ForeignKey("artifact.key"), nullable=False),
+    Column("description", Text),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    UniqueConstraint("model_id", "version"),
+    Index(None, "run_id"),
+    Index(None, "artifact_key"),
+)
+
+model_alias = Table(
+    "model_alias",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_model.id"), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("version_id", Integer, ForeignKey("model_version.id"), nullable=False),
+    Column("moved_at", UtcDateTime, nullable=False),
+    Column("moved_by", String(200), nullable=False),
+)
+
+model_policy = Table(
+    "model_policy",
+    metadata,
+    Column("model_id", Integer, ForeignKey("registered_model.id"), primary_key=True),
+    Column("alias", String(100), primary_key=True),
+    Column("approvers", Integer, nullable=False),
+    Column("set_at", UtcDateTime, nullable=False),
+    Column("set_by", String(200), nullable=False),
+)
+
+promotion_request = Table(
+    "promotion_request",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("model_id", Integer, ForeignKey("registered_model.id"), nullable=False),
+    Column("version_id", Integer, ForeignKey("model_version.id"), nullable=False),
+    Column("alias", String(100), nullable=False),
+    # pending, approved, rejected, withdrawn
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("required", Integer, nullable=False),
+    Column("requested_at", UtcDateTime, nullable=False),
+    Column("requested_by", String(200), nullable=False),
+    Column("closed_at", UtcDateTime),
+    Index(None, "status", "id"),
+    Index(None, "model_id", "id"),
+)
+
+promotion_decision = Table(
+    "promotion_decision",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("request_id", Integer, ForeignKey("promotion_request.id"), nullable=False),
+    Column("actor", String(200), nullable=False),
+    # approved or rejected
+    Column("decision", String(16), nullable=False),
+    Column("comment", Text),
+    Column("at", UtcDateTime, nullable=False),
+    UniqueConstraint("request_id", "actor"),
+)
+
+# Who did what, when and why, for everything governed: model registrations, requests,
+# decisions and alias moves, policies, tokens, run deletions and garbage collection. Append
+# only. run_id has no foreign key: the event of a run's deletion outlives the run.
+governance_event = Table(
+    "governance_event",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("at", UtcDateTime, nullable=False),
+    Column("actor", String(200), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("model_id", Integer, ForeignKey("registered_model.id")),
+    Column("version_id", Integer, ForeignKey("model_version.id")),
+    Column("request_id", Integer, ForeignKey("promotion_request.id")),
+    Column("alias", String(100)),
+    Column("run_id", Integer),
+    Column("message", Text),
+    Column("detail", JsonDoc, nullable=False),
+    Index(None, "model_id", "id"),
+    Index(None, "action", "at"),
+    Index(None, "run_id"),
+)
+
+# Named API tokens: the store keeps a SHA-256 of each token, never the token.
+api_token = Table(
+    "api_token",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("name", String(200), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("created_by", String(200), nullable=False),
+    Column("revoked_at", UtcDateTime),
+    Column("last_used_at", UtcDateTime),
 )
