@@ -75,10 +75,14 @@ def upgrade() -> None:
         sa.Column("moved_at", UtcDateTime(), nullable=False),
         sa.Column("moved_by", sa.String(length=200), nullable=False),
         sa.ForeignKeyConstraint(
-            ["model_id"], ["registered_model.id"], name=op.f("fk_model_alias_model_id_registered_model")
+            ["model_id"],
+            ["registered_model.id"],
+            name=op.f("fk_model_alias_model_id_registered_model"),
         ),
         sa.ForeignKeyConstraint(
-            ["version_id"], ["model_version.id"], name=op.f("fk_model_alias_version_id_model_version")
+            ["version_id"],
+            ["model_version.id"],
+            name=op.f("fk_model_alias_version_id_model_version"),
         ),
         sa.PrimaryKeyConstraint("model_id", "alias", name=op.f("pk_model_alias")),
     )
