@@ -13,14 +13,17 @@ from pipetrail.api.errors import ApiError
 from pipetrail.client import Reader
 from pipetrail.core.bounds import MAX_ID, check_time
 from pipetrail.errors import UsageError
+from pipetrail.provenance.environment import current_user
 from pipetrail.workspace import Workspace
 
 __all__ = [
     "NO_NUL",
+    "Actor",
     "ApiContext",
     "BlockRunId",
     "Context",
     "RunId",
+    "get_actor",
     "get_context",
     "utc",
 ]
@@ -49,6 +52,16 @@ def get_context(request: Request) -> ApiContext:
 
 
 Context = Annotated[ApiContext, Depends(get_context)]
+
+
+def get_actor(request: Request) -> str:
+    """The user a request acts as: its token's user (set by the access middleware), else the
+    user the server runs as."""
+    actor = getattr(request.state, "actor", None)
+    return actor if isinstance(actor, str) and actor else current_user()
+
+
+Actor = Annotated[str, Depends(get_actor)]
 RunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Pipeline run id.")]
 BlockRunId = Annotated[int, Path(ge=1, le=MAX_ID, description="Block run id.")]
 
