@@ -25,11 +25,11 @@ $(VENDOR): web/package.json web/package-lock.json web/build.mjs
 	npm run build --prefix web --silent
 
 $(VENV)/.installed-demo: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[examples,postgres,cluster,s3]'
+	$(PIP) install -e '.[examples,postgres,cluster,s3,audit]'
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install -e '.[examples,postgres,cluster,s3,dev]'
+	$(PIP) install -e '.[examples,postgres,cluster,s3,audit,dev]'
 	@touch $@ $(VENV)/.installed-demo
 
 demo: $(VENV)/.installed-demo $(VENDOR)
