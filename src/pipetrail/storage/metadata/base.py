@@ -18,6 +18,7 @@ from pipetrail.core.model import (
     TaskRecord,
 )
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
+from pipetrail.storage.metadata.governance import TokenStore
 
 __all__ = [
     "AlertRecord",
@@ -380,7 +381,7 @@ class SchedulerInstance:
     stopped_at: datetime | None
 
 
-class MetadataStore(Protocol):
+class MetadataStore(TokenStore, Protocol):
     """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
 
     def create_run(self, new: NewRun) -> RunRecord: ...
