@@ -18,7 +18,7 @@ from pipetrail.core.model import (
     TaskRecord,
 )
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
-from pipetrail.storage.metadata.governance import TokenStore
+from pipetrail.storage.metadata.governance import RegistryStore, TokenStore
 
 __all__ = [
     "AlertRecord",
@@ -154,6 +154,13 @@ class TaskOutcome:
     #: The task could not drain its spool into the store (it was away): salvage what is left.
     spool_kept: bool = False
     note: str | None = None
+    #: The status its worker left in the store (RUNNING once it wrote its start; INITIAL for a
+    #: start it deferred): lets the end be written without reading the row first. None: unknown.
+    recorded: TaskStatus | None = None
+    #: (host, pid, worker) of a start that was not written when it happened, for the end to write.
+    start: tuple[str, int, str | None] | None = None
+    #: When the task was handed to its executor, for a ``queued`` event written with its end.
+    queued_at: datetime | None = None
 
 
 class MetricRow(NamedTuple):
@@ -381,7 +388,7 @@ class SchedulerInstance:
     stopped_at: datetime | None
 
 
-class MetadataStore(TokenStore, Protocol):
+class MetadataStore(RegistryStore, TokenStore, Protocol):
     """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
 
     def create_run(self, new: NewRun) -> RunRecord: ...
@@ -419,8 +426,12 @@ class MetadataStore(TokenStore, Protocol):
         host: str | None = None,
         pid: int | None = None,
         worker: str | None = None,
+        at: datetime | None = None,
+        if_pending: bool = False,
+    ) -> bool: ...
+    def finish_task(
+        self, task_id: int, outcome: TaskOutcome, *, run_id: int | None = None
     ) -> None: ...
-    def finish_task(self, task_id: int, outcome: TaskOutcome) -> None: ...
     def tasks(self, run_id: int) -> list[TaskRecord]: ...
     def get_task(self, task_id: int) -> TaskRecord: ...
     def logs(self, task_id: int) -> dict[str, str]: ...

@@ -22,6 +22,7 @@ __all__ = [
     "NewModelVersion",
     "PromotionRequest",
     "RegistryStore",
+    "RequestStatus",
     "Role",
     "TokenRecord",
     "TokenStore",
