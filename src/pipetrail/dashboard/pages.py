@@ -22,6 +22,7 @@ from pipetrail.dashboard.detail import run_detail, step_states
 from pipetrail.dashboard.formatting import FILTERS
 from pipetrail.dashboard.lineage import run_lineage
 from pipetrail.dashboard.listing import PipelineNames, RunFilters, load_page
+from pipetrail.dashboard.models import approvals_page, model_href, model_page, models_page
 from pipetrail.dashboard.triggers import (
     record_href,
     relative,
@@ -55,6 +56,7 @@ def _templates(version: str) -> Environment:
     env.filters["basename"] = lambda text: str(text).replace("\\", "/").rsplit("/", 1)[-1]
     env.globals["trigger_href"] = trigger_href
     env.globals["record_href"] = record_href
+    env.globals["model_href"] = model_href
     env.globals["asset"] = lambda path: f"/static/{path}?v={version}"
     env.globals["TERMINAL"] = {s.value for s in RUN_TERMINAL}
     return env
@@ -74,7 +76,8 @@ def create_router(
     Returns:
         A router with ``/pipeline-runs`` (and ``/pipeline-runs/upcoming``),
         ``/pipelines/{name}/runs``, ``/pipelines/{name}/runs/{id}``, ``/triggers``,
-        ``/triggers/{name}``, ``/compare`` and ``/static/{path}``.
+        ``/triggers/{name}``, ``/models``, ``/models/{name}``, ``/approvals``, ``/compare`` and
+        ``/static/{path}``.
     """
     router = APIRouter(include_in_schema=False)
     version = asset_version()
@@ -177,6 +180,33 @@ def create_router(
         except PipetrailError as exc:
             return problem(request, exc)
         return render(request, "trigger.html", view=view, nav="triggers")
+
+    @router.get("/models", response_class=HTMLResponse)
+    def models(request: Request) -> HTMLResponse:
+        try:
+            rows = models_page(store)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(request, "models.html", rows=rows, nav="models")
+
+    # ``path``: a link quotes the whole name, so a slash in it must not end the route.
+    @router.get("/models/{name:path}", response_class=HTMLResponse)
+    def model(request: Request, name: str) -> Response:
+        if not name:
+            return RedirectResponse("/models", status_code=307)
+        try:
+            view = model_page(store, name)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(request, "model.html", view=view, nav="models")
+
+    @router.get("/approvals", response_class=HTMLResponse)
+    def approvals(request: Request) -> HTMLResponse:
+        try:
+            view = approvals_page(store)
+        except PipetrailError as exc:
+            return problem(request, exc)
+        return render(request, "approvals.html", view=view, nav="approvals")
 
     @router.get("/pipelines/{name}/runs", response_class=HTMLResponse)
     def pipeline_runs(request: Request, name: str) -> HTMLResponse:
