@@ -43,6 +43,9 @@ class Settings:
         alerts: the notifiers alerts go to, one validated mapping each (``kind``, ``url``…);
             build them with ``pipetrail.scheduling.notify.build_notifiers``.
         base_url: the dashboard's address, without a trailing slash; alerts link under it.
+        retention: the retention rules the scheduler applies, one validated mapping each
+            (``older_than``, and ``pipeline``, ``status``, ``keep_last`` when given); read them
+            with ``pipetrail.governance.retention.parse_rules``.
     """
 
     home: Path
@@ -55,6 +58,7 @@ class Settings:
     system_metrics_s: float = DEFAULT_SYSTEM_METRICS_S
     alerts: tuple[Mapping[str, Any], ...] = ()
     base_url: str = DEFAULT_BASE_URL
+    retention: tuple[Mapping[str, Any], ...] = ()
 
     @property
     def sqlite_file(self) -> Path | None:
@@ -128,6 +132,7 @@ def load_settings(env: Mapping[str, str] | None = None, cwd: Path | None = None)
         ),
         alerts=_alerts(env, file_values, file_dir),
         base_url=base_url,
+        retention=_retention(env, file_values, file_dir),
     )
 
 
@@ -245,6 +250,34 @@ def _alerts(
         build_notifiers(raw, env=env)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from None
+    # Plain dicts, not read-only proxies: Settings is pickled into worker processes.
+    return tuple(dict(entry) for entry in raw)
+
+
+def _retention(
+    env: Mapping[str, str], file_values: Mapping[str, Any], file_dir: Path
+) -> tuple[Mapping[str, Any], ...]:
+    """The retention rules of PIPETRAIL_RETENTION (a JSON list) or else
+    ``[[tool.pipetrail.retention]]``, each checked here so a typo fails at start."""
+    text = env.get("PIPETRAIL_RETENTION", "")
+    if text.strip():
+        source = "PIPETRAIL_RETENTION"
+        try:
+            raw: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(
+                f"PIPETRAIL_RETENTION is not valid JSON: {exc.msg} at line {exc.lineno} "
+                f"column {exc.colno} (character {exc.pos + 1}); expected a list of rules, "
+                'e.g. [{"older_than": "90d", "status": ["failed"]}]'
+            ) from None
+    elif "retention" in file_values:
+        source = f"[[tool.pipetrail.retention]] in {str(file_dir / 'pyproject.toml')!r}"
+        raw = file_values["retention"]
+    else:
+        return ()
+    from pipetrail.governance.retention import parse_rules
+
+    parse_rules(raw, source)
     # Plain dicts, not read-only proxies: Settings is pickled into worker processes.
     return tuple(dict(entry) for entry in raw)
 

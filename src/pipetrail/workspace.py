@@ -14,6 +14,9 @@ from pipetrail.config import Settings, load_settings
 from pipetrail.errors import ConfigError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from datetime import datetime
+
     from pipetrail.dsl import Pipeline
     from pipetrail.runtime.engine import Engine, RunObserver
     from pipetrail.runtime.executors.base import Executor
@@ -239,7 +242,16 @@ class Workspace:
             base_url=self.settings.base_url,
             options=options,
             reap=lambda: reap_lost_runs(self.store, self.spool_root),
+            retention=self._retention_job(),
         )
+
+    def _retention_job(self) -> Callable[[datetime], str | None] | None:
+        """The ``retention`` setting's rules as the scheduler applies them (None: no rules)."""
+        if not self.settings.retention:
+            return None
+        from pipetrail.governance.retention import retention_job
+
+        return retention_job(self.store, self.settings.retention)
 
     def close(self) -> None:
         self.store.close()

@@ -432,3 +432,8 @@ def _run_quietly(engine: Any, request: Any) -> Any:
 def runs_logs(run_ref: str, step: str | None, stream: str, attempt: int | None) -> None:
     """Captured stdout/stderr of RUN's tasks (or of STEP's)."""
     print_run_logs(run_ref, step, stream, attempt)
+
+
+from pipetrail.cli.retention import runs_delete  # noqa: E402 - registered last, like a plugin
+
+runs_group.add_command(runs_delete)

@@ -65,6 +65,9 @@ class SchedulerOptions:
     #: With ``overlap wait``, most runs of one trigger waiting for a slot; a tick beyond that is
     #: skipped with the reason (a schedule faster than its runs must not pile up processes).
     max_waiting: int = 10
+    #: How often the retention rules are applied (at start, then about this often; of several
+    #: schedulers, the one that claims the period in the store does it).
+    retention_s: float = 3600.0
 
 
 @dataclass
@@ -93,6 +96,7 @@ class Scheduler:
         clock: the current time.
         reap: called every ``heartbeat_s`` to fail runs whose runner died (a long-running
             process reaps lost runners itself).
+        retention: applies the retention rules at a time; returns a line to say, or None.
     """
 
     def __init__(
@@ -105,6 +109,7 @@ class Scheduler:
         options: SchedulerOptions | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         reap: Callable[[], object] | None = None,
+        retention: Callable[[datetime], str | None] | None = None,
     ) -> None:
         self.store = store
         self.launcher = launcher
@@ -113,6 +118,8 @@ class Scheduler:
         self.options = options or SchedulerOptions()
         self.clock = clock
         self._reap = reap
+        self._retention = retention
+        self._retention_check_at = 0.0
         self.me = (socket.gethostname(), os.getpid())
         #: trigger id → (its updated_at, the next tick not yet due): triggers with nothing due
         #: cost no query. Only an optimisation: claims in the store decide.
@@ -171,6 +178,7 @@ class Scheduler:
         self._run_endings(triggers, now, in_flight, report)
         self._stale_ticks(triggers, unsettled, now, report)
         self._slas(now, report)
+        self._apply_retention(now)
         return report
 
     def _beat(self) -> None:
@@ -181,6 +189,23 @@ class Scheduler:
             self.store.scheduler_heartbeat(self._instance)
         if self._reap is not None:
             self._reap()
+
+    def _apply_retention(self, now: datetime) -> None:
+        """The retention rules, when this scheduler claims the period (looked at each minute)."""
+        if self._retention is None or time.monotonic() < self._retention_check_at:
+            return
+        self._retention_check_at = time.monotonic() + min(60.0, self.options.retention_s)
+        if not self.store.claim_housekeeping("retention", now, self.options.retention_s):
+            return
+        try:
+            said = self._retention(now)
+        except StoreError:
+            raise
+        except Exception as exc:  # a rule's trouble must not stop the schedules
+            _say(f"retention rules failed: {type(exc).__name__}: {exc}")
+            return
+        if said:
+            _say(said)
 
     # -- clock triggers ------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from pipetrail.core.model import (
 )
 from pipetrail.core.status import RUN_TERMINAL, RunStatus, TaskStatus
 from pipetrail.storage.metadata.governance import RegistryStore, TokenStore
+from pipetrail.storage.metadata.retention import RetentionStore
 
 __all__ = [
     "AlertRecord",
@@ -388,7 +389,7 @@ class SchedulerInstance:
     stopped_at: datetime | None
 
 
-class MetadataStore(RegistryStore, TokenStore, Protocol):
+class MetadataStore(RegistryStore, TokenStore, RetentionStore, Protocol):
     """Runs, tasks, events, params, tags, metrics and lineage; one SQL implementation."""
 
     def create_run(self, new: NewRun) -> RunRecord: ...
