@@ -30,6 +30,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "runs_group",
         "List, inspect, compare, retry, reproduce and cancel recorded runs.",
     ),
+    "gc": (
+        "pipetrail.cli.retention",
+        "gc_command",
+        "Remove artifacts, code snapshots and rows that no remaining run or model version uses.",
+    ),
     "lineage": (
         "pipetrail.cli.inspect",
         "lineage_command",

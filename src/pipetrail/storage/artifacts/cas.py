@@ -523,6 +523,105 @@ class ContentAddressedStore:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
 
+    # -- listing and removal, for garbage collection ---------------------------------------------
+
+    def objects(self) -> Iterator[tuple[str, int, float]]:
+        """Every stored object as ``(key, size in bytes, last modified in seconds since the
+        epoch)``, in no particular order; temporary files of writes are not objects.
+
+        Raises:
+            ArtifactError: The store could not be listed.
+        """
+        if not self._local:
+            with self._remote("list the stored artifacts"):
+                found = (
+                    self._fs.find(self._root, detail=True) if self._fs.exists(self._root) else {}
+                )
+            for path, info in found.items():
+                key = "".join(str(path).rstrip("/").rsplit("/", 2)[-2:])
+                if _is_key(key) and info.get("type") == "file":
+                    yield key, int(info["size"]), _modified(info)
+            return
+        try:
+            shards = [e for e in os.scandir(self._root) if len(e.name) == 2 and e.is_dir()]
+            for shard in shards:
+                for entry in os.scandir(shard.path):
+                    key = shard.name + entry.name
+                    if _is_key(key) and entry.is_file():
+                        stat = entry.stat()
+                        yield key, stat.st_size, stat.st_mtime
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ArtifactError(f"could not list artifacts in {self._root!r}: {exc}") from exc
+
+    def temporaries(self) -> Iterator[tuple[str, int, float]]:
+        """Temporary files of writes to a local folder (in progress, or left by a crash), as
+        ``(name, size, last modified)``; none elsewhere (remote writes spool locally)."""
+        if not self._local:
+            return
+        try:
+            for entry in os.scandir(f"{self._root}/{_TMP_DIR}"):
+                if entry.is_file():
+                    stat = entry.stat()
+                    yield entry.name, stat.st_size, stat.st_mtime
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise ArtifactError(f"could not list {self._root}/{_TMP_DIR}: {exc}") from exc
+
+    def modified(self, key: str) -> float | None:
+        """When the object under ``key`` was last written (seconds since the epoch); None when
+        nothing is stored under it."""
+        path = self._path(key)
+        if not self._local:
+            with self._remote(f"check artifact {key!r}"):
+                try:
+                    return _modified(self._fs.info(path))
+                except FileNotFoundError:
+                    return None
+        try:
+            return os.stat(path).st_mtime
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ArtifactError(f"could not check artifact {key!r} at {path!r}: {exc}") from exc
+
+    def delete(self, key: str) -> bool:
+        """Remove the object under ``key``; False when there was none.
+
+        Raises:
+            NotFoundError: ``key`` is malformed.
+            ArtifactError: The store failed.
+        """
+        path = self._path(key)
+        if not self._local:
+            with self._remote(f"delete artifact {key!r}"):
+                try:
+                    self._fs.rm_file(path)
+                except FileNotFoundError:
+                    return False
+            return True
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ArtifactError(f"could not delete artifact {key!r} at {path!r}: {exc}") from exc
+        return True
+
+    def delete_temporary(self, name: str) -> bool:
+        """Remove the temporary file ``name`` of :meth:`temporaries`; False when it is gone."""
+        if not self._local or "/" in name or name in ("", ".", ".."):
+            return False
+        try:
+            os.unlink(f"{self._root}/{_TMP_DIR}/{name}")
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise ArtifactError(f"could not delete {self._root}/{_TMP_DIR}/{name}: {exc}") from exc
+        return True
+
 
 def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
     """Hex digest and size of a local file, streamed in chunks.
@@ -600,3 +699,22 @@ def _close_quietly(fileobj: IO[bytes]) -> None:
 
 def _is_key(key: object) -> bool:
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
+
+
+def _modified(info: Mapping[str, Any]) -> float:
+    """Last-modified time of an fsspec ``info`` entry (s3fs: ``LastModified``; others:
+    ``mtime`` or ``created``), in seconds since the epoch. When none is given it is now: an
+    object of unknown age counts as new, which garbage collection never removes."""
+    import time
+    from datetime import datetime
+
+    for name in ("LastModified", "mtime", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return time.time()
