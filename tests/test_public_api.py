@@ -12,6 +12,7 @@ def test_all_is_sorted_and_pinned() -> None:
     assert pt.__all__ == sorted(pt.__all__)
     assert pt.__all__ == [
         "DefinitionError",
+        "ModelVersion",
         "ParameterError",
         "Pipeline",
         "PipetrailError",
@@ -28,12 +29,14 @@ def test_all_is_sorted_and_pinned() -> None:
         "current",
         "lineage",
         "list_runs",
+        "load_model",
         "log_artifact",
         "log_input",
         "log_metric",
         "log_metrics",
         "namespace",
         "open_workspace",
+        "register_model",
         "retry",
         "run",
         "search_runs",

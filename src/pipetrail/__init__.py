@@ -33,16 +33,27 @@ from pipetrail.workspace import cancel, open_workspace, retry, run
 
 if TYPE_CHECKING:
     from pipetrail.client import compare, lineage
+    from pipetrail.governance.models import ModelVersion, load_model, register_model
 
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str) -> Any:
-    """``pt.compare`` and ``pt.lineage`` load on first use (they cost import time)."""
-    if name in ("compare", "lineage"):
-        from pipetrail import client
+#: Loaded on first use (they cost import time): name → the module that defines it.
+_LAZY = {
+    "compare": "pipetrail.client",
+    "lineage": "pipetrail.client",
+    "ModelVersion": "pipetrail.governance.models",
+    "load_model": "pipetrail.governance.models",
+    "register_model": "pipetrail.governance.models",
+}
 
-        value = getattr(client, name)
+
+def __getattr__(name: str) -> Any:
+    """``pt.compare``, ``pt.lineage`` and the model registry load on first use."""
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -50,6 +61,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "DefinitionError",
+    "ModelVersion",
     "ParameterError",
     "Pipeline",
     "PipetrailError",
@@ -66,12 +78,14 @@ __all__ = [
     "current",
     "lineage",
     "list_runs",
+    "load_model",
     "log_artifact",
     "log_input",
     "log_metric",
     "log_metrics",
     "namespace",
     "open_workspace",
+    "register_model",
     "retry",
     "run",
     "search_runs",
