@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "triggers_group",
         "Run pipelines on a schedule, after other pipelines, or when called over REST.",
     ),
+    "models": (
+        "pipetrail.cli.models",
+        "models_group",
+        "Register model versions, point aliases at them, and promote them with approvals.",
+    ),
 }
 
 
