@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check -q -q
 export PIPETRAIL_HOME ?= $(CURDIR)/.pipetrail
 
-.PHONY: demo test lint bench bench-scale bench-quick soak clean help browser
+.PHONY: demo test lint bench bench-scale bench-quick bench-peers soak clean help browser
 
 help:
 	@echo "make demo   - set up .venv, run the example ML pipeline, print where to look"
 	@echo "make test   - install test tools, run linters and the whole test suite (SQLite + PostgreSQL)"
 	@echo "make bench  - run the benchmark suite, print a table, write bench-results/latest.json"
+	@echo "make bench-peers - pipetrail beside Kedro and MLflow (pinned venvs in .bench-venvs/), write bench-results/peers.json; PEERS_QUICK=1 for small workloads"
 	@echo "make soak   - bounded fault injection (kills, pauses, crowds) on SQLite and PostgreSQL"
 
 $(BIN)/python:
@@ -69,6 +70,11 @@ bench-scale: $(VENV)/.installed-dev
 
 bench-quick: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run.py --quick
+
+# The same scenarios on pipetrail, Kedro and MLflow side by side (PEERS_QUICK=1: small workloads).
+# The peers' pinned virtualenvs are created under .bench-venvs/ when missing (benchmarks/peers/venvs.py).
+bench-peers: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/peers/run.py
 
 # Kills, pauses and crowds real runners, then counts what was lost (minutes; not part of make test).
 soak: $(VENV)/.installed-dev

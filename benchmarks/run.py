@@ -42,6 +42,7 @@ NAMES = (
     "run_record_read",
     "search_10k",
     "list_page_10k",
+    "growth",
     "scheduler",
     "pg_million",
 )

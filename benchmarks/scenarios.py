@@ -918,6 +918,7 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "run_record_read": run_record_read,
     "search_10k": search,
     "list_page_10k": list_page,
+    "growth": lambda home, sizes: __import__("growth_bench").growth(home, sizes),
     "scheduler": lambda home, sizes: scheduler_bench.scheduler(home, sizes),
     "pg_million": lambda home, sizes: scale_bench.pg_million(home, sizes),
 }
