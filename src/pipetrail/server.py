@@ -15,10 +15,11 @@ from fastapi.responses import RedirectResponse
 
 from pipetrail.api import api_router
 from pipetrail.api.actions import RunLauncher
-from pipetrail.api.auth import AccessMiddleware, AccessPolicy, login_router
+from pipetrail.api.auth import AccessMiddleware, AccessPolicy
 from pipetrail.api.deps import ApiContext
 from pipetrail.api.docs import docs_router
 from pipetrail.api.errors import install_error_handlers
+from pipetrail.api.login import login_router
 from pipetrail.api.project import ProjectDir
 from pipetrail.runtime.recovery import LostRunReaper
 from pipetrail.workspace import Workspace
@@ -48,7 +49,9 @@ def create_app(
 
     Args:
         workspace: the stores to serve; runs it starts run with Workspaces of the same settings.
-        token: the access token; required when ``host`` is not a loopback address.
+        token: the server's access token (it acts as user ``admin``, with the admin role);
+            required when ``host`` is not a loopback address, unless the store has named
+            tokens.
         host: the address the server will bind (decides whether a token is required).
         project_dir: the only folder whose pipeline files triggers and retries may import
             (symlinks out of it count as outside); by default the current directory.
@@ -56,9 +59,12 @@ def create_app(
             ``--no-scheduler``): triggers fire, SLAs are watched, alerts sent.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and no token is given.
+        ConfigError: ``host`` is not a loopback address, no token is given and the store has
+            no named tokens.
     """
-    policy = AccessPolicy(token, host)
+    # The single server token acts as an admin named "admin"; the store's named tokens, once it
+    # has any, are required of every request, each with its role (api/auth.py, api/roles.py).
+    policy = AccessPolicy(token, host, workspace.store)
     launcher = RunLauncher(workspace.settings, ProjectDir(project_dir or Path.cwd()))
 
     # A server left running must notice runs whose runner died, with no other command.

@@ -1,8 +1,9 @@
 """Who may use the server: a token, a login cookie, CSRF tokens and cross-site checks.
 
-Two modes, chosen by ``create_app(..., token=..., host=...)``:
+Two modes, chosen by ``create_app(..., token=..., host=...)`` and by whether the store has
+named tokens:
 
-Local mode (no token)
+Local mode (no token, no named tokens)
     Allowed only when the server is bound to a loopback address (``127.0.0.1``, ``::1``,
     ``localhost``); ``create_app`` raises ConfigError otherwise. Every local process may read,
     as with the CLI. Two browser attacks remain, and are refused with 403:
@@ -18,60 +19,83 @@ Local mode (no token)
       ``Host`` is not a loopback name or the bound address is refused, so a hostile name
       pointed at 127.0.0.1 cannot read the API from its own origin.
 
-Token mode (``token`` given; required off loopback)
+Token mode (``token`` given, or the store has named tokens; one is required off loopback)
     Every request needs ``Authorization: Bearer <token>`` or the login cookie; without either
-    the API answers 401 (JSON envelope, ``WWW-Authenticate: Bearer``) and pages redirect to
-    ``/login?next=...``. ``GET /login`` shows a form; ``POST /login`` with the right token sets
-    the cookie ``pipetrail_session`` (HttpOnly, SameSite=Strict, Path=/, Secure over https,
-    seven days). The cookie is stateless: ``<issued>.<nonce>.<mac>``, an HMAC-SHA256 under a key
-    derived from the token, so it survives restarts and dies when the token changes.
+    (or with a token that is unknown or revoked) the API answers 401 (JSON envelope,
+    ``WWW-Authenticate: Bearer``) and pages redirect to ``/login?next=...``. ``GET /login``
+    shows a form; ``POST /login`` with a valid token sets the cookie ``pipetrail_session``
+    (HttpOnly, SameSite=Strict, Path=/, Secure over https, seven days). The cookie is
+    stateless, an HMAC-SHA256 under a key derived from the server's token (a random key of this
+    process when it has none: sessions then end with a restart): ``<issued>.<nonce>.<mac>`` for
+    the server's token, ``<issued>.<token hash>.<nonce>.<mac>`` for a named token, so a named
+    session dies with its token's revocation.
 
     Actions: a bearer request is not forgeable by another site and passes. A cookie request
     must also carry ``X-Pipetrail-CSRF`` equal to ``HMAC(key, "csrf:" + cookie)``, and pass the
     cross-site check above. ``/login`` and ``/logout`` are protected by the cross-site check.
 
+Named tokens and roles
+    Once the store has named tokens (``pipetrail tokens create``), each request acts as its
+    token's user with its token's role, and a route its role does not allow (``api/roles.py``,
+    the one table) is refused with 403 naming the role needed, before its handler runs: a
+    refused action writes nothing. Tokens are looked up in the store on every request (an
+    indexed read of their hash), so a revocation takes effect on the next request; whether
+    the store has tokens at all is re-read at most once a second. A token's ``last_used_at``
+    is written at most once a minute. The server's single token stays valid beside them: it
+    acts as user ``admin`` with the admin role (unless it is itself a named token of the store:
+    then it is that token, with its role). Local mode (no server token, no named tokens) lets
+    every local process act, as the server's user, with every role.
+
 Pages get the CSRF value as ``request.state.csrf_token`` (put it in
 ``<meta name="pipetrail-csrf" content="...">`` and send it back in the ``X-Pipetrail-CSRF``
-header of every fetch that acts), and ``request.state.auth`` says how the request was let in:
-``"bearer"``, ``"cookie"`` or ``"local"``.
+header of every fetch that acts); ``request.state.auth`` says how the request was let in
+(``"bearer"``, ``"cookie"`` or ``"local"``), ``request.state.actor`` and ``request.state.role``
+whom it acts as (``actor`` is None in local mode: the server's user).
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
-import html
 import ipaddress
+import re
 import secrets
+import threading
 import time
 import urllib.parse
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+import anyio.to_thread
+from fastapi import Request
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from pipetrail.errors import ConfigError
+from pipetrail.api.roles import PUBLIC, RouteIndex, least_role, route_index
+from pipetrail.errors import ConfigError, PipetrailError
+from pipetrail.governance.identity import hash_token, role_allows
+from pipetrail.governance.tokens import SERVER_TOKEN_USER
+from pipetrail.storage.metadata.governance import Role, TokenRecord, TokenStore
 
 __all__ = [
     "CSRF_HEADER",
     "SESSION_COOKIE",
     "SESSION_MAX_AGE_S",
+    "TOUCH_EVERY_S",
     "AccessMiddleware",
     "AccessPolicy",
+    "Identity",
     "cross_site",
     "is_loopback",
-    "login_router",
 ]
 
 SESSION_COOKIE = "pipetrail_session"
 CSRF_HEADER = "X-Pipetrail-CSRF"
 SESSION_MAX_AGE_S = 7 * 24 * 3600
+#: A token's ``last_used_at`` is written at most this often (seconds) by one server.
+TOUCH_EVERY_S = 60.0
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-_OPEN_PATHS = frozenset({"/login", "/logout"})
 _LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
-_MAX_FORM_BYTES = 16 * 1024
+_HASH = re.compile(r"^[0-9a-f]{64}$")
 
 
 def is_loopback(host: str) -> bool:
@@ -86,28 +110,50 @@ def is_loopback(host: str) -> bool:
 
 
 @dataclass(frozen=True)
-class _Identity:
+class Identity:
+    """How a request proves access, and whom it acts as."""
+
     kind: str  # "bearer" | "cookie" | "local"
     session: str | None = None
+    #: The acting user: a named token's name, SERVER_TOKEN_USER, or None (local mode).
+    user: str | None = None
+    role: Role = "admin"
+    token_id: int | None = None
 
 
 class AccessPolicy:
     """The rules above, as checks on one request; holds the token and the derived key.
 
     Args:
-        token: the access token, or None for local mode.
+        token: the server's access token, or None.
         host: the address the server binds.
+        tokens: the store of named tokens (the workspace's store); None: the server's token
+            only, as before named tokens.
+        recheck_s: how long "the store has no tokens" is believed before it is read again.
 
     Raises:
-        ConfigError: ``host`` is not a loopback address and no token is given.
+        ConfigError: ``host`` is not a loopback address, no token is given and the store has
+            no named tokens.
     """
 
-    def __init__(self, token: str | None, host: str) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        host: str,
+        tokens: TokenStore | None = None,
+        *,
+        recheck_s: float = 1.0,
+    ) -> None:
         token = token.strip() if token else None
-        if not token and not is_loopback(host):
+        self.tokens = tokens
+        self._recheck_s = recheck_s
+        self._named: bool | None = None
+        self._named_read_at = 0.0
+        if not token and not is_loopback(host) and not self.named:
             raise ConfigError(
                 f"binding {host!r} exposes the server beyond this machine: set a token "
-                "(PIPETRAIL_TOKEN or --token), or bind 127.0.0.1"
+                "(PIPETRAIL_TOKEN or --token) or create named tokens (pipetrail tokens "
+                "create), or bind 127.0.0.1"
             )
         self.token = token or None
         self.host = host
@@ -117,34 +163,96 @@ class AccessPolicy:
             ).digest()
         else:
             self._key = secrets.token_bytes(32)
+        self._touch_lock = threading.Lock()
+        self._touched: dict[int, float] = {}
+
+    @property
+    def named(self) -> bool:
+        """Whether the store has named tokens (once it has, it keeps them: a revoked token
+        stays a row, and the last admin token cannot be revoked)."""
+        if self.tokens is None:
+            return False
+        if self._named:
+            return True
+        clock = time.monotonic()
+        if self._named is None or clock - self._named_read_at >= self._recheck_s:
+            self._named = self.tokens.has_tokens()
+            self._named_read_at = clock
+        return self._named
 
     @property
     def token_required(self) -> bool:
-        """Whether requests must prove they know the token."""
-        return self.token is not None
+        """Whether requests must prove they know a token."""
+        return self.token is not None or self.named
 
     def token_matches(self, given: str) -> bool:
-        """Constant-time comparison of ``given`` with the token."""
+        """Constant-time comparison of ``given`` with the server's token."""
         if self.token is None:
             return True
         return hmac.compare_digest(given.strip().encode(), self.token.encode())
 
-    def new_session(self, now: float | None = None) -> str:
-        """A fresh login cookie value."""
+    def _record(self, given: str) -> TokenRecord | None:
+        """The named token ``given`` is (active or not), or None."""
+        if not given.strip() or not self.named:
+            return None
+        assert self.tokens is not None  # named says so
+        return self.tokens.token_by_hash(hash_token(given.strip()))
+
+    def token_identity(self, given: str, kind: str = "bearer") -> Identity | None:
+        """Whom ``given`` lets in: its named token (when active), else the server's token."""
+        record = self._record(given)
+        if record is not None:
+            return _of(record, kind) if record.active else None
+        if self.token is not None and self.token_matches(given):
+            return Identity(kind, user=SERVER_TOKEN_USER, role="admin")
+        return None
+
+    def login(self, given: str) -> str | None:
+        """A fresh login cookie value for token ``given``, or None when it lets nobody in."""
+        identity = self.token_identity(given)
+        if identity is None:
+            return None
+        if identity.token_id is None:
+            return self.new_session()
+        return self.new_session(token_hash=hash_token(given.strip()))
+
+    def new_session(self, now: float | None = None, *, token_hash: str | None = None) -> str:
+        """A fresh login cookie value: of the server's token, or of the named token whose
+        hash is ``token_hash``."""
         issued = str(int(now if now is not None else time.time()))
         nonce = secrets.token_hex(16)
-        return f"{issued}.{nonce}.{self._mac(f'{issued}.{nonce}')}"
+        body = f"{issued}.{nonce}" if token_hash is None else f"{issued}.{token_hash}.{nonce}"
+        return f"{body}.{self._mac(body)}"
 
     def session_valid(self, value: str, now: float | None = None) -> bool:
-        """Whether ``value`` is a login cookie this token issued, and not expired."""
+        """Whether ``value`` is a login cookie this server issued, and not expired."""
         parts = value.split(".")
-        if self.token is None or len(parts) != 3 or not parts[0].isdigit():
+        if len(parts) not in (3, 4) or not parts[0].isdigit():
             return False
-        issued, nonce, mac = parts
-        if not hmac.compare_digest(mac, self._mac(f"{issued}.{nonce}")):
+        if len(parts) == 3 and self.token is None:
             return False
-        age = (now if now is not None else time.time()) - int(issued)
+        if len(parts) == 4 and not _HASH.match(parts[1]):
+            return False
+        body, mac = value.rsplit(".", 1)
+        if not hmac.compare_digest(mac, self._mac(body)):
+            return False
+        age = (now if now is not None else time.time()) - int(parts[0])
         return 0 <= age <= SESSION_MAX_AGE_S
+
+    def session_identity(self, value: str) -> Identity | None:
+        """Whom a login cookie lets in: nobody once its named token is revoked."""
+        if not self.session_valid(value):
+            return None
+        parts = value.split(".")
+        if len(parts) == 3:
+            return Identity("cookie", value, user=SERVER_TOKEN_USER, role="admin")
+        if not self.named:
+            return None
+        assert self.tokens is not None
+        record = self.tokens.token_by_hash(parts[1])
+        if record is None or not record.active:
+            return None
+        return _of(record, "cookie", value)
 
     def csrf_token(self, session: str | None) -> str:
         """The CSRF value of a session (or of local mode, for ``session=None``)."""
@@ -153,33 +261,55 @@ class AccessPolicy:
     def _mac(self, text: str) -> str:
         return hmac.new(self._key, text.encode(), hashlib.sha256).hexdigest()
 
-    def identify(self, request: Request) -> _Identity | None:
+    def identify(self, request: Request) -> Identity | None:
         """How the request proves access, or None when it does not."""
         header = request.headers.get("authorization", "")
         scheme, _, credential = header.partition(" ")
-        bearer = scheme.lower() == "bearer" and bool(credential) and self.token is not None
-        if bearer and self.token_matches(credential):
-            return _Identity("bearer")
+        if scheme.lower() == "bearer" and credential.strip() and self.token_required:
+            found = self.token_identity(credential)
+            if found is not None:
+                return found
         cookie = request.cookies.get(SESSION_COOKIE)
-        if cookie and self.session_valid(cookie):
-            return _Identity("cookie", cookie)
-        if self.token is None:
-            return _Identity("local")
+        if cookie:
+            session = self.session_identity(cookie)
+            if session is not None:
+                return session
+        if not self.token_required:
+            return Identity("local")
         return None
 
-    def csrf_header_valid(self, request: Request, identity: _Identity) -> bool:
+    def touch(self, identity: Identity) -> None:
+        """Note that a named token was used: its ``last_used_at``, at most once a minute."""
+        if identity.token_id is None or self.tokens is None:
+            return
+        clock = time.monotonic()
+        with self._touch_lock:
+            last = self._touched.get(identity.token_id)
+            if last is not None and clock - last < TOUCH_EVERY_S:
+                return
+            self._touched[identity.token_id] = clock
+        try:
+            self.tokens.touch_token(identity.token_id)
+        except PipetrailError:
+            return  # a store that cannot take the note now does not refuse the request
+
+    def csrf_header_valid(self, request: Request, identity: Identity) -> bool:
         given = request.headers.get(CSRF_HEADER, "")
         return bool(given) and hmac.compare_digest(given, self.csrf_token(identity.session))
 
     def foreign_host(self, request: Request) -> bool:
         """A browser request addressed to a host name that is not this server's (rebinding)."""
-        if self.token is not None:
+        if self.token_required:
             return False
         browser = "sec-fetch-site" in request.headers or "origin" in request.headers
         if not browser:
             return False
         name = _host_name(request.headers.get("host", ""))
         return not (is_loopback(name) or name == self.host.strip("[]").lower())
+
+
+def _of(record: TokenRecord, kind: str, session: str | None = None) -> Identity:
+    return Identity(kind, session, user=record.name, role=record.role, token_id=record.id)
 
 
 def cross_site(request: Request) -> bool:
@@ -214,17 +344,33 @@ class AccessMiddleware:
     def __init__(self, app: ASGIApp, policy: AccessPolicy) -> None:
         self.app = app
         self.policy = policy
+        self._index: tuple[int, int, RouteIndex] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request = Request(scope)
-        refusal = self._refusal(request)
+        # Named tokens are read from the store: off the event loop.
+        refusal = await anyio.to_thread.run_sync(self._refusal, request)
         if refusal is not None:
             await refusal(scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    def _template(self, scope: Scope) -> str | None:
+        app = scope.get("app")
+        routes = getattr(app, "routes", None)
+        if routes is None:
+            return None
+        key = (id(app), len(routes))
+        if self._index is None or self._index[:2] != key:
+            self._index = (*key, route_index(app))
+        path = scope["path"]
+        root = scope.get("root_path", "")
+        if root and path.startswith(root + "/"):
+            path = path[len(root) :]
+        return self._index[2].template(scope["method"], path)
 
     def _refusal(self, request: Request) -> Response | None:
         policy = self.policy
@@ -236,20 +382,22 @@ class AccessMiddleware:
                 f"host {request.headers.get('host', '')!r} is not this server's address; "
                 "open it as http://127.0.0.1:<port>",
             )
-        identity = policy.identify(request)
         unsafe = request.method in _UNSAFE
-        if path in _OPEN_PATHS:
+        template = self._template(request.scope)
+        need = least_role(request.method, template or "")
+        if need == PUBLIC:
             if unsafe and cross_site(request):
                 return _refuse(403, "ForbiddenError", "cross-site login or logout refused")
-            _set_state(request, policy, identity)
+            _set_state(request, policy, policy.identify(request))
             return None
+        identity = policy.identify(request)
         if identity is None:
             if _is_api(path) or request.method not in ("GET", "HEAD"):
                 return _refuse(
                     401,
                     "AuthenticationError",
-                    "this server needs a token: send 'Authorization: Bearer <token>' "
-                    "(PIPETRAIL_TOKEN) or log in at /login",
+                    "this server needs a valid token: send 'Authorization: Bearer <token>' "
+                    "(PIPETRAIL_TOKEN) or log in at /login; a revoked token is refused",
                     headers={"WWW-Authenticate": 'Bearer realm="pipetrail"'},
                 )
             target = path + (f"?{request.url.query}" if request.url.query else "")
@@ -271,15 +419,28 @@ class AccessMiddleware:
                 return _refuse(
                     403, "ForbiddenError", "cross-site request refused: actions come from this site"
                 )
+        # A route nobody gave a role (it is not in api/roles.py) is for admins only.
+        needed: Role = need or "admin"
+        if not role_allows(identity.role, needed):
+            route = f"{request.method} {template or path}"
+            return _refuse(
+                403,
+                "ForbiddenError",
+                f"{route} needs the {needed} role; token {identity.user!r} has the "
+                f"{identity.role} role",
+            )
+        policy.touch(identity)
         _set_state(request, policy, identity)
         return None
 
 
-def _set_state(request: Request, policy: AccessPolicy, identity: _Identity | None) -> None:
+def _set_state(request: Request, policy: AccessPolicy, identity: Identity | None) -> None:
     state = request.scope.setdefault("state", {})
     state["csrf_token"] = policy.csrf_token(identity.session if identity else None)
     state["auth"] = identity.kind if identity else None
     state["token_required"] = policy.token_required
+    state["actor"] = identity.user if identity else None
+    state["role"] = identity.role if identity else None
 
 
 def _refuse(
@@ -288,93 +449,3 @@ def _refuse(
     return JSONResponse(
         {"error": {"type": type_name, "message": message}}, status_code=status, headers=headers
     )
-
-
-# -- the login page -----------------------------------------------------------------------------
-
-
-def login_router(policy: AccessPolicy) -> APIRouter:
-    """``GET /login`` (the form), ``POST /login`` (sets the cookie), ``POST /logout``."""
-    router = APIRouter(include_in_schema=False)
-
-    @router.get("/login")
-    def login_form(request: Request, next: str = "/") -> Response:
-        if not policy.token_required:
-            return RedirectResponse(_safe_next(next), status_code=303)
-        return HTMLResponse(_login_page(_safe_next(next), None))
-
-    @router.post("/login")
-    async def login(request: Request) -> Response:
-        body = await _read_form(request)
-        target = _safe_next(body.get("next", "/"))
-        if not policy.token_matches(body.get("token", "")):
-            await asyncio.sleep(0.25)  # a little friction for guessing
-            return HTMLResponse(_login_page(target, "That token is not right."), status_code=401)
-        response = RedirectResponse(target, status_code=303)
-        response.set_cookie(
-            SESSION_COOKIE,
-            policy.new_session(),
-            max_age=SESSION_MAX_AGE_S,
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-        return response
-
-    @router.post("/logout")
-    def logout() -> Response:
-        response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict")
-        return response
-
-    return router
-
-
-async def _read_form(request: Request) -> dict[str, str]:
-    data = b""
-    async for chunk in request.stream():
-        data += chunk
-        if len(data) > _MAX_FORM_BYTES:
-            break
-    fields = urllib.parse.parse_qs(data[:_MAX_FORM_BYTES].decode("utf-8", "replace"))
-    return {k: v[0] for k, v in fields.items() if v}
-
-
-def _safe_next(target: str) -> str:
-    """Only a path on this server: never ``//evil.example`` or a full URL."""
-    if (
-        not target.startswith("/")
-        or target.startswith("//")
-        or target.startswith("/\\")
-        or any(ord(c) < 32 for c in target)
-    ):
-        return "/"
-    return target
-
-
-def _login_page(target: str, problem: str | None) -> str:
-    message = f"<p class='problem'>{html.escape(problem)}</p>" if problem else ""
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>pipetrail: log in</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<style>
-body {{ font-family: system-ui, sans-serif; background: #f5f6f8; display: grid;
-       place-items: center; min-height: 100vh; margin: 0; color: #1d2330; }}
-form {{ background: #fff; padding: 2rem 2.5rem; border-radius: 10px;
-       box-shadow: 0 2px 12px rgba(0,0,0,.08); min-width: 20rem; }}
-h1 {{ font-size: 1.25rem; margin: 0 0 1rem; }}
-label {{ display: block; margin-bottom: .4rem; font-size: .9rem; }}
-input[type=password] {{ width: 100%; box-sizing: border-box; padding: .5rem; font-size: 1rem;
-       border: 1px solid #c8ccd4; border-radius: 6px; }}
-button {{ margin-top: 1rem; padding: .5rem 1.2rem; font-size: 1rem; border: 0;
-       border-radius: 6px; background: #2f5bd3; color: #fff; cursor: pointer; }}
-.problem {{ color: #b42318; }}
-</style></head>
-<body><form method="post" action="/login">
-<h1>pipetrail</h1>{message}
-<label for="token">Access token (PIPETRAIL_TOKEN)</label>
-<input id="token" name="token" type="password" autocomplete="current-password" autofocus required>
-<input type="hidden" name="next" value="{html.escape(target, quote=True)}">
-<button type="submit">Log in</button>
-</form></body></html>"""
