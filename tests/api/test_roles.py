@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -103,7 +104,7 @@ def test_each_role_on_every_route(governed: Governed, role: Role) -> None:
         if need == PUBLIC:
             continue
         assert need is not None
-        body = {} if method in ("POST", "PUT", "PATCH") else None
+        body: dict[str, Any] | None = {} if method in ("POST", "PUT", "PATCH") else None
         response = governed.client.request(
             method, concrete(template), headers=governed.headers(role), json=body
         )
@@ -159,7 +160,7 @@ def test_a_refused_action_writes_nothing(governed: Governed, flow_file: FlowWrit
     before = _counts(ws)
     with ws.store.engine.connect() as conn:
         tokens_before = conn.execute(select(api_token.c.name, api_token.c.revoked_at)).all()
-    attempts = [
+    attempts: list[tuple[Role, str, str, dict[str, Any] | None]] = [
         ("viewer", "POST", f"/api/pipeline_runs/{run.id}/retry", {}),
         ("viewer", "POST", "/api/pipeline_runs/retry", {"ids": [run.id]}),
         ("viewer", "POST", "/api/pipelines/tiny/runs", {}),
