@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from pipetrail.core.hashing import digest_bytes
+from pipetrail.core.hashing import digest_bytes, new_hasher
 from pipetrail.errors import ArtifactError, ConfigError, IntegrityError, NotFoundError
-from pipetrail.storage.artifacts import cas
+from pipetrail.storage.artifacts import cas, digests
 from pipetrail.storage.artifacts.cas import ContentAddressedStore, digest_file, digest_tree
 
 MIB = 1024 * 1024
@@ -127,6 +127,7 @@ def test_put_file_and_digest_file_agree(
     store: ContentAddressedStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(cas, "CHUNK_SIZE", 4096)  # several chunks without a large file
+    monkeypatch.setattr(digests, "CHUNK_SIZE", 4096)
     data = bytes(range(256)) * 100 + b"end"
     source = tmp_path / "input.bin"
     source.write_bytes(data)
@@ -351,3 +352,104 @@ def test_digest_tree_needs_a_folder(tmp_path: Path) -> None:
         digest_tree(tmp_path / "file")
     with pytest.raises(NotFoundError, match="missing"):
         digest_file(tmp_path / "missing")
+
+
+def test_put_buffers_stores_their_concatenation(store: ContentAddressedStore) -> None:
+    numbers = array.array("d", [0.5, -1.0, 2.25])
+    grid = memoryview(bytes(range(24))).cast("B", (4, 6))
+    result = store.put_buffers(
+        [b"head", bytearray(b"mutable"), numbers, memoryview(b"a-b-c-d")[::2], grid, b""]
+    )
+    joined = b"head" + b"mutable" + numbers.tobytes() + b"abcd" + bytes(range(24))
+    assert (result.key, result.size, result.existed) == (digest_bytes(joined), len(joined), False)
+    assert store.get_bytes(result.key, verify=True) == joined
+    assert store.put_bytes(joined) == cas.PutResult(result.key, len(joined), existed=True)
+    assert store.put_buffers([joined[:5], joined[5:]]).existed
+    assert list(stored_files(store).values()) == [len(joined)]
+
+
+def test_put_buffers_large_content_keeps_its_key(store: ContentAddressedStore) -> None:
+    # Large buffers are hashed on several threads: the key must still be the one-pass digest.
+    data = bytes(range(256)) * (12 * MIB // 256)
+    result = store.put_buffers([memoryview(data)[:5], memoryview(data)[5:]])
+    assert result.key == digest_in_small_pieces(data)
+    assert store.verify(result.key) == len(data)
+
+
+def digest_in_small_pieces(data: bytes) -> str:
+    """The digest of ``data`` fed to one hasher 4 KiB at a time (no multi-threaded update)."""
+    hasher = new_hasher()
+    for start in range(0, len(data), 4096):
+        hasher.update(data[start : start + 4096])
+    return str(hasher.hexdigest())
+
+
+def block_temporary_files(root: Path) -> None:
+    """Make ``<root>/tmp`` a plain file, so any attempt to write a temporary file fails."""
+    tmp = root / "tmp"
+    if tmp.is_dir():
+        for leftover in tmp.iterdir():
+            leftover.unlink()
+        tmp.rmdir()
+    tmp.write_bytes(b"")
+
+
+def test_stored_content_is_recognised_without_writing(tmp_path: Path) -> None:
+    store = ContentAddressedStore(str(tmp_path / "cas"))
+    data = b"already stored" * 100_000
+    key = store.put_bytes(data).key
+    block_temporary_files(tmp_path / "cas")
+    assert store.put_bytes(data) == cas.PutResult(key, len(data), existed=True)
+    assert store.put_buffers([data[:7], data[7:]]).existed
+    with pytest.raises(ArtifactError, match="could not create temporary artifact file"):
+        store.put_bytes(b"new content")
+    (tmp_path / "cas" / key[:2] / key[2:]).write_bytes(data[:10])  # truncated by a crash
+    with pytest.raises(ArtifactError, match="could not create temporary artifact file"):
+        store.put_bytes(data)  # a file of the wrong size is not taken for the content
+
+
+def test_second_store_writes_nothing(store: ContentAddressedStore) -> None:
+    data = b"stored once" * 100_000
+    key = store.put_bytes(data).key
+    # Same size, other bytes, behind the store's back: a store that wrote would overwrite them.
+    corrupt(store, key, data.upper())
+    assert store.put_bytes(data) == cas.PutResult(key, len(data), existed=True)
+    assert store.put_buffers([data[:3], data[3:]]).existed
+    assert store.get_bytes(key) == data.upper()
+    with pytest.raises(IntegrityError, match=key):
+        store.verify(key)  # what catches such damage: verify on read
+
+
+_FILE_SIZE_LIMIT = """\
+import resource, signal, sys
+from pipetrail.errors import ArtifactError
+from pipetrail.storage.artifacts.cas import ContentAddressedStore
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
+resource.setrlimit(resource.RLIMIT_FSIZE, (1024 * 1024, 1024 * 1024))
+store = ContentAddressedStore(sys.argv[1])
+data = b"too big" * (3 * 1024 * 1024 // 7)
+for put in (store.put_bytes, lambda d: store.put_stream(lambda out: out.write(d))):
+    try:
+        put(data)
+    except ArtifactError as exc:
+        print(exc)
+    else:
+        print("stored")
+"""
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX resource limits")
+def test_write_failing_midway_leaves_no_object(tmp_path: Path) -> None:
+    root = tmp_path / "cas"
+    done = subprocess.run(
+        [sys.executable, "-c", _FILE_SIZE_LIMIT, str(root)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("could not write temporary artifact file") for line in lines)
+    assert [path for path in root.rglob("*") if path.is_file()] == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import collections
+import copy
 import enum
 import io
 import math
@@ -21,10 +22,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipetrail.errors import IntegrityError, SerializationError
+from pipetrail.core.hashing import digest_bytes
+from pipetrail.errors import ArtifactError, IntegrityError, SerializationError
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
 from pipetrail.storage.artifacts.serializers import (
+    BufferSerializer,
     JsonSerializer,
+    NpySerializer,
     PickleSerializer,
     SerializerRegistry,
     default_registry,
@@ -386,3 +390,89 @@ def test_json_property(value: Any) -> None:
     loaded = serializer.load(buffer)
     assert loaded == value
     assert repr(loaded) == repr(value)
+
+
+@pytest.mark.parametrize(
+    ("array", "key"),
+    [
+        (np.arange(1000.0), "7fd89ccacd1dab4fa3bad21a0d3035ddadd790927d60520bea74da01c3245e4c"),
+        (
+            np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+            "67b0abc83269c2eb2a8206fab01f250711df9cc54a463c4aae4595de2b3866d7",
+        ),
+        (np.arange(20)[::3], "c10e9e4dcd33db5d64a689b69e3a142b096cc73d1457e53bc508e6184d7ab6d1"),
+        (np.array(3.5), "815ba2d3c89e4938582f98c8d007ea222d5451734b9bb126b6f9de99c6a22a56"),
+        (
+            np.array([(1, 2.5)], dtype=[("id", "i4"), ("score", "f8")]),
+            "28fd25bd77d56089c71b666092dade17f989e24c412cb9114a25f6cadbf33957",
+        ),
+        (np.empty((0, 4)), "63f33de69e926fe221e2e84c1e16ee799587ea885aab7160a13398b7715f500e"),
+        (
+            np.arange(2**21, dtype=np.float64),  # 16 MiB: hashed on several threads
+            "d4f8bd567a5445a013e55ac43dc610e6a1c6906ea4861017c84c788223755f73",
+        ),
+        (
+            np.asfortranarray(np.arange(2**21, dtype=np.int64).reshape(1024, 2048)),
+            "c55ac723e23c52f7eeb0790e34579d5d7c4b03d5884b6fd6eb090982696505a3",
+        ),
+    ],
+    ids=["float", "fortran", "strided", "0d", "struct", "empty", "16mib", "16mib-fortran"],
+)
+def test_known_arrays_keep_their_keys(
+    store: ContentAddressedStore, array: np.ndarray[Any, Any], key: str
+) -> None:
+    # Keys recorded before arrays were hashed from their buffers: every store's old keys hold.
+    saved = io.BytesIO()
+    np.save(saved, array, allow_pickle=False)
+    stored = dump_to_store(store, array)
+    assert (stored.key, stored.size) == (key, len(saved.getvalue()))
+    assert stored.key == digest_bytes(saved.getvalue())
+    assert store.get_bytes(key, verify=True) == saved.getvalue()
+
+
+def test_npy_buffers_are_the_npy_file_without_a_copy() -> None:
+    serializer = NpySerializer()
+    for array in [
+        np.arange(12, dtype=np.float64).reshape(3, 4) / 7,
+        np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+        np.array(["text", "más"]),
+        np.array(["2024-01-01"], dtype="datetime64[D]"),
+        np.zeros((0, 3), dtype=np.int16),
+    ]:
+        views = serializer.buffers(array)
+        assert views is not None
+        saved = io.BytesIO()
+        np.save(saved, array, allow_pickle=False)
+        assert b"".join(views) == saved.getvalue()
+        if array.size:
+            assert np.shares_memory(np.frombuffer(views[-1], dtype=np.uint8), array)
+    assert serializer.buffers(np.arange(20)[::3]) is None
+    assert serializer.buffers(np.array([(1, 2.5)], dtype=[("id", "i4"), ("x", "f8")])) is None
+
+
+class LinesSerializer(TupleSerializer):
+    """The tuple serializer handing over its bytes as buffers."""
+
+    name = "buffer-lines"
+
+    def buffers(self, obj: Any) -> list[memoryview]:
+        return [memoryview("\n".join(obj).encode())]
+
+
+def test_values_already_stored_are_not_written_again(tmp_path: Path) -> None:
+    store = ContentAddressedStore(str(tmp_path / "cas"))
+    registry = default_registry()
+    registry.register(LinesSerializer(), first=True)
+    assert isinstance(registry.get("buffer-lines"), BufferSerializer)
+    values: list[Any] = [np.arange(100_000.0), b"raw bytes", {"json": [1, 2]}, ("a", "b")]
+    first = [dump_to_store(store, value, registry) for value in values]
+    joblib_first = dump_to_store(store, (1, 2), registry)
+    # Without a folder for temporary files only a store that writes nothing can succeed.
+    (tmp_path / "cas" / "tmp").rmdir()
+    (tmp_path / "cas" / "tmp").write_bytes(b"")
+    again = [dump_to_store(store, copy.deepcopy(value), registry) for value in values]
+    assert [(s.key, s.existed) for s in again] == [(s.key, True) for s in first]
+    assert [s.serializer for s in again] == ["npy", "bytes", "json", "buffer-lines"]
+    with pytest.raises(ArtifactError, match="temporary artifact file"):
+        dump_to_store(store, (1, 2), registry)  # joblib streams: it has to write to find its key
+    assert load_from_store(store, joblib_first.key, "joblib", registry) == (1, 2)

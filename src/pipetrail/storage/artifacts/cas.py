@@ -8,15 +8,15 @@ import os
 import re
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
+from stat import S_ISREG
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
-from pipetrail.core.hashing import DIGEST_ALGORITHM, canonical_json, digest_bytes, new_hasher
+from pipetrail.core.hashing import new_hasher
 from pipetrail.errors import (
     ArtifactError,
     ConfigError,
@@ -24,19 +24,20 @@ from pipetrail.errors import (
     NotFoundError,
     PipetrailError,
 )
+from pipetrail.storage.artifacts.digests import (
+    CHUNK_SIZE,
+    HashingWriter,
+    byte_view,
+    digest_buffers,
+    digest_file,
+    digest_tree,
+)
 from pipetrail.storage.artifacts.remote import Spool, bucket_missing, reason
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
 
 __all__ = ["CHUNK_SIZE", "ContentAddressedStore", "PutResult", "digest_file", "digest_tree"]
-
-#: Bytes moved per read when copying or hashing a file.
-CHUNK_SIZE = 8 * 1024 * 1024
-
-# Writes smaller than this are coalesced so pickle's many small frames cost one hash update and
-# one write per chunk; larger writes go straight through without a copy.
-_DIRECT_WRITE = 1024 * 1024
 
 # Content bound for a remote store waits in memory up to this size, then in a local temporary
 # file, until its key is known; only then is it uploaded, straight to that key.
@@ -48,6 +49,8 @@ _VERIFY_READ = 1024 * 1024
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
+
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -63,74 +66,6 @@ class PutResult:
     key: str
     size: int
     existed: bool
-
-
-class _HashingWriter(io.RawIOBase):
-    """Write-only file object that hashes and counts every byte on its way to ``target``."""
-
-    def __init__(self, target: IO[bytes], name: str) -> None:
-        super().__init__()
-        self._target = target
-        self._name = name
-        self._hasher = new_hasher()
-        self._pending = bytearray()
-        self.size = 0
-
-    def writable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.size
-
-    def write(self, data: ReadableBuffer, /) -> int:
-        if self.closed:
-            raise ValueError("write to closed file")
-        view = memoryview(data)
-        if not view.c_contiguous:
-            view = memoryview(view.tobytes())
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
-        count = view.nbytes
-        if count >= _DIRECT_WRITE:
-            self._drain()
-            self._emit(view)
-        else:
-            self._pending += view
-            if len(self._pending) >= CHUNK_SIZE:
-                self._drain()
-        self.size += count
-        return count
-
-    def flush(self) -> None:
-        if not self.closed:
-            self._drain()
-
-    def close(self) -> None:
-        if not self.closed:
-            self._drain()
-        super().close()
-
-    def abandon(self) -> None:
-        """Close without writing buffered bytes (the content is being thrown away)."""
-        self._pending = bytearray()
-        super().close()
-
-    def hexdigest(self) -> str:
-        return str(self._hasher.hexdigest())
-
-    def _drain(self) -> None:
-        if self._pending:
-            pending, self._pending = self._pending, bytearray()
-            self._emit(pending)
-
-    def _emit(self, data: memoryview | bytearray) -> None:
-        self._hasher.update(data)
-        try:
-            self._target.write(data)
-        except OSError as exc:
-            raise ArtifactError(
-                f"could not write temporary artifact file {self._name!r}: {exc}"
-            ) from exc
 
 
 class ContentAddressedStore:
@@ -338,13 +273,31 @@ class ContentAddressedStore:
         return cast(BinaryIO, copy)
 
     def put_bytes(self, data: bytes | bytearray | memoryview) -> PutResult:
-        """Store ``data`` and return its key."""
-        view = memoryview(data)
+        """Store ``data`` and return its key; see :meth:`put_buffers`."""
+        return self.put_buffers([data])
 
-        def write(fileobj: BinaryIO) -> None:
-            fileobj.write(view)
+    def put_buffers(self, buffers: Iterable[ReadableBuffer]) -> PutResult:
+        """Store the concatenation of ``buffers`` (bytes, arrays, any buffer) without joining them.
 
-        return self.put_stream(write)
+        The buffers are hashed before anything is written (a large one on every core), so
+        content already stored is recognised from its key and size alone and nothing is written
+        at all. New content goes from the buffers straight to a temporary file that is linked to
+        its key (a local folder), or is spooled and uploaded as :meth:`put_stream` does
+        (elsewhere). The buffers must not change until this returns.
+
+        Raises:
+            ArtifactError: The filesystem or object store failed.
+        """
+        views = [byte_view(buffer) for buffer in buffers]
+        key, size = digest_buffers(views)
+        if not self._local:
+            if self._remote_size(self._path(key), f"store artifact {key!r} ({size} bytes)") == size:
+                return PutResult(key=key, size=size, existed=True)
+            return self._put_remote(lambda out: _write_views(out, views, "a local spool file"))
+        if self._stored_locally(key, size):
+            return PutResult(key=key, size=size, existed=True)
+        tmp, _ = self._write_temp(lambda target, tmp: _write_views(target, views, tmp))
+        return self._link(tmp, key, size)
 
     def put_file(self, path: str | os.PathLike[str]) -> PutResult:
         """Store the content of the local file at ``path``, streaming it in chunks.
@@ -380,32 +333,24 @@ class ContentAddressedStore:
         """
         if not self._local:
             return self._put_remote(write)
-        tmp = f"{self._root}/{_TMP_DIR}/{uuid.uuid4().hex}"
-        target = self._open_temp(tmp)
-        writer = _HashingWriter(target, tmp)
-        try:
-            write(cast(BinaryIO, writer))
-            writer.close()
-            self._close_temp(target, tmp)
-        except BaseException:
-            writer.abandon()
-            _close_quietly(target)
-            self._discard(tmp)
-            raise
-        key = writer.hexdigest()
-        try:
-            existed = self._commit(tmp, key, writer.size)
-        except OSError as exc:
-            self._discard(tmp)
-            raise ArtifactError(
-                f"could not move {tmp!r} to artifact {key!r} at {self._path(key)!r}: {exc}"
-            ) from exc
-        return PutResult(key=key, size=writer.size, existed=existed)
+
+        def fill(target: IO[bytes], tmp: str) -> tuple[str, int]:
+            writer = HashingWriter(target, tmp)
+            try:
+                write(cast(BinaryIO, writer))
+                writer.close()
+            except BaseException:
+                writer.abandon()
+                raise
+            return writer.hexdigest(), writer.size
+
+        tmp, (key, size) = self._write_temp(fill)
+        return self._link(tmp, key, size)
 
     def _put_remote(self, write: Callable[[BinaryIO], None]) -> PutResult:
         spool = Spool(_SPOOL_IN_MEMORY, self._spool_dir)
         with spool:
-            writer = _HashingWriter(cast(IO[bytes], spool), "a local spool file")
+            writer = HashingWriter(cast(IO[bytes], spool), "a local spool file")
             try:
                 write(cast(BinaryIO, writer))
                 writer.close()
@@ -477,6 +422,46 @@ class ContentAddressedStore:
 
     def _not_found(self, key: str) -> NotFoundError:
         return NotFoundError(f"no artifact with key {key!r} in {self._url!r}")
+
+    def _stored_locally(self, key: str, size: int) -> bool:
+        """Whether a file of ``size`` bytes is under ``key`` (one of another size is truncated)."""
+        path = self._path(key)
+        try:
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise ArtifactError(f"could not check artifact {key!r} at {path!r}: {exc}") from exc
+        return S_ISREG(info.st_mode) and info.st_size == size
+
+    def _write_temp(self, fill: Callable[[IO[bytes], str], _T]) -> tuple[str, _T]:
+        """A new temporary file under ``<root>/tmp/``, complete, and what ``fill`` returned.
+
+        ``fill`` writes the content to the open file (named by the path it is also given); the
+        file is then closed, flushed to disk first under the fsync policy. If anything fails or
+        ``fill`` raises, the file is removed and the exception propagates.
+        """
+        tmp = f"{self._root}/{_TMP_DIR}/{uuid.uuid4().hex}"
+        target = self._open_temp(tmp)
+        try:
+            filled = fill(target, tmp)
+            self._close_temp(target, tmp)
+        except BaseException:
+            _close_quietly(target)
+            self._discard(tmp)
+            raise
+        return tmp, filled
+
+    def _link(self, tmp: str, key: str, size: int) -> PutResult:
+        """Give the complete temporary file ``tmp`` its final name, ``key``'s path."""
+        try:
+            existed = self._commit(tmp, key, size)
+        except OSError as exc:
+            self._discard(tmp)
+            raise ArtifactError(
+                f"could not move {tmp!r} to artifact {key!r} at {self._path(key)!r}: {exc}"
+            ) from exc
+        return PutResult(key=key, size=size, existed=existed)
 
     def _open_temp(self, tmp: str) -> IO[bytes]:
         parent = tmp.rsplit("/", 1)[0]
@@ -623,62 +608,6 @@ class ContentAddressedStore:
         return True
 
 
-def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """Hex digest and size of a local file, streamed in chunks.
-
-    Raises:
-        NotFoundError: There is no file at ``path``.
-        ArtifactError: The file could not be read.
-    """
-    source = os.fspath(path)
-    hasher = new_hasher()
-    size = 0
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
-    try:
-        with open(source, "rb") as fileobj:
-            while count := fileobj.readinto(buffer):
-                hasher.update(view[:count])
-                size += count
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
-        raise NotFoundError(f"no file at {source!r} to digest") from exc
-    except OSError as exc:
-        raise ArtifactError(f"could not read {source!r} to digest it: {exc}") from exc
-    return str(hasher.hexdigest()), size
-
-
-def digest_tree(path: str | os.PathLike[str]) -> tuple[str, int]:
-    """Deterministic content digest and total size of a local folder, storing nothing.
-
-    The digest covers every file's path relative to ``path`` (with ``/`` separators) and its
-    content digest, so it changes when a file is added, removed, renamed or edited, and not when
-    timestamps or permissions change. Empty folders do not count, and symbolic links to folders
-    are not followed.
-
-    Raises:
-        NotFoundError: ``path`` is not a folder.
-        ArtifactError: A file or folder could not be read.
-    """
-    root = Path(path)
-    if not root.is_dir():
-        raise NotFoundError(f"no folder at {str(root)!r} to digest")
-
-    def fail(exc: OSError) -> None:
-        raise ArtifactError(f"could not list {exc.filename!r} under {str(root)!r}: {exc}") from exc
-
-    files: list[dict[str, Any]] = []
-    for folder, _, names in os.walk(root, onerror=fail):
-        for name in names:
-            file_path = Path(folder, name)
-            digest, size = digest_file(file_path)
-            files.append(
-                {"path": file_path.relative_to(root).as_posix(), "digest": digest, "size": size}
-            )
-    files.sort(key=lambda entry: str(entry["path"]))
-    manifest = {"algorithm": DIGEST_ALGORITHM, "files": files}
-    return digest_bytes(canonical_json(manifest)), sum(int(entry["size"]) for entry in files)
-
-
 def _copy(source: io.BufferedReader, name: str, out: BinaryIO) -> None:
     buffer = bytearray(CHUNK_SIZE)
     view = memoryview(buffer)
@@ -690,6 +619,14 @@ def _copy(source: io.BufferedReader, name: str, out: BinaryIO) -> None:
         if not count:
             return
         out.write(view[:count])
+
+
+def _write_views(target: IO[bytes], views: Iterable[memoryview], name: str) -> None:
+    try:
+        for view in views:
+            target.write(view)
+    except OSError as exc:
+        raise ArtifactError(f"could not write temporary artifact file {name!r}: {exc}") from exc
 
 
 def _close_quietly(fileobj: IO[bytes]) -> None:

@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import io
 import json
 import math
 import pickle
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from pipetrail.errors import ArtifactError, SerializationError
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
 
 __all__ = [
+    "BufferSerializer",
     "BytesSerializer",
     "JoblibSerializer",
     "JsonSerializer",
@@ -69,6 +71,20 @@ class Serializer(Protocol):
         ...
 
 
+@runtime_checkable
+class BufferSerializer(Serializer, Protocol):
+    """A serializer that can also hand over a value's bytes as buffers instead of writing them.
+
+    :func:`dump_to_store` passes them to :meth:`ContentAddressedStore.put_buffers`, which hashes
+    them before writing anything, so a value that is already stored costs one hash.
+    """
+
+    def buffers(self, obj: Any) -> list[memoryview] | None:
+        """The bytes :meth:`dump` writes, as views (of ``obj``'s own memory where it can); None
+        when they can only be written by :meth:`dump`."""
+        ...
+
+
 class JsonSerializer:
     """Plain data: None, bool, int, finite float, str, and lists and str-keyed dicts of them.
 
@@ -87,8 +103,12 @@ class JsonSerializer:
 
     def dump(self, obj: Any, fileobj: BinaryIO) -> None:
         """Write ``obj`` as compact ASCII JSON."""
+        fileobj.write(self.buffers(obj)[0])
+
+    def buffers(self, obj: Any) -> list[memoryview]:
+        """The compact ASCII JSON text of ``obj``, encoded."""
         text = json.dumps(obj, ensure_ascii=True, allow_nan=False, separators=(",", ":"))
-        fileobj.write(text.encode("ascii"))
+        return [memoryview(text.encode("ascii"))]
 
     def load(self, fileobj: BinaryIO) -> Any:
         """Parse JSON."""
@@ -114,19 +134,32 @@ class NpySerializer:
         """Write ``obj`` in ``.npy`` format, the same bytes as ``numpy.save``."""
         import numpy as np
 
-        contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
-        if not contiguous or obj.dtype.names is not None:
-            # Strided arrays need a copy anyway; structured ones may need a newer header version.
+        views = self.buffers(obj)
+        if views is None:
             np.lib.format.write_array(fileobj, obj, allow_pickle=False)
             return
-        # write_array copies the data chunk by chunk into a file object that is not a real
-        # file; a contiguous array can be handed over as one zero-copy buffer instead.
-        header = np.lib.format.header_data_from_array_1_0(obj)
+        for view in views:
+            fileobj.write(view)
+
+    def buffers(self, obj: Any) -> list[memoryview] | None:
+        """The ``.npy`` header and the array's own memory (no copy), for a C- or
+        Fortran-contiguous array that is not structured; None for others.
+
+        Strided arrays need a copy anyway, and structured ones may need a newer header version,
+        so those are left to ``numpy.lib.format.write_array`` in :meth:`dump`.
+        """
+        import numpy as np
+
+        contiguous = obj.flags.c_contiguous or obj.flags.f_contiguous
+        if not contiguous or obj.dtype.names is not None:
+            return None
+        fields = np.lib.format.header_data_from_array_1_0(obj)
+        header = io.BytesIO()
         try:
-            np.lib.format.write_array_header_1_0(fileobj, header)
+            np.lib.format.write_array_header_1_0(header, fields)
         except ValueError:  # header too long for version 1.0
-            np.lib.format.write_array_header_2_0(fileobj, header)
-        fileobj.write(memoryview(obj.ravel(order="K").view(np.uint8)))
+            np.lib.format.write_array_header_2_0(header, fields)
+        return [header.getbuffer(), memoryview(obj.ravel(order="K").view(np.uint8))]
 
     def load(self, fileobj: BinaryIO) -> Any:
         """Read an ``.npy`` array, refusing pickled content."""
@@ -193,6 +226,10 @@ class BytesSerializer:
     def dump(self, obj: Any, fileobj: BinaryIO) -> None:
         """Write the bytes."""
         fileobj.write(obj)
+
+    def buffers(self, obj: Any) -> list[memoryview]:
+        """The bytes themselves, not copied."""
+        return [memoryview(obj)]
 
     def load(self, fileobj: BinaryIO) -> bytes:
         """Read the bytes."""
@@ -347,6 +384,10 @@ def dump_to_store(
 ) -> StoredValue:
     """Serialize ``obj`` with the first serializer that accepts it, streaming into ``store``.
 
+    A :class:`BufferSerializer`'s buffers go to :meth:`ContentAddressedStore.put_buffers` (hashed
+    before anything is written, so a value already stored is not written again); any other
+    serializer writes to :meth:`ContentAddressedStore.put_stream`.
+
     Args:
         store: Where the bytes go.
         obj: The value.
@@ -363,7 +404,8 @@ def dump_to_store(
         serializer.dump(obj, fileobj)
 
     try:
-        result = store.put_stream(write)
+        views = serializer.buffers(obj) if isinstance(serializer, BufferSerializer) else None
+        result = store.put_stream(write) if views is None else store.put_buffers(views)
     except ArtifactError:
         raise
     except Exception as exc:
