@@ -415,8 +415,10 @@ class RunLoop(RunControls):
             inputs=tuple(inputs),
             foreach_param=spec.foreach if spec.foreach in spec.params else None,
             lease=self.run.lease,
+            defer_start=executor.defers_start,
         )
-        self.store.set_task_status(task.task_id, TaskStatus.QUEUED)
+        if not executor.defers_start:
+            self.store.set_task_status(task.task_id, TaskStatus.QUEUED)
         task.status = TaskStatus.QUEUED
         task.submitted = time.monotonic()
         self.observer.task_changed(spec.name, task.attempt, TaskStatus.RUNNING)
@@ -436,7 +438,7 @@ class RunLoop(RunControls):
                 self.store, self.services.spool_root, self.run.id, task.task_id, events=not reported
             )
         try:
-            self.store.finish_task(task.task_id, outcome)
+            self.store.finish_task(task.task_id, outcome, run_id=self.run.id)
         except InvalidTransitionError:
             # Ended from outside meanwhile (a forced cancel); what it says stands.
             outcome = _replace(outcome, status=self.store.get_task(task.task_id).status)

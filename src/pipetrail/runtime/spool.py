@@ -73,23 +73,39 @@ class TaskSpool:
     """
 
     def __init__(self, folder: Path) -> None:
+        # Nothing touches the disk until the task logs something: most steps print nothing
+        # and log no metric, and for them a spool would be a folder made and removed.
         self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
         self.stdout_path = folder / "stdout"
         self.stderr_path = folder / "stderr"
-        self._fd = os.open(folder / "records", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            # Allocated up front (not a sparse file): a full disk fails here, with an error,
-            # instead of killing the process with SIGBUS on a later write into the mapping.
-            os.posix_fallocate(self._fd, 0, _INITIAL_SIZE)
-            self._map = mmap.mmap(self._fd, _INITIAL_SIZE)
-        except BaseException:
-            os.close(self._fd)
-            raise
-        self._size = _INITIAL_SIZE
+        self._fd = -1
+        self._map: mmap.mmap | bytearray = bytearray()  # mapped by the first _grow
+        self._made = False
+        self._size = 0
         self._pos = 0
         self._names: dict[str, int] = {}
         self._closed = False
+
+    def ensure_folder(self) -> Path:
+        """The spool folder, made if it is not there yet (before a stream is written into it)."""
+        if not self._made:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._made = True
+        return self.folder
+
+    def _map_records(self, size: int) -> None:
+        self.ensure_folder()
+        fd = os.open(self.folder / "records", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            # Allocated up front (not a sparse file): a full disk fails here, with an error,
+            # instead of killing the process with SIGBUS on a later write into the mapping.
+            os.posix_fallocate(fd, 0, size)
+            self._map = mmap.mmap(fd, size)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        self._size = size
 
     @classmethod
     def open(cls, root: Path, run_id: int, task_id: int) -> TaskSpool:
@@ -139,6 +155,9 @@ class TaskSpool:
         self._pos += need
 
     def _grow(self, need: int) -> None:
+        if not isinstance(self._map, mmap.mmap):
+            self._map_records(max(_INITIAL_SIZE, need))
+            return
         size = max(self._size * 2, self._pos + need)
         os.posix_fallocate(self._fd, self._size, size - self._size)
         self._map.resize(size)
@@ -148,13 +167,15 @@ class TaskSpool:
         if self._closed:
             return
         self._closed = True
-        self._map.close()
-        os.close(self._fd)
+        if isinstance(self._map, mmap.mmap):
+            self._map.close()
+            os.close(self._fd)
 
     def remove(self) -> None:
         """Close and delete the folder: everything in it is in the store."""
         self.close()
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._made:
+            shutil.rmtree(self.folder, ignore_errors=True)
 
 
 @dataclass

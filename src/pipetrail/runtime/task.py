@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import io
 import os
@@ -11,7 +12,8 @@ import socket
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -23,6 +25,7 @@ from pipetrail.provenance.code import code_archive
 from pipetrail.provenance.resources import ResourceMeter
 from pipetrail.runtime.context import MetricBuffer, StepContext, activate, content_type_of
 from pipetrail.runtime.spool import LogTail, TaskSpool
+from pipetrail.runtime.starts import StartMarker
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
 from pipetrail.storage.artifacts.serializers import (
     SerializerRegistry,
@@ -32,6 +35,9 @@ from pipetrail.storage.artifacts.serializers import (
 from pipetrail.storage.metadata.base import MetadataStore, MetricRow, NewLink, TaskOutcome
 
 __all__ = ["InputRef", "TaskPayload", "TaskServices", "execute_task"]
+
+#: This host's name, recorded on every task it runs (asked once per process).
+_HOST = socket.gethostname()
 
 _PACKAGE_DIR = str(Path(__file__).resolve().parent.parent)
 
@@ -79,6 +85,9 @@ class TaskPayload:
     foreach_param: str | None = None
     #: The runner's lease on the run: the task's writes are fenced by it.
     lease: int | None = None
+    #: Write ``running`` only if the step is still running after a moment (runtime.starts);
+    #: its end then records its whole route. For tasks run in the runner's own process.
+    defer_start: bool = False
 
 
 @dataclass
@@ -99,13 +108,21 @@ class TaskServices:
     worker: str | None = None
     #: Seconds between the task's system metrics samples (``system/...``); 0 turns them off.
     system_metrics_s: float = 5.0
+    _starts: StartMarker | None = field(default=None, init=False, repr=False, compare=False)
+
+    def starts(self) -> StartMarker:
+        """The process's marker of deferred starts over this store (made on first use)."""
+        if self._starts is None:
+            self._starts = StartMarker(self.store)
+        return self._starts
 
 
 def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipeline) -> TaskOutcome:
     """Run one attempt of one step and return how it ended; never raises for user errors.
 
-    The task is marked ``running`` (committed) before user code starts. Metrics go to the store
-    as they are flushed; outputs and logged files to the artifact store. The caller records the
+    The task is marked ``running`` (committed) before user code starts, or, with
+    ``payload.defer_start``, once it has run for a moment (see runtime.starts). Metrics go to
+    the store as they are flushed; outputs and logged files to the artifact store. The caller records the
     returned outcome.
     """
     if pipeline.version != payload.version:
@@ -118,28 +135,34 @@ def execute_task(payload: TaskPayload, services: TaskServices, pipeline: Pipelin
     run_params: dict[str, Any] = pickle.loads(payload.params)
     if payload.lease is not None:
         services.store.hold(payload.run_id, payload.lease)
-    services.store.set_task_status(
-        payload.task_id,
-        TaskStatus.RUNNING,
-        host=socket.gethostname(),
-        pid=os.getpid(),
-        worker=services.worker,
-    )
-    spool = TaskSpool.open(services.spool_root, payload.run_id, payload.task_id)
-    buffer = MetricBuffer(
-        services.store.record_spool,
-        run_id=payload.run_id,
-        task_id=payload.task_id,
-        spool=spool,
-        logs=LogTail(spool.folder),
-    )
+    start = (_HOST, os.getpid(), services.worker)
+    if payload.defer_start:
+        services.starts().begin(payload.task_id, datetime.now(UTC), *start)
+    else:
+        services.store.set_task_status(
+            payload.task_id, TaskStatus.RUNNING, host=start[0], pid=start[1], worker=start[2]
+        )
     try:
-        return _execute(payload, services, pipeline, step, run_params, spool, buffer)
-    except BaseException:
-        # Interrupted (a cancel in this process): the spool stays for salvage() to drain.
-        buffer.detach()
-        spool.close()
-        raise
+        spool = TaskSpool.open(services.spool_root, payload.run_id, payload.task_id)
+        buffer = MetricBuffer(
+            services.store.record_spool,
+            run_id=payload.run_id,
+            task_id=payload.task_id,
+            spool=spool,
+            logs=LogTail(spool.folder),
+        )
+        try:
+            outcome = _execute(payload, services, pipeline, step, run_params, spool, buffer)
+        except BaseException:
+            # Interrupted (a cancel in this process): the spool stays for salvage() to drain.
+            buffer.detach()
+            spool.close()
+            raise
+    finally:
+        written = payload.defer_start and services.starts().settle(payload.task_id)
+    if not payload.defer_start or written:
+        return dataclasses.replace(outcome, recorded=TaskStatus.RUNNING)
+    return dataclasses.replace(outcome, recorded=TaskStatus.INITIAL, start=start)
 
 
 def _execute(
@@ -335,16 +358,18 @@ class _StreamCapture:
         self._spool = spool
 
     def __enter__(self) -> _StreamCapture:
-        self._fds = [_open_log(self._spool.stdout_path), _open_log(self._spool.stderr_path)]
         self._saved = (sys.stdout, sys.stderr)
-        sys.stdout = _Tee(self._fds[0], self._saved[0])
-        sys.stderr = _Tee(self._fds[1], self._saved[1])
+        self._tees = (
+            _Tee(self._spool, self._spool.stdout_path, self._saved[0]),
+            _Tee(self._spool, self._spool.stderr_path, self._saved[1]),
+        )
+        sys.stdout, sys.stderr = self._tees
         return self
 
     def __exit__(self, *exc: object) -> None:
         sys.stdout, sys.stderr = self._saved
-        for fd in self._fds:
-            os.close(fd)
+        for tee in self._tees:
+            tee.close_file()
 
 
 def _open_log(path: Path) -> int:
@@ -352,17 +377,30 @@ def _open_log(path: Path) -> int:
 
 
 class _Tee(io.TextIOBase):
-    """A text stream that writes to a file descriptor (unbuffered) and passes everything on."""
+    """A text stream that writes to a spool file (unbuffered) and passes everything on.
 
-    def __init__(self, fd: int, passthrough: TextIO) -> None:
-        self._fd = fd
+    The file is opened on the first write, so a step that prints nothing makes no file.
+    """
+
+    def __init__(self, spool: TaskSpool, path: Path, passthrough: TextIO) -> None:
+        self._spool = spool
+        self._path = path
+        self._fd = -1
         self._passthrough = passthrough
 
     def write(self, text: str) -> int:
         data = text.encode("utf-8", errors="replace")
+        if data and self._fd < 0:
+            self._spool.ensure_folder()
+            self._fd = _open_log(self._path)
         while data:
             data = data[os.write(self._fd, data) :]
         return self._passthrough.write(text)
+
+    def close_file(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
 
     def flush(self) -> None:
         self._passthrough.flush()
@@ -400,6 +438,7 @@ class _FdCapture:
         for stream in self._streams:
             with contextlib.suppress(Exception):
                 stream.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
+        self._spool.ensure_folder()
         files = [_open_log(self._spool.stdout_path), _open_log(self._spool.stderr_path)]
         self._saved = [os.dup(1), os.dup(2)]
         os.dup2(files[0], 1)

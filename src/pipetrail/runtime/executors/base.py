@@ -16,6 +16,9 @@ class Executor(Protocol):
 
     name: str
     max_workers: int
+    #: Tasks run in the runner's own process: their start is written only if they run for a
+    #: moment (runtime.starts), and ``queued`` with their end.
+    defers_start: bool
 
     def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:
         """Start one attempt; the future resolves to how it ended."""

@@ -215,6 +215,7 @@ class DaskExecutor:
     """
 
     name = "dask"
+    defers_start = False
 
     def __init__(
         self,

@@ -451,16 +451,30 @@ class MetadataStore(RegistryStore, TokenStore, RetentionStore, Protocol):
     def hold(self, run_id: int, lease: int) -> None: ...
     def release(self, run_id: int) -> None: ...
     def latest_metrics(self, run_id: int) -> dict[str, float]: ...
+    def latest_metrics_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, float]]: ...
     def metric_history(
         self, run_id: int, name: str | None = None
     ) -> list[tuple[int, MetricPoint]]: ...
     def change_tags(
-        self, run_id: int, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+        self,
+        run_id: int,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        actor: str | None = None,
     ) -> RunRecord: ...
     def record_event(
-        self, run_id: int, kind: str, message: str, *, task_id: int | None = None
+        self,
+        run_id: int,
+        kind: str,
+        message: str,
+        *,
+        task_id: int | None = None,
+        actor: str | None = None,
     ) -> None: ...
-    def request_cancel(self, run_id: int, reason: str) -> RunRecord: ...
+    def request_cancel(
+        self, run_id: int, reason: str, *, actor: str | None = None
+    ) -> RunRecord: ...
     def cancel_requested(self, run_id: int) -> str | None: ...
     def claim_slot(
         self, run_id: int, limit: int | None, *, trigger_limit: int | None = None

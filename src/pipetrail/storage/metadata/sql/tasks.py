@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, exists, func, insert, select, update
 
 from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
 from pipetrail.core.status import TaskStatus, check_task_transition, transition_path
@@ -26,6 +26,59 @@ from pipetrail.storage.metadata.sql.tables import (
 )
 
 __all__ = ["TaskRows"]
+
+_INSERT_EVENT = insert(run_event)
+_END_COLUMNS = (
+    "status",
+    "started_at",
+    "finished_at",
+    "duration_s",
+    "cpu_time_s",
+    "peak_memory_bytes",
+    "gpu_peak_memory_bytes",
+    "gpu_time_s",
+    "exception_type",
+    "exception_message",
+    "traceback",
+    "allowed_failure",
+    "note",
+)
+_START_COLUMNS = ("host", "pid", "worker")
+
+
+def _finish_statements(condition: Any) -> tuple[Any, Any]:
+    """A task's end as an UPDATE built once (without, with the start columns), parameters
+    ``v_<column>`` and ``b_id``, plus ``condition``'s."""
+    built = []
+    for columns in (_END_COLUMNS, _END_COLUMNS + _START_COLUMNS):
+        stmt = update(block_run).where(block_run.c.id == bindparam("b_id"))
+        if condition is not None:
+            stmt = stmt.where(condition)
+        built.append(stmt.values({c: bindparam(f"v_{c}") for c in columns}))
+    return built[0], built[1]
+
+
+def _end_path(current: TaskStatus, outcome: TaskOutcome) -> list[TaskStatus]:
+    """The statuses a task's end records: with a start written only now (deferred), the
+    ``queued`` and ``running`` it went through first."""
+    if outcome.start is not None and current in (TaskStatus.INITIAL, TaskStatus.QUEUED):
+        lead = [TaskStatus.RUNNING]
+        if current is TaskStatus.INITIAL:
+            lead.insert(0, TaskStatus.QUEUED)
+        return lead + transition_path(TaskStatus.RUNNING, outcome.status)
+    return transition_path(current, outcome.status)
+
+
+_FINISH = _finish_statements(None)
+_FINISH_FROM = _finish_statements(block_run.c.status == bindparam("b_from"))
+_FINISH_FENCED = _finish_statements(
+    and_(
+        block_run.c.status == bindparam("b_from"),
+        exists().where(
+            pipeline_run.c.id == bindparam("b_run"), pipeline_run.c.lease == bindparam("b_lease")
+        ),
+    )
+)
 
 
 class TaskRows(SqlSession):
@@ -84,11 +137,24 @@ class TaskRows(SqlSession):
         host: str | None = None,
         pid: int | None = None,
         worker: str | None = None,
-    ) -> None:
-        """Move a task through one or more statuses up to ``status``, each an event."""
+        at: datetime | None = None,
+        if_pending: bool = False,
+    ) -> bool:
+        """Move a task through one or more statuses up to ``status``, each an event.
+
+        Args:
+            at: when it happened (a start recorded after the fact); default now.
+            if_pending: write only while the task is still ``initial`` or ``queued``, else
+                do nothing (a deferred start that its task's end overtook).
+
+        Returns:
+            Whether anything was written.
+        """
         with self._write() as conn:
             run_id, current = self._task_state(conn, task_id)
-            now = _now()
+            if if_pending and current not in (TaskStatus.INITIAL, TaskStatus.QUEUED):
+                return False
+            now = at or _now()
             path = transition_path(current, status)
             values: dict[str, Any] = {"status": status.value}
             if status is TaskStatus.RUNNING:
@@ -103,41 +169,27 @@ class TaskRows(SqlSession):
                 values["finished_at"] = now
             conn.execute(update(block_run).where(block_run.c.id == task_id).values(**values))
             self._task_events(conn, run_id, task_id, current, path, now, message)
+            return True
 
     @patient("write")
-    def finish_task(self, task_id: int, outcome: TaskOutcome) -> None:
-        """Record a task's end, its resources, logs, error and artifact links in one transaction."""
+    def finish_task(self, task_id: int, outcome: TaskOutcome, *, run_id: int | None = None) -> None:
+        """Record a task's end, its resources, logs, error and artifact links in one transaction.
+
+        With ``run_id`` and ``outcome.recorded`` (the status its worker left in the store), the
+        task row is changed by one conditional UPDATE instead of being read first; when the
+        row is not in that status after all, the end is recorded from the status it has.
+        """
         with self._write() as conn:
-            run_id, current = self._task_state(conn, task_id)
+            current: TaskStatus | None = None
+            if run_id is not None and outcome.recorded is not None and not for_update(conn):
+                if self._finish_row(conn, task_id, run_id, outcome.recorded, outcome):
+                    current = outcome.recorded
+            if current is None or run_id is None:
+                run_id, current = self._task_state(conn, task_id)
+                _end_path(current, outcome)  # an illegal end is refused unwritten
+                self._finish_row(conn, task_id, run_id, None, outcome)
+            path = _end_path(current, outcome)
             now = _now()
-            path = transition_path(current, outcome.status)
-            # A worker that died reports no times: keep the start it recorded when it began.
-            started = (
-                outcome.started_at
-                or conn.execute(
-                    select(block_run.c.started_at).where(block_run.c.id == task_id)
-                ).scalar_one()
-            )
-            finished = outcome.finished_at or now
-            conn.execute(
-                update(block_run)
-                .where(block_run.c.id == task_id)
-                .values(
-                    status=outcome.status.value,
-                    started_at=started,
-                    finished_at=finished,
-                    duration_s=(finished - started).total_seconds() if started else None,
-                    cpu_time_s=outcome.cpu_time_s,
-                    peak_memory_bytes=outcome.peak_memory_bytes,
-                    gpu_peak_memory_bytes=outcome.gpu_peak_memory_bytes,
-                    gpu_time_s=outcome.gpu_time_s,
-                    exception_type=outcome.exception_type,
-                    exception_message=outcome.exception_message,
-                    traceback=outcome.traceback,
-                    allowed_failure=outcome.allowed_failure,
-                    note=outcome.note,
-                )
-            )
             self._links(conn, run_id, task_id, outcome.links, now)
             if outcome.tags:
                 rows = [
@@ -149,7 +201,60 @@ class TaskRows(SqlSession):
                 outcome.exception_message
                 and f"{outcome.exception_type}: {outcome.exception_message}"
             )
-            self._task_events(conn, run_id, task_id, current, path, now, message)
+            times = {
+                TaskStatus.QUEUED: outcome.queued_at or outcome.started_at or now,
+                TaskStatus.RUNNING: outcome.started_at or now,
+            }
+            self._task_events(
+                conn, run_id, task_id, current, path, outcome.finished_at or now, message, times
+            )
+
+    def _finish_row(
+        self,
+        conn: Connection,
+        task_id: int,
+        run_id: int,
+        expected: TaskStatus | None,
+        outcome: TaskOutcome,
+    ) -> bool:
+        """Write the task row's end; with ``expected``, only if the row is in that status and
+        this process's lease on the run (if it holds one) is current. Whether it was written."""
+        now = _now()
+        started = outcome.started_at
+        if started is None:
+            # A worker that died reports no times: keep the start it recorded when it began.
+            started = conn.execute(
+                select(block_run.c.started_at).where(block_run.c.id == task_id)
+            ).scalar_one()
+        finished = outcome.finished_at or now
+        params: dict[str, Any] = {
+            "b_id": task_id,
+            "v_status": outcome.status.value,
+            "v_started_at": started,
+            "v_finished_at": finished,
+            "v_duration_s": (finished - started).total_seconds() if started else None,
+            "v_cpu_time_s": outcome.cpu_time_s,
+            "v_peak_memory_bytes": outcome.peak_memory_bytes,
+            "v_gpu_peak_memory_bytes": outcome.gpu_peak_memory_bytes,
+            "v_gpu_time_s": outcome.gpu_time_s,
+            "v_exception_type": outcome.exception_type,
+            "v_exception_message": outcome.exception_message,
+            "v_traceback": outcome.traceback,
+            "v_allowed_failure": outcome.allowed_failure,
+            "v_note": outcome.note,
+        }
+        start = outcome.start
+        if start is not None:
+            params.update(v_host=start[0], v_pid=start[1], v_worker=start[2])
+        if expected is None:
+            conn.execute(_FINISH[start is not None], params)
+            return True
+        params["b_from"] = expected.value
+        held = self._held.get(run_id)
+        if held is None:
+            return bool(conn.execute(_FINISH_FROM[start is not None], params).rowcount == 1)
+        params.update(b_run=run_id, b_lease=held)
+        return bool(conn.execute(_FINISH_FENCED[start is not None], params).rowcount == 1)
 
     def _links(
         self, conn: Connection, run_id: int, task_id: int, links: Sequence[NewLink], now: datetime
@@ -215,6 +320,7 @@ class TaskRows(SqlSession):
         path: Sequence[TaskStatus],
         at: datetime,
         message: str | None,
+        times: Mapping[TaskStatus, datetime] | None = None,
     ) -> None:
         previous = current
         rows = []
@@ -226,13 +332,13 @@ class TaskRows(SqlSession):
                     "block_run_id": task_id,
                     "status": status.value,
                     "previous": previous.value,
-                    "at": at,
+                    "at": at if last or times is None else times.get(status, at),
                     "message": message if last else None,
                 }
             )
             previous = status
         if rows:
-            conn.execute(insert(run_event), rows)
+            conn.execute(_INSERT_EVENT, rows)
 
     @patient("read")
     def tasks(self, run_id: int) -> list[TaskRecord]:
