@@ -181,9 +181,13 @@ class TaskRows(SqlSession):
         """
         with self._write() as conn:
             current: TaskStatus | None = None
-            if run_id is not None and outcome.recorded is not None and not for_update(conn):
-                if self._finish_row(conn, task_id, run_id, outcome.recorded, outcome):
-                    current = outcome.recorded
+            if (
+                run_id is not None
+                and outcome.recorded is not None
+                and not for_update(conn)
+                and self._finish_row(conn, task_id, run_id, outcome.recorded, outcome)
+            ):
+                current = outcome.recorded
             if current is None or run_id is None:
                 run_id, current = self._task_state(conn, task_id)
                 _end_path(current, outcome)  # an illegal end is refused unwritten
