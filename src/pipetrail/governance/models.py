@@ -1,7 +1,7 @@
 """Registered models from Python: ``pt.register_model``, ``pt.load_model``, ``pt.ModelVersion``.
 
 The same rules as the CLI and REST (``governance.registry``). A model loads through the
-client's artifact loading, which checks the stored bytes against their content hash.
+client's stores, with its stored bytes checked against the version's content hash first.
 """
 
 from __future__ import annotations
@@ -134,8 +134,24 @@ class ModelVersion:
         return Artifact(self._link(), self._reader, lambda: self.task)
 
     def load(self) -> Any:
-        """The model's value, loaded from the artifact store (its content hash checked)."""
-        return self._reader.load(self._link())
+        """The model's value, loaded from the artifact store once its bytes are checked
+        against the version's content hash (a model is never loaded from altered bytes).
+
+        Raises:
+            IntegrityError: the stored bytes do not hash to the version's key.
+        """
+        from pipetrail.storage.artifacts.serializers import load_from_store
+
+        link = self._link()
+        if link.artifact.serializer in ("file", "archive"):
+            return self._reader.cas.get_bytes(link.artifact.key, verify=True)
+        return load_from_store(
+            self._reader.cas,
+            link.artifact.key,
+            link.artifact.serializer,
+            self._reader.registry,
+            verify=True,
+        )
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ModelVersion) and other._record.id == self._record.id
