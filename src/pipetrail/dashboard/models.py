@@ -11,6 +11,7 @@ from urllib.parse import quote
 
 from pipetrail.core.model import RunRecord
 from pipetrail.errors import NotFoundError, UsageError
+from pipetrail.governance.registry import MAX_NAME
 
 if TYPE_CHECKING:
     from pipetrail.storage.metadata.base import MetadataStore
@@ -23,7 +24,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "HISTORY_ACTIONS",
-    "MAX_NAME",
     "VERSION_LIMIT",
     "ApprovalsPage",
     "HistoryEntry",
@@ -32,15 +32,12 @@ __all__ = [
     "PendingView",
     "VersionView",
     "approvals_page",
-    "check_model_name",
     "describe_event",
     "model_href",
     "model_page",
     "models_page",
 ]
 
-#: Model names are at most this long on the pages (longer ones name no model).
-MAX_NAME = 200
 #: The newest versions a model's page lists with their runs and metrics.
 VERSION_LIMIT = 200
 #: The governance log's actions that make a model's alias history.
@@ -57,8 +54,10 @@ HISTORY_ACTIONS = frozenset(
 )
 
 
-def check_model_name(name: str) -> str:
-    """Raises UsageError for a name no model can have (empty, too long, a NUL)."""
+def _lookup_name(name: str) -> str:
+    """``name``, unless no model can have it: empty, too long, a NUL (which PostgreSQL text
+    cannot hold). Anything else is looked up, so a name the store holds always opens, and an
+    unknown one is a 404 (the registry's stricter rules are for new names)."""
     if not name or len(name) > MAX_NAME or "\x00" in name:
         shown = name if len(name) <= 60 else name[:57] + "..."
         raise UsageError(
@@ -204,7 +203,7 @@ def model_page(store: MetadataStore, name: str) -> ModelPage:
         NotFoundError: no model of that name.
         UsageError: a name no model can have.
     """
-    model = store.get_model(check_model_name(name))
+    model = store.get_model(_lookup_name(name))
     records = sorted(store.model_versions(name), key=lambda v: v.version, reverse=True)
     shown = records[:VERSION_LIMIT]
     runs = _runs(store, [v.run_id for v in shown])

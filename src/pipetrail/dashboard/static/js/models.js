@@ -35,7 +35,7 @@
     const buttons = box.querySelectorAll("button");
     buttons.forEach((b) => { b.disabled = true; });
     showError(box, "");
-    const result = await PT.request("POST", api(id, verb), { comment });
+    const result = await PT.request("POST", api(id, verb), comment === null ? {} : { comment });
     buttons.forEach((b) => { b.disabled = false; });
     const done = verb === "approve" ? "approved" : "rejected";
     if (!result.ok) {
@@ -44,7 +44,9 @@
       PT.toast(text, "error");
       return;
     }
-    const status = result.data && typeof result.data === "object" ? result.data.status : null;
+    // The answer is {"promotion": {..., "status": ...}}: the request as it is now.
+    const promotion = result.data && typeof result.data === "object" ? result.data.promotion : null;
+    const status = promotion ? promotion.status : null;
     let text = `Request #${id} ${done}`;
     if (verb === "approve" && status === "pending") text += "; it waits for more approvals";
     if (status === "approved") text += ": the alias moved";
