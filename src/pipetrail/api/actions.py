@@ -8,6 +8,7 @@ connections and executor). Stopping the server asks its unfinished runs to cance
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -162,8 +163,10 @@ def trigger(
     executor: str | None,
     file: str | None,
     max_parallel: int | None,
+    actor: str | None = None,
 ) -> RunRecord:
-    """Record a new run of pipeline ``name`` and start it in the background.
+    """Record a new run of pipeline ``name``, started by ``actor``, and start it in the
+    background.
 
     The pipeline is loaded from ``file``, or else from the file of its latest recorded run;
     either must be under the launcher's project directory.
@@ -196,6 +199,7 @@ def trigger(
         tags=validate_user_tags(tags),
         trigger="api",
         max_parallel=max_parallel,
+        user=actor,
     )
     run = workspace.engine(executor=executor).prepare(request)
     launcher.start(run, request, executor)
@@ -313,9 +317,10 @@ def fire_trigger(
     params: Mapping[str, Any],
     variables: Mapping[str, str],
     executor: str | None,
+    actor: str | None = None,
 ) -> RunRecord:
-    """Fire trigger ``name`` once, now: record its run (bound to a tick of its own) and start
-    it in the background. The run records its trigger as ``api`` for an api trigger, else
+    """Fire trigger ``name`` once, now: record its run (bound to a tick of its own, started by
+    ``actor``) and start it in the background. The run records its trigger as ``api`` for an api trigger, else
     ``manual``.
 
     Raises:
@@ -339,6 +344,7 @@ def fire_trigger(
         record,
         params=params,
         variables=variables,
+        user=actor,
     )
     launcher.start(run, request, executor)
     return run
@@ -352,8 +358,10 @@ def retry_one(
     from_step: str | None,
     parameters: Mapping[str, Any],
     executor: str | None,
+    actor: str | None = None,
 ) -> tuple[RunRecord, list[dict[str, Any]]]:
-    """Start a retry of run ``run_id`` in the background; returns the new run and its plan.
+    """Start a retry of run ``run_id`` in the background, by ``actor`` (the new run's user);
+    returns the new run and its plan.
 
     Raises:
         NotFoundError: no such run.
@@ -374,15 +382,22 @@ def retry_one(
     # Parameters arrive as JSON values; retry_request takes command-line text.
     overrides = {k: v if isinstance(v, str) else json.dumps(v) for k, v in parameters.items()}
     request, plan = retry_request(workspace.store, origin, overrides=overrides, from_step=from_step)
+    request = dataclasses.replace(request, user=actor)
     run = workspace.engine(executor=executor).prepare(request)
     launcher.start(run, request, executor)
     return run, describe_plan(plan)
 
 
 def cancel_one(
-    workspace: Workspace, run_id: int, *, reason: str | None, wait_s: float
+    workspace: Workspace,
+    run_id: int,
+    *,
+    reason: str | None,
+    wait_s: float,
+    actor: str | None = None,
 ) -> RunRecord:
-    """Cancel run ``run_id`` and return it once ended (forced if its runner does not answer).
+    """Cancel run ``run_id`` for ``actor`` and return it once ended (forced if its runner does
+    not answer).
 
     Raises:
         NotFoundError: no such run.
@@ -392,7 +407,7 @@ def cancel_one(
     if run.status in RUN_TERMINAL:
         raise _ended(run)
     try:
-        return cancel_run(workspace.store, run, reason=reason, wait_s=wait_s)
+        return cancel_run(workspace.store, run, reason=reason, wait_s=wait_s, actor=actor)
     except UsageError:
         # It ended between the look and the cancel.
         raise _ended(workspace.store.get_run(run_id)) from None
@@ -458,7 +473,12 @@ def each(run_ids: Sequence[int], act: Callable[[int], RunRecord]) -> list[BatchO
 
 
 def cancel_many(
-    workspace: Workspace, run_ids: Sequence[int], *, reason: str | None, wait_s: float
+    workspace: Workspace,
+    run_ids: Sequence[int],
+    *,
+    reason: str | None,
+    wait_s: float,
+    actor: str | None = None,
 ) -> list[BatchOutcome]:
     """Cancel runs concurrently (each waits for its own runner), in the order given."""
     if not run_ids:
@@ -467,7 +487,8 @@ def cancel_many(
     def one(run_id: int) -> BatchOutcome:
         try:
             return BatchOutcome(
-                run_id, run=cancel_one(workspace, run_id, reason=reason, wait_s=wait_s)
+                run_id,
+                run=cancel_one(workspace, run_id, reason=reason, wait_s=wait_s, actor=actor),
             )
         except PipetrailError as exc:
             return BatchOutcome(run_id, error=exc)

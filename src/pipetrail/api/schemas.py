@@ -207,6 +207,10 @@ class EventOut(_Out):
     status: str = Field(description="Status after the event.")
     previous: str | None = Field(description="Status before, for a status change.")
     message: str | None = Field(description="Reason or note.")
+    actor: str | None = Field(
+        default=None,
+        description="Who caused it, when a person did (a cancel, a tag change): a token's user.",
+    )
 
 
 class StepCostOut(_Out):

@@ -122,6 +122,7 @@ def run_detail(
                 status=e.status,
                 previous=e.previous,
                 message=e.message,
+                actor=e.actor,
             )
             for e in events
         ],

@@ -60,6 +60,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "triggers_group",
         "Run pipelines on a schedule, after other pipelines, or when called over REST.",
     ),
+    "tokens": (
+        "pipetrail.cli.tokens",
+        "tokens_group",
+        "Named API tokens with roles: create (shown once), list and revoke them.",
+    ),
     "models": (
         "pipetrail.cli.models",
         "models_group",

@@ -232,6 +232,14 @@ def print_run(run: Run) -> None:
                 artifact.hash[:12],
             )
         out.print(table)
+    acted = [e for e in run.events if e.actor]
+    if acted:
+        table = Table(title="actions", box=None, header_style="bold", title_justify="left")
+        for column in ("WHEN", "WHO", "EVENT", "NOTE"):
+            table.add_column(column)
+        for e in acted:
+            table.add_row(_time(e.at), e.actor, e.kind, e.message or "")
+        out.print(table)
     failed = [s for s in run if s.task is not None and s.task.status == "failed"]
     for step in failed:
         last = step.task
@@ -502,6 +510,7 @@ def run_to_json(run: Run) -> dict[str, Any]:
                 "previous": e.previous,
                 "at": e.at.isoformat(),
                 "message": e.message,
+                "actor": e.actor,
             }
             for e in run.events
         ],

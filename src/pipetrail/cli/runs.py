@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -22,6 +23,7 @@ from pipetrail.cli.common import (
 )
 from pipetrail.cli.inspect import attempt_option, print_run_logs, stream_option
 from pipetrail.cli.run import dask_executor, execute
+from pipetrail.cli.tokens import acting
 from pipetrail.errors import UsageError
 
 
@@ -224,6 +226,7 @@ def runs_retry(
     overrides = pairs(params, "-p/--param")
     executor = dask_executor(executor, dask_address)
     workspace = workspace_or_nothing(asked_runs(run_refs))
+    user = acting(workspace)
     origins = _select_runs(
         workspace, run_refs, pipeline=pipeline, statuses=statuses, since=since, what="runs retry"
     )
@@ -239,7 +242,7 @@ def runs_retry(
             from_step=from_step,
             max_parallel=max_parallel,
         )
-        planned.append((origin, request, plan))
+        planned.append((origin, dataclasses.replace(request, user=user), plan))
     if dry_run:
         if as_json:
             rows = [{"origin": o.pathspec, "plan": describe_plan(plan)} for o, _, plan in planned]
@@ -277,6 +280,7 @@ def runs_cancel(
     from pipetrail.runtime.control import cancel_run
 
     workspace = workspace_or_nothing(asked_runs(run_refs))
+    user = acting(workspace)
     if all_running:
         if run_refs:
             raise UsageError("runs cancel: give RUN ids or --all-running, not both")
@@ -306,10 +310,10 @@ def runs_cancel(
         sys.exit(EXIT_OK)
     for run in targets:
         if no_wait:
-            workspace.store.request_cancel(run.id, reason or "cancel requested")
+            workspace.store.request_cancel(run.id, reason or "cancel requested", actor=user)
             console().print(f"{run.pathspec}: cancel requested")
         else:
-            ended = cancel_run(workspace.store, run, reason=reason)
+            ended = cancel_run(workspace.store, run, reason=reason, actor=user)
             console().print(f"{ended.pathspec}: {ended.status.value}")
 
 
@@ -403,7 +407,7 @@ def runs_tag(run_ref: str, adding: tuple[str, ...], removing: tuple[str, ...]) -
     if not adding and not removing:
         raise UsageError("runs tag: give --add TAG and/or --remove TAG")
     run, _ = run_and_step(run_ref)
-    run.replace_tags(removing, adding)
+    run.replace_tags(removing, adding, actor=acting(workspace_or_nothing()))
     click.echo(f"{run.pathspec}: {', '.join(sorted(run.user_tags)) or '(no user tags)'}")
 
 

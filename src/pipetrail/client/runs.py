@@ -279,12 +279,15 @@ class Run:
     def replace_tag(self, old: str, new: str) -> None:
         self.replace_tags([old], [new])
 
-    def replace_tags(self, old: Iterable[str], new: Iterable[str]) -> None:
-        """Remove ``old`` then add ``new``, atomically."""
+    def replace_tags(
+        self, old: Iterable[str], new: Iterable[str], *, actor: str | None = None
+    ) -> None:
+        """Remove ``old`` then add ``new``, atomically; with ``actor`` (who changes them), the
+        change is also an event of the run naming them."""
         system = set(self._record.system_tags)
         adding = [t for t in new if t not in system]
         self._record = self._reader.store.change_tags(
-            self._record.id, add=validate_user_tags(adding), remove=list(old)
+            self._record.id, add=validate_user_tags(adding), remove=list(old), actor=actor
         )
 
     @property

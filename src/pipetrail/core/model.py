@@ -320,6 +320,8 @@ class EventRecord:
     message: str | None = None
     #: ``status`` for a status change; ``cancel_requested``, ``timeout``, ``reused`` otherwise.
     kind: str = "status"
+    #: Who caused it, when a person did (a cancel, a tag change): a token's user or local user.
+    actor: str | None = None
 
 
 @dataclass(frozen=True)

@@ -92,9 +92,17 @@ def retry_request(
 
 
 def cancel_run(
-    store: MetadataStore, run: RunRecord, *, reason: str | None = None, wait_s: float = 15.0
+    store: MetadataStore,
+    run: RunRecord,
+    *,
+    reason: str | None = None,
+    wait_s: float = 15.0,
+    actor: str | None = None,
 ) -> RunRecord:
     """Ask ``run``'s runner to cancel it and wait until it has; force it if the runner is silent.
+
+    ``actor`` is who cancels (a token's user; the local user when None), recorded with the
+    cancel request.
 
     A cancel always ends in a terminal status: a run still waiting for a slot, or whose runner
     does not act within ``wait_s``, is cancelled here directly.
@@ -106,8 +114,9 @@ def cancel_run(
         raise UsageError(
             f"run {run.pathspec} has already ended ({run.status.value}); nothing to cancel"
         )
-    who = reason or f"cancelled by {current_user()}@{socket.gethostname()}"
-    store.request_cancel(run.id, who)
+    user = actor or current_user()
+    who = reason or f"cancelled by {user}@{socket.gethostname()}"
+    store.request_cancel(run.id, who, actor=user)
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         current = store.get_run(run.id)

@@ -78,6 +78,8 @@ class RunRequest:
     tick_trigger_id: int | None = None
     sla_s: float | None = None
     trigger_limit: int | None = None
+    #: Who starts the run (a token's user over REST); the local user when None.
+    user: str | None = None
 
 
 class Engine:
@@ -108,7 +110,7 @@ class Engine:
         """Capture provenance and record the run (``initial``) with one task row per step."""
         spec = request.pipeline.spec
         store = self.services.store
-        user = current_user()
+        user = request.user or current_user()
         host = socket.gethostname()
         env = capture_environment()
         git = capture_git(Path(spec.file).parent) if spec.file else None

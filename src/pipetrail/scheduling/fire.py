@@ -8,6 +8,7 @@ tick never becomes two runs.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from collections.abc import Mapping
@@ -85,8 +86,10 @@ def fire_now(
     *,
     params: Mapping[str, Any] | None = None,
     variables: Mapping[str, str] | None = None,
+    user: str | None = None,
 ) -> tuple[RunRecord, RunRequest]:
-    """Fire ``record`` once, now ("run once"): claim a tick at this moment and record its run.
+    """Fire ``record`` once, now ("run once"): claim a tick at this moment and record its run,
+    started by ``user`` (a token's user over REST; the local user when None).
 
     The run's trigger kind is ``api`` for an api trigger (it runs only when called), else
     ``manual`` (a scheduled trigger fired by hand or over REST).
@@ -107,6 +110,7 @@ def fire_now(
     while not store.claim_tick(record.id, at, launcher=launcher_id(), note=f"fired: {kind}"):
         at = datetime.now(UTC)  # the same microsecond as another fire: take the next one
         request = tick_request(record, at, kind=kind, params=params, variables=variables)
+    request = dataclasses.replace(request, user=user)
     try:
         run = engine.prepare(request)
     except Exception as exc:

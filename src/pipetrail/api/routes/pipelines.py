@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Path, Response
 
 from pipetrail.api import actions
-from pipetrail.api.deps import Context
+from pipetrail.api.deps import Actor, Context
 from pipetrail.api.errors import ERROR_RESPONSES
 from pipetrail.api.schemas import (
     PipelineEnvelope,
@@ -49,6 +49,7 @@ def get_pipeline(ctx: Context, name: Name) -> PipelineEnvelope:
 )
 def trigger_run(
     ctx: Context,
+    actor: Actor,
     name: Name,
     response: Response,
     body: Annotated[TriggerRequest | None, Body()] = None,
@@ -66,6 +67,7 @@ def trigger_run(
         executor=body.executor,
         file=body.file,
         max_parallel=body.max_parallel,
+        actor=actor,
     )
     response.headers["Location"] = f"/api/pipeline_runs/{run.id}"
     return PipelineRunEnvelope(pipeline_run=run_detail(run, {}, ctx.workspace.store.events(run.id)))

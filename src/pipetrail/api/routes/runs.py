@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, Path, Query
 from pydantic import StringConstraints
 
 from pipetrail.api import actions
-from pipetrail.api.deps import NO_NUL, Context, RunId, utc
+from pipetrail.api.deps import NO_NUL, Actor, Context, RunId, utc
 from pipetrail.api.errors import ERROR_RESPONSES, error_body
 from pipetrail.api.paging import decode_cursor, decode_offset, encode_offset, page_runs
 from pipetrail.api.schemas import (
@@ -146,7 +146,7 @@ def list_pipeline_runs(
     summary="Retry many runs",
     openapi_extra=_ONE_SELECTOR,
 )
-def retry_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
+def retry_pipeline_runs(ctx: Context, actor: Actor, body: BatchRequest) -> BatchResponse:
     """Retry the runs given by ``ids`` or matching ``filter`` (by default the failed and
     cancelled ones); each new run starts in the background."""
 
@@ -158,6 +158,7 @@ def retry_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
             from_step=body.from_step,
             parameters={},
             executor=body.executor,
+            actor=actor,
         )
         return run
 
@@ -171,14 +172,15 @@ def retry_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
     summary="Cancel many runs",
     openapi_extra=_ONE_SELECTOR,
 )
-def cancel_pipeline_runs(ctx: Context, body: BatchRequest) -> BatchResponse:
+def cancel_pipeline_runs(ctx: Context, actor: Actor, body: BatchRequest) -> BatchResponse:
     """Cancel the runs given by ``ids`` or matching ``filter`` (by default the waiting and
     running ones): "cancel all running of pipeline X" is
     ``{"filter": {"pipeline": "X", "status": ["running"]}}``."""
     ids = _select(ctx, body, _CANCELLABLE)
-    return _batch(
-        ids, actions.cancel_many(ctx.workspace, ids, reason=body.reason, wait_s=body.wait_s)
+    outcomes = actions.cancel_many(
+        ctx.workspace, ids, reason=body.reason, wait_s=body.wait_s, actor=actor
     )
+    return _batch(ids, outcomes)
 
 
 @router.get(
@@ -316,7 +318,10 @@ def metric_history(
     summary="Retry a run",
 )
 def retry_pipeline_run(
-    ctx: Context, run_id: RunId, body: Annotated[RetryRequest | None, Body()] = None
+    ctx: Context,
+    actor: Actor,
+    run_id: RunId,
+    body: Annotated[RetryRequest | None, Body()] = None,
 ) -> RetryResponse:
     """Start a new run that reuses what completed (or re-runs from ``from_step``); it runs in
     the background and its id is returned at once."""
@@ -328,6 +333,7 @@ def retry_pipeline_run(
         from_step=body.from_step,
         parameters=body.parameters,
         executor=body.executor,
+        actor=actor,
     )
     return RetryResponse(pipeline_run=run_out(run), plan=[PlanStep(**p) for p in plan])
 
@@ -336,12 +342,17 @@ def retry_pipeline_run(
     "/pipeline_runs/{run_id}/cancel", response_model=PipelineRunEnvelope, summary="Cancel a run"
 )
 def cancel_pipeline_run(
-    ctx: Context, run_id: RunId, body: Annotated[CancelRequest | None, Body()] = None
+    ctx: Context,
+    actor: Actor,
+    run_id: RunId,
+    body: Annotated[CancelRequest | None, Body()] = None,
 ) -> PipelineRunEnvelope:
     """Cancel a waiting or running run and return it once it has ended."""
     body = body or CancelRequest()
     store = ctx.workspace.store
-    run = actions.cancel_one(ctx.workspace, run_id, reason=body.reason, wait_s=body.wait_s)
+    run = actions.cancel_one(
+        ctx.workspace, run_id, reason=body.reason, wait_s=body.wait_s, actor=actor
+    )
     return PipelineRunEnvelope(
         pipeline_run=run_detail(
             run, store.latest_metrics(run_id), store.events(run_id), store.tasks(run_id)

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Body, Path, Query, Response
 from pydantic import StringConstraints
 
 from pipetrail.api import actions
-from pipetrail.api.deps import Context
+from pipetrail.api.deps import Actor, Context
 from pipetrail.api.errors import ERROR_RESPONSES
 from pipetrail.api.paging import decode_cursor, page_runs
 from pipetrail.api.schemas import (
@@ -111,6 +111,7 @@ def resume_trigger(ctx: Context, name: Name) -> TriggerEnvelope:
 )
 def fire_trigger(
     ctx: Context,
+    actor: Actor,
     name: Name,
     response: Response,
     body: Annotated[TriggerFireRequest | None, Body()] = None,
@@ -125,6 +126,7 @@ def fire_trigger(
         params=body.params,
         variables=body.variables,
         executor=body.executor,
+        actor=actor,
     )
     response.headers["Location"] = f"/api/pipeline_runs/{run.id}"
     return PipelineRunEnvelope(pipeline_run=run_detail(run, {}, ctx.workspace.store.events(run.id)))

@@ -252,22 +252,28 @@ class RunRows(SqlSession):
 
     @patient("write")
     def change_tags(
-        self, run_id: int, *, add: Iterable[str] = (), remove: Iterable[str] = ()
+        self,
+        run_id: int,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        actor: str | None = None,
     ) -> RunRecord:
         """Remove then add user tags of a run, in one transaction (so a replace is atomic).
 
         Adding a tag the run already has as a system tag does nothing; removing a user tag
-        the run does not have does nothing.
+        the run does not have does nothing. With ``actor`` (who changed them), a ``tags``
+        event records the change and who made it, in the same transaction.
 
         Raises:
             NotFoundError: no such run.
             UsageError: removing a system tag.
         """
         with self._write() as conn:
-            exists = conn.execute(
-                select(pipeline_run.c.id).where(pipeline_run.c.id == run_id)
+            status = conn.execute(
+                select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
             ).scalar_one_or_none()
-            if exists is None:
+            if status is None:
                 raise NotFoundError(f"no run with id {run_id} in the store")
             system = set(
                 conn.execute(
@@ -295,6 +301,19 @@ class RunRows(SqlSession):
                 if t not in system
             ]
             upsert(conn, run_tag, rows, ["run_id", "tag"])
+            if actor is not None and (rows or removing):
+                change = [f"+{r['tag']}" for r in rows] + [f"-{t}" for t in removing]
+                conn.execute(
+                    insert(run_event),
+                    {
+                        "run_id": run_id,
+                        "kind": "tags",
+                        "status": status,
+                        "at": _now(),
+                        "message": " ".join(change),
+                        "actor": actor,
+                    },
+                )
         return self.get_run(run_id)
 
     @patient("read")
@@ -570,15 +589,24 @@ class RunRows(SqlSession):
                 select(run_event).where(run_event.c.run_id == run_id).order_by(run_event.c.id)
             ).all()
         return [
-            EventRecord(r.run_id, r.block_run_id, r.status, r.at, r.previous, r.message, r.kind)
+            EventRecord(
+                r.run_id, r.block_run_id, r.status, r.at, r.previous, r.message, r.kind, r.actor
+            )
             for r in rows
         ]
 
     @patient("write")
     def record_event(
-        self, run_id: int, kind: str, message: str, *, task_id: int | None = None
+        self,
+        run_id: int,
+        kind: str,
+        message: str,
+        *,
+        task_id: int | None = None,
+        actor: str | None = None,
     ) -> None:
-        """Record something that happened to a run that is not a status change (a timeout breach)."""
+        """Record something that happened to a run that is not a status change (a timeout
+        breach); ``actor`` is who caused it, when a person did."""
         with self._write() as conn:
             self._check_lease(conn, run_id)
             status = conn.execute(
@@ -600,12 +628,15 @@ class RunRows(SqlSession):
                     "status": status,
                     "at": _now(),
                     "message": message,
+                    "actor": actor,
                 },
             )
 
     @patient("write")
-    def request_cancel(self, run_id: int, reason: str) -> RunRecord:
+    def request_cancel(self, run_id: int, reason: str, *, actor: str | None = None) -> RunRecord:
         """Ask the runner of a run to cancel it; its runner acts on it within a second or two.
+
+        ``actor`` (who asked) goes into the ``cancel_requested`` event.
 
         Raises:
             NotFoundError: no such run.
@@ -633,6 +664,7 @@ class RunRows(SqlSession):
                     "status": status,
                     "at": at,
                     "message": reason,
+                    "actor": actor,
                 },
             )
         return self.get_run(run_id)
