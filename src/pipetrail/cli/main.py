@@ -70,6 +70,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "models_group",
         "Register model versions, point aliases at them, and promote them with approvals.",
     ),
+    "audit": (
+        "pipetrail.cli.audit",
+        "audit_command",
+        "Write the audit report of a model version or a run: its lineage, code, data and approvals.",
+    ),
 }
 
 
