@@ -7,11 +7,9 @@ import io
 import os
 import re
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from stat import S_ISREG
-from typing import IO, TYPE_CHECKING, Any, BinaryIO, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -32,6 +30,7 @@ from pipetrail.storage.artifacts.digests import (
     digest_file,
     digest_tree,
 )
+from pipetrail.storage.artifacts.folder import FolderWriter, write_views
 from pipetrail.storage.artifacts.remote import Spool, bucket_missing, reason
 
 if TYPE_CHECKING:
@@ -49,8 +48,6 @@ _VERIFY_READ = 1024 * 1024
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
-
-_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -114,7 +111,7 @@ class ContentAddressedStore:
         self._fs: fsspec.AbstractFileSystem = fs
         self._root: str = root.rstrip("/")
         self._local = isinstance(fs, LocalFileSystem)
-        self._fsync = fsync
+        self._folder = FolderWriter(f"{self._root}/{_TMP_DIR}", fsync=fsync)
         self._spool_dir = None if spool_dir is None else os.fspath(spool_dir)
 
     @staticmethod
@@ -293,10 +290,10 @@ class ContentAddressedStore:
         if not self._local:
             if self._remote_size(self._path(key), f"store artifact {key!r} ({size} bytes)") == size:
                 return PutResult(key=key, size=size, existed=True)
-            return self._put_remote(lambda out: _write_views(out, views, "a local spool file"))
-        if self._stored_locally(key, size):
+            return self._put_remote(lambda out: write_views(out, views, "a local spool file"))
+        if self._folder.holds(self._path(key), size):
             return PutResult(key=key, size=size, existed=True)
-        tmp, _ = self._write_temp(lambda target, tmp: _write_views(target, views, tmp))
+        tmp, _ = self._folder.write(lambda target, tmp: write_views(target, views, tmp))
         return self._link(tmp, key, size)
 
     def put_file(self, path: str | os.PathLike[str]) -> PutResult:
@@ -344,7 +341,7 @@ class ContentAddressedStore:
                 raise
             return writer.hexdigest(), writer.size
 
-        tmp, (key, size) = self._write_temp(fill)
+        tmp, (key, size) = self._folder.write(fill)
         return self._link(tmp, key, size)
 
     def _put_remote(self, write: Callable[[BinaryIO], None]) -> PutResult:
@@ -423,90 +420,16 @@ class ContentAddressedStore:
     def _not_found(self, key: str) -> NotFoundError:
         return NotFoundError(f"no artifact with key {key!r} in {self._url!r}")
 
-    def _stored_locally(self, key: str, size: int) -> bool:
-        """Whether a file of ``size`` bytes is under ``key`` (one of another size is truncated)."""
-        path = self._path(key)
-        try:
-            info = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        except OSError as exc:
-            raise ArtifactError(f"could not check artifact {key!r} at {path!r}: {exc}") from exc
-        return S_ISREG(info.st_mode) and info.st_size == size
-
-    def _write_temp(self, fill: Callable[[IO[bytes], str], _T]) -> tuple[str, _T]:
-        """A new temporary file under ``<root>/tmp/``, complete, and what ``fill`` returned.
-
-        ``fill`` writes the content to the open file (named by the path it is also given); the
-        file is then closed, flushed to disk first under the fsync policy. If anything fails or
-        ``fill`` raises, the file is removed and the exception propagates.
-        """
-        tmp = f"{self._root}/{_TMP_DIR}/{uuid.uuid4().hex}"
-        target = self._open_temp(tmp)
-        try:
-            filled = fill(target, tmp)
-            self._close_temp(target, tmp)
-        except BaseException:
-            _close_quietly(target)
-            self._discard(tmp)
-            raise
-        return tmp, filled
-
     def _link(self, tmp: str, key: str, size: int) -> PutResult:
         """Give the complete temporary file ``tmp`` its final name, ``key``'s path."""
         try:
-            existed = self._commit(tmp, key, size)
+            existed = self._folder.commit(tmp, self._path(key), size)
         except OSError as exc:
-            self._discard(tmp)
+            self._folder.discard(tmp)
             raise ArtifactError(
                 f"could not move {tmp!r} to artifact {key!r} at {self._path(key)!r}: {exc}"
             ) from exc
         return PutResult(key=key, size=size, existed=existed)
-
-    def _open_temp(self, tmp: str) -> IO[bytes]:
-        parent = tmp.rsplit("/", 1)[0]
-        try:
-            os.makedirs(parent, exist_ok=True)
-            return open(tmp, "xb")
-        except OSError as exc:
-            raise ArtifactError(f"could not create temporary artifact file {tmp!r}: {exc}") from exc
-
-    def _close_temp(self, target: IO[bytes], tmp: str) -> None:
-        try:
-            if self._fsync:
-                target.flush()
-                os.fsync(target.fileno())
-            target.close()
-        except OSError as exc:
-            raise ArtifactError(f"could not write temporary artifact file {tmp!r}: {exc}") from exc
-
-    def _commit(self, tmp: str, key: str, size: int) -> bool:
-        """Move ``tmp`` to ``key``'s path unless already there intact; True when it was."""
-        final = self._path(key)
-        parent = final.rsplit("/", 1)[0]
-        os.makedirs(parent, exist_ok=True)
-        try:
-            # A hard link fails if the key exists, so of racing writers exactly one adds the file.
-            os.link(tmp, final)
-            existed = False
-        except FileExistsError:
-            existed = os.path.getsize(final) == size
-            if not existed:
-                os.replace(tmp, final)  # heal a truncated file left by a crash before fsync
-                return False
-        except OSError:
-            # No hard links on this filesystem: a rename is just as atomic.
-            if not (os.path.isfile(final) and os.path.getsize(final) == size):
-                os.replace(tmp, final)
-                return False
-            existed = True
-        os.unlink(tmp)
-        return existed
-
-    def _discard(self, tmp: str) -> None:
-        # Best effort: this runs while another error propagates, which must not be masked.
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
 
     # -- listing and removal, for garbage collection ---------------------------------------------
 
@@ -619,19 +542,6 @@ def _copy(source: io.BufferedReader, name: str, out: BinaryIO) -> None:
         if not count:
             return
         out.write(view[:count])
-
-
-def _write_views(target: IO[bytes], views: Iterable[memoryview], name: str) -> None:
-    try:
-        for view in views:
-            target.write(view)
-    except OSError as exc:
-        raise ArtifactError(f"could not write temporary artifact file {name!r}: {exc}") from exc
-
-
-def _close_quietly(fileobj: IO[bytes]) -> None:
-    with contextlib.suppress(OSError):
-        fileobj.close()
 
 
 def _is_key(key: object) -> bool:
