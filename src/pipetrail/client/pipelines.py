@@ -37,13 +37,26 @@ class Pipeline(PipelineDefinition, PipelineHistory):
             raise UsageError(f"pipeline {name!r}: options like {sorted(options)} need steps")
         self.name = name
         self.steps = {}
-        self.spec = self._recorded_spec()
+        self._spec: PipelineSpec | None = None
 
-    def _recorded_spec(self) -> PipelineSpec:
-        latest = self.latest_run
-        if latest is None:
-            return PipelineSpec(self.name, ())
-        return PipelineSpec.from_dict(latest.dag)
+    @property
+    def spec(self) -> PipelineSpec:
+        """The definition: as built from the steps, or as the latest run recorded it.
+
+        The recorded one is read when first asked for: iterating the runs does not need it.
+        """
+        if self._spec is None:
+            latest = self.latest_run
+            self._spec = (
+                PipelineSpec(self.name, ())
+                if latest is None
+                else PipelineSpec.from_dict(latest.dag)
+            )
+        return self._spec
+
+    @spec.setter
+    def spec(self, value: PipelineSpec) -> None:
+        self._spec = value
 
     def __repr__(self) -> str:
         return f"Pipeline('{self.name}')"

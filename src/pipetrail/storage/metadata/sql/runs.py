@@ -7,10 +7,10 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, delete, func, insert, select, update
+from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, select, update
 
 from pipetrail.core.hashing import digest_json
-from pipetrail.core.model import EventRecord, PipelineSpec, RunCause, RunRecord
+from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
 from pipetrail.core.params import flatten
 from pipetrail.core.query import parse_filter, parse_order_by
 from pipetrail.core.status import (
@@ -29,6 +29,7 @@ from pipetrail.storage.metadata.base import (
     VersionStats,
 )
 from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.run_records import RUN_COLUMNS, build_records
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_plan
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
@@ -48,6 +49,20 @@ from pipetrail.storage.metadata.sql.tables import (
 __all__ = ["RunRows"]
 
 _ENDED = frozenset(s.value for s in RUN_TERMINAL)
+#: Where a row of ``RUN_COLUMNS`` has the version and the upstream run.
+_VERSION_AT = [c.name for c in RUN_COLUMNS].index("version_id")
+_UPSTREAM_AT = [c.name for c in RUN_COLUMNS].index("upstream_run_id")
+#: Most ids bound in one ``IN (…)`` (SQLite allows 32,766 parameters in a statement).
+_IN_CHUNK = 1000
+#: The read path's fixed statements, built once (their compiled forms are cached).
+_TAGS_OF = (
+    select(run_tag.c.run_id, run_tag.c.tag, run_tag.c.system)
+    .where(run_tag.c.run_id.in_(bindparam("ids", expanding=True)))
+    .order_by(run_tag.c.tag)
+)
+_DAGS_OF = select(pipeline_version.c.id, pipeline_version.c.dag).where(
+    pipeline_version.c.id.in_(bindparam("ids", expanding=True))
+)
 
 
 class RunRows(SqlSession):
@@ -485,10 +500,10 @@ class RunRows(SqlSession):
         order = order or SearchOrder()
         stmt = (
             select(
-                pipeline_run,
-                pipeline.c.name.label("pipeline_name"),
-                pipeline_version.c.version.label("version"),
-                environment.c.hash.label("environment_hash"),
+                *RUN_COLUMNS,
+                pipeline.c.name,
+                pipeline_version.c.version,
+                environment.c.hash,
             )
             .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
             .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
@@ -499,62 +514,23 @@ class RunRows(SqlSession):
         stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
         if limit is not None:
             stmt = stmt.limit(limit)
-        rows = conn.execute(stmt).mappings().all()
+        # Plain tuples, decoded by the records when a field is read (run_records.py).
+        rows = conn.execute(stmt).all()
         if not rows:
             return []
-        ids = [r["id"] for r in rows]
-        tags: dict[int, tuple[list[str], list[str]]] = {i: ([], []) for i in ids}
-        for t in conn.execute(
-            select(run_tag).where(run_tag.c.run_id.in_(ids)).order_by(run_tag.c.tag)
-        ):
-            tags[t.run_id][1 if t.system else 0].append(t.tag)
+        ids = [r[0] for r in rows]
+        tags: dict[int, tuple[list[str], list[str]]] = {}
+        for chunk in _chunks(ids):
+            for run_id, tag, system in conn.execute(_TAGS_OF, {"ids": chunk}).all():
+                found = tags.get(run_id)
+                if found is None:
+                    found = tags[run_id] = ([], [])
+                found[1 if system else 0].append(tag)
         # One decoded DAG per version, not per run: thousands of runs share a handful.
-        version_ids = {r["version_id"] for r in rows}
-        dags: dict[int, Any] = {
-            row.id: row.dag
-            for row in conn.execute(
-                select(pipeline_version.c.id, pipeline_version.c.dag).where(
-                    pipeline_version.c.id.in_(version_ids)
-                )
-            )
-        }
-        upstream = self._pathspecs(conn, {r["upstream_run_id"] for r in rows} - {None})
-        return [
-            RunRecord(
-                id=r["id"],
-                pipeline=r["pipeline_name"],
-                version=r["version"],
-                status=RunStatus(r["status"]),
-                created_at=r["created_at"],
-                started_at=r["started_at"],
-                finished_at=r["finished_at"],
-                user=r["user"],
-                host=r["host"],
-                trigger=r["trigger"],
-                params=r["params"],
-                param_types=r["param_types"],
-                variables=r["variables"],
-                user_tags=tuple(tags[r["id"]][0]),
-                system_tags=tuple(tags[r["id"]][1]),
-                origin_run_id=r["origin_run_id"],
-                error=r["error"],
-                git=r["git"],
-                code_key=r["code_key"],
-                environment_hash=r["environment_hash"],
-                dag=dags[r["version_id"]],
-                heartbeat_at=r["heartbeat_at"],
-                runner_host=r["runner_host"],
-                runner_pid=r["runner_pid"],
-                cancel_requested_at=r["cancel_requested_at"],
-                timeout_s=r["timeout_s"],
-                lease=r["lease"],
-                cause=_cause(r, upstream),
-                sla_due_at=r["sla_due_at"],
-                sla_state=r["sla_state"],
-                sla_missed_at=r["sla_missed_at"],
-            )
-            for r in rows
-        ]
+        version_ids = list({r[_VERSION_AT] for r in rows})
+        dags: dict[int, Any] = dict(conn.execute(_DAGS_OF, {"ids": version_ids}).all())
+        upstream = self._pathspecs(conn, {r[_UPSTREAM_AT] for r in rows} - {None})
+        return build_records(rows, tags, dags, upstream)
 
     def _pathspecs(self, conn: Connection, run_ids: set[int]) -> dict[int, str]:
         if not run_ids:
@@ -877,6 +853,11 @@ def _conditions(query: RunQuery, *, planned: bool = True) -> list[Any]:
     return conditions
 
 
+def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
+    for start in range(0, len(ids), _IN_CHUNK):
+        yield ids[start : start + _IN_CHUNK]
+
+
 def _only_pipeline_and_status(query: RunQuery) -> bool:
     """Whether ``query`` selects by pipeline and status alone (``run_stats`` can answer it)."""
     return not (
@@ -950,14 +931,3 @@ def _as_time(value: Any) -> datetime:
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     parsed = datetime.fromisoformat(str(value))
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _cause(r: Any, upstream: dict[int, str]) -> RunCause | None:
-    if r["trigger_name"] is None:
-        return None
-    return RunCause(
-        trigger=r["trigger_name"],
-        scheduled_at=r["scheduled_at"],
-        upstream_run_id=r["upstream_run_id"],
-        upstream_pathspec=upstream.get(r["upstream_run_id"]),
-    )
