@@ -34,10 +34,17 @@ def _shown(at: str | None) -> str:
     return datetime.fromisoformat(at).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
+def _open(asked: str | None = None) -> Any:
+    """The configured workspace, closed when the command ends (a command can run in-process)."""
+    workspace = workspace_or_nothing(asked)
+    click.get_current_context().call_on_close(workspace.close)
+    return workspace
+
+
 def _workspace(name: str | None = None) -> Any:
     """The store; with none yet a listing is empty and a named model is unknown."""
     try:
-        return workspace_or_nothing(f"model {name!r}" if name else None)
+        return _open(f"model {name!r}" if name else None)
     except NothingRecorded:
         if name is None:
             return None
@@ -101,7 +108,7 @@ def models_register(
     from pipetrail.governance.views import version_json
 
     registry.check_model_name(name)
-    store = workspace_or_nothing(f"run {run!r}").store
+    store = _open(f"run {run!r}").store
     record = registry.register(
         store,
         name,
@@ -287,7 +294,7 @@ def _decide(
     from pipetrail.governance.views import request_json
 
     try:
-        store = workspace_or_nothing().store
+        store = _open().store
     except NothingRecorded:
         raise NotFoundError(f"no promotion request {request_id}: nothing is registered") from None
     verb = {"approved": "approve", "rejected": "reject", "withdrawn": "withdraw"}[decision]
