@@ -10,12 +10,26 @@ from typing import Any
 
 import click
 
-from pipetrail.cli.common import EXIT_FAILED, EXIT_OK, count, errors, workspace_or_nothing
+from pipetrail.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    asked_runs,
+    count,
+    errors,
+    workspace_or_nothing,
+)
 from pipetrail.errors import UsageError
 
 __all__ = ["gc_command", "runs_delete"]
 
 _ENDED = ["completed", "failed", "cancelled"]
+
+
+def _workspace(asked: str | None) -> Any:
+    """The configured store, closed when the command ends."""
+    workspace = workspace_or_nothing(asked)
+    click.get_current_context().call_on_close(workspace.close)
+    return workspace
 
 
 def _actor(workspace: Any) -> str:
@@ -70,11 +84,7 @@ def runs_delete(
     from pipetrail.governance.retention import delete_runs, select_runs
 
     rule = _rule(run_refs, older_than, statuses, pipeline, keep_last)
-    workspace = workspace_or_nothing(
-        None
-        if rule is not None
-        else ("run " if len(run_refs) == 1 else "runs ") + ", ".join(run_refs)
-    )
+    workspace = _workspace(None if rule is not None else asked_runs(run_refs))
     actor = _actor(workspace)
     if rule is None:
         ids = [_run_id(workspace, ref) for ref in run_refs]
@@ -218,7 +228,7 @@ def gc_command(dry_run: bool, grace: str, as_json: bool) -> None:
         raise UsageError(str(exc)) from None
     if grace_s < 0:
         raise UsageError(f"--grace must not be negative, got {grace!r}")
-    workspace = workspace_or_nothing()
+    workspace = _workspace(None)
     report = collect_garbage(
         workspace.store, workspace.cas, actor=_actor(workspace), grace_s=grace_s, dry_run=dry_run
     )
