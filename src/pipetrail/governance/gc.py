@@ -11,6 +11,12 @@ but a write in progress. The store is listed *before* the references are read, s
 that appears later is never a candidate, and each candidate's age is checked again just
 before it is removed. Keep the grace (default one hour) longer than any task takes between
 storing a value and ending.
+
+One case the age cannot see: a task that stores content identical to garbage finds it stored
+and writes nothing, so the object keeps its old time. Closing that needs the artifact store to
+refresh an object's time when a put finds it stored (a follow-up for its put paths); until
+then a value whose only earlier copy belonged to deleted runs can lose its object if a gc
+runs between that put and the end of its task.
 """
 
 from __future__ import annotations
