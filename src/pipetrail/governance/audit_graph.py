@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from html import escape
 from typing import Any
 
-__all__ = ["lineage_svg"]
+__all__ = ["lineage_svg", "run_colours"]
 
 WIDTH, TASK_HEIGHT, ARTIFACT_HEIGHT = 200, 40, 34
 H_GAP, V_GAP, ROW_GAP, MARGIN = 22, 44, 16, 12
@@ -64,23 +64,29 @@ def _layers(
     return layers
 
 
+def run_colours(runs: Sequence[str]) -> dict[str, tuple[str, str]]:
+    """Each run's fill and stroke colour in the drawing, in the order the runs are listed."""
+    return {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(runs)}
+
+
 def _clip(text: str) -> str:
     return text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 1] + "…"
 
 
-def lineage_svg(lineage: Mapping[str, Any]) -> str:
+def lineage_svg(lineage: Mapping[str, Any], *, highlight: str | None = None) -> str:
     """The lineage graph of an audit document (its ``lineage`` part) as an ``<svg>`` element.
 
     Tasks are boxes coloured by run (failed ones outlined red), artifacts rounded boxes with
     their names and short hash, data from outside every run pale yellow with a dashed outline;
-    arrows go from producer to artifact to consumer. Each node's full text is its tooltip.
+    arrows go from producer to artifact to consumer; the ``highlight`` artifact (the audited
+    model's hash) has a heavy outline. Each node's full text is its tooltip.
     """
     nodes: list[Mapping[str, Any]] = list(lineage["nodes"])
     edges: list[Mapping[str, Any]] = list(lineage["edges"])
     if not nodes:
         return ""
     by_id = {n["id"]: n for n in nodes}
-    colours = {run: PALETTE[i % len(PALETTE)] for i, run in enumerate(lineage["runs"])}
+    colours = run_colours(lineage["runs"])
     row_height = max(TASK_HEIGHT, ARTIFACT_HEIGHT)
     rows: list[tuple[float, list[str]]] = []  # each row's top and its nodes, left to right
     top = float(MARGIN)
@@ -125,7 +131,7 @@ def lineage_svg(lineage: Mapping[str, Any]) -> str:
             f'marker-end="url(#arrow)"/>'
         )
     for item in nodes:
-        parts.append(_box(item, places[item["id"]], colours))
+        parts.append(_box(item, places[item["id"]], colours, item.get("hash") == highlight))
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -134,6 +140,7 @@ def _box(
     node: Mapping[str, Any],
     place: tuple[float, float, float],
     colours: Mapping[str, tuple[str, str]],
+    marked: bool = False,
 ) -> str:
     x, y, height = place
     if node["kind"] == "task":
@@ -150,9 +157,11 @@ def _box(
         fill, stroke = EXTERNAL if node["external"] else ("#f8fafc", "#64748b")
         dash = ' stroke-dasharray="4 3"' if node["external"] else ""
         lines = [node["label"], node["hash"][:16]]
+        if marked:
+            fill, stroke, lines[0] = "#fee2e2", "#0f172a", f"{node['label']} (audited)"
         shape = (
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{WIDTH}" height="{height}" rx="12" '
-            f'fill="{fill}" stroke="{stroke}" stroke-width="1.2"{dash}/>'
+            f'fill="{fill}" stroke="{stroke}" stroke-width="{3 if marked else 1.2}"{dash}/>'
         )
         uris = ", ".join(node["source_uris"])
         tip = f"artifact {node['label']} {node['hash']}" + (f" from {uris}" if uris else "")

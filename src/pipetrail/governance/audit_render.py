@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from pipetrail.errors import UsageError
-from pipetrail.governance.audit_graph import lineage_svg
+from pipetrail.governance.audit_graph import lineage_svg, run_colours
+from pipetrail.governance.audit_summary import when
 
 __all__ = ["FORMATS", "render", "render_html", "render_json", "render_pdf", "write_atomically"]
 
@@ -58,7 +59,7 @@ def render_html(document: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(size=_size, seconds=_seconds, value=_value)
+    env.filters.update(size=_size, seconds=_seconds, value=_value, when=when)
     try:
         pipetrail_version = version("pipetrail")
     except PackageNotFoundError:  # running from a source tree that was never installed
@@ -71,7 +72,8 @@ def render_html(document: dict[str, Any]) -> str:
             entry["runs"].append(run["pathspec"])
     return env.get_template("audit.html").render(
         doc=document,
-        svg=lineage_svg(document["lineage"]),
+        svg=lineage_svg(document["lineage"], highlight=document["subject"]["artifact_hash"]),
+        colours=run_colours(document["lineage"]["runs"]),
         environments=list(environments.values()),
         pipetrail_version=pipetrail_version,
     )

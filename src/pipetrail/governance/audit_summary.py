@@ -3,9 +3,10 @@ document's own facts, with links (anchors) to where the detail is."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["QUESTIONS", "summarize"]
+__all__ = ["QUESTIONS", "summarize", "when"]
 
 #: The questions, by key, in the order the summary asks them.
 QUESTIONS = {
@@ -17,6 +18,19 @@ QUESTIONS = {
     "reproduction": "Can it be reproduced?",
     "failures": "What failed on the way?",
 }
+
+
+def when(text: Any) -> str:
+    """An ISO timestamp of the document as a person reads it: ``2026-12-07 12:54:37 UTC``."""
+    if not isinstance(text, str):
+        return "-"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return text
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(UTC)
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def _answer(key: str, answer: str, state: str, links: list[dict[str, str]]) -> dict[str, Any]:
@@ -61,7 +75,7 @@ def _subject(doc: dict[str, Any]) -> dict[str, Any]:
         links.insert(0, _link("model", "model"))
     else:
         text = f"Run {subject['run']} ({subject['run_status']}), without a registered model"
-    text += f"; {upstream} upstream run{'s' if upstream != 1 else ''} feed it."
+    text += f"; {upstream} upstream run{'s feed' if upstream != 1 else ' feeds'} it."
     links += [_link(r["pathspec"], r["anchor"]) for r in runs[1:]]
     state = "ok" if subject["run_status"] == "completed" else "attention"
     return _answer("subject", text, state, links)
@@ -145,17 +159,19 @@ def _approvals(doc: dict[str, Any]) -> dict[str, Any]:
             continue
         links.append(_link(f"request {request['id']}", request["anchor"]))
         who = "; ".join(
-            f"{d['decision']} by {d['actor']} at {d['at']}"
+            f"{d['decision']} by {d['actor']} at {when(d['at'])}"
             + (f" ({d['comment']})" if d["comment"] else "")
             for d in request["decisions"]
         )
         decided.append(
             f"request {request['id']} to point {request['alias']!r} at version {number}, by "
-            f"{request['requested_by']} at {request['requested_at']}: {request['status']}"
+            f"{request['requested_by']} at {when(request['requested_at'])}: {request['status']}"
             + (f" ({who})" if who else "")
         )
     moves = [e for e in model["events"] if e["action"] == "alias_moved" and e["version"] == number]
-    moved = "; ".join(f"{e['alias']!r} moved here by {e['actor']} at {e['at']}" for e in moves)
+    moved = "; ".join(
+        f"{e['alias']!r} moved here by {e['actor']} at {when(e['at'])}" for e in moves
+    )
     if not decided and not moves:
         return _answer("approvals", f"No promotion of version {number} is recorded.", "none", links)
     text = "; ".join([*decided, *([moved] if moved else [])]) + "."
