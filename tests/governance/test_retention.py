@@ -338,3 +338,19 @@ def test_gc_never_removes_what_a_running_task_wrote_and_has_not_linked_yet(
         if "gate" in GATE:
             GATE["gate"].set()
         GATE.clear()
+
+
+def test_the_workspace_scheduler_applies_the_retention_setting(tmp_path: Path) -> None:
+    settings = Settings.for_home(
+        tmp_path / "home", retention=({"older_than": "30d", "status": ["cancelled"]},)
+    )
+    ws = Workspace(settings)
+    try:
+        old = _imported(ws, FLOW, 31, RunStatus.CANCELLED)
+        other = _imported(ws, FLOW, 31, RunStatus.COMPLETED)
+        ws.scheduler(cwd=tmp_path).run_pass()
+        assert {r.id for r in ws.store.list_runs(_all())} == {other}
+        [event] = ws.store.governance_events(action="run_deleted")
+        assert (event.run_id, event.actor) == (old, "retention")
+    finally:
+        ws.close()

@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "runs": (
         "pipetrail.cli.runs",
         "runs_group",
-        "List, inspect, compare, retry, reproduce and cancel recorded runs.",
+        "List, inspect, compare, retry, reproduce, cancel and delete recorded runs.",
     ),
     "gc": (
         "pipetrail.cli.retention",

@@ -29,7 +29,7 @@ from pipetrail.errors import UsageError
 
 @click.group("runs")
 def runs_group() -> None:
-    """List, inspect, compare, retry, reproduce and cancel recorded runs."""
+    """List, inspect, compare, retry, reproduce, cancel and delete recorded runs."""
 
 
 @runs_group.command("list")
