@@ -299,8 +299,11 @@ def test_nothing_is_created_until_first_write(tmp_path: Path) -> None:
 
 def test_fsync_store_round_trips(tmp_path: Path) -> None:
     store = ContentAddressedStore(str(tmp_path), fsync=True)
-    result = store.put_bytes(b"durable")
-    assert store.get_bytes(result.key, verify=True) == b"durable"
+    for data in (b"durable", b"large and durable" * (MIB // 8)):  # the large one is reserved first
+        result = store.put_bytes(data)
+        assert store.get_bytes(result.key, verify=True) == data
+        assert store.size(result.key) == len(data)
+    assert not any((tmp_path / "tmp").iterdir())
 
 
 def make_tree(root: Path, files: dict[str, bytes]) -> Path:
