@@ -4,6 +4,12 @@ pipetrail.cli`` in subprocesses on a store of their own."""
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,3 +133,51 @@ def test_runs_commands_act_as_the_token_owner(cli: Cli) -> None:
     assert "not a token of this store" in refused(
         cli, "runs", "tag", "1", "--add", "x", token="guess"
     )
+
+
+def _get(url: str, token: str | None) -> int:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as r:
+            return int(r.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+
+
+def test_the_server_wants_named_tokens_off_loopback(cli: Cli) -> None:
+    admin = ok(cli, "tokens", "create", "ada", "--role", "admin").strip()
+    viewer = ok(cli, "tokens", "create", "vic", "--role", "viewer", token=admin).strip()
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = ["ui", "--host", "0.0.0.0", "--port", str(port), "--no-scheduler"]
+    with subprocess.Popen(
+        [sys.executable, "-m", "pipetrail.cli", *args],
+        cwd=cli.cwd,
+        env=cli.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as server:
+        try:
+            assert server.stdout is not None
+            lines = [server.stdout.readline() for _ in range(4)]
+            assert lines[3].strip() == "access: named tokens (2 active), each with its role", lines
+            base = f"http://127.0.0.1:{port}/api"
+            deadline = time.monotonic() + 30
+            while True:  # the lines are printed before uvicorn listens
+                try:
+                    status = _get(f"{base}/pipelines", None)
+                    break
+                except urllib.error.URLError:
+                    assert time.monotonic() < deadline, "the server did not start"
+                    time.sleep(0.1)
+            assert status == 401
+            assert _get(f"{base}/pipelines", viewer) == 200
+            assert _get(f"{base}/tokens", viewer) == 403
+            assert _get(f"{base}/tokens", admin) == 200
+            ok(cli, "tokens", "revoke", "vic", token=admin)
+            assert _get(f"{base}/pipelines", viewer) == 401
+        finally:
+            server.terminate()
+            server.wait(30)

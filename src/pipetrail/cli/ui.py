@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -19,7 +20,8 @@ SERVER_CONNECTIONS = 8
     "--token",
     default=None,
     envvar="PIPETRAIL_TOKEN",
-    help="Access token; required when binding anything but 127.0.0.1 (env PIPETRAIL_TOKEN).",
+    help="The server's own access token (it acts as the admin 'admin'); required when binding "
+    "anything but 127.0.0.1, unless the store has named tokens (env PIPETRAIL_TOKEN).",
 )
 @click.option(
     "--project-dir",
@@ -59,4 +61,17 @@ def ui_command(
     click.echo(f"pipetrail dashboard: http://{shown}:{port}/pipeline-runs   (API docs: /docs)")
     click.echo(f"pipeline files from: {project}")
     click.echo("scheduler: " + ("not here (--no-scheduler)" if no_scheduler else "running"))
+    click.echo(f"access: {_access(app, token)}")
     uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+def _access(app: Any, token: str | None) -> str:
+    """How requests get in, for the start-up lines."""
+    store = app.state.pipetrail.workspace.store
+    if store.has_tokens():
+        active = sum(1 for t in store.list_tokens() if t.active)
+        mine = " and the server's token" if token else ""
+        return f"named tokens ({active} active){mine}, each with its role"
+    if token:
+        return "the server's token (admin)"
+    return "this machine only (no token)"
