@@ -151,6 +151,9 @@ def test_promotion_with_approval_by_another_user(
     assert f"production → 1 (was -) by bo (request {rid}): checked" in shown
     assert pt.load_model("churn@production", workspace=workspace) == {"weights": [0.1]}
     assert "is approved already" in shell.refused("models", "reject", rid, user="cy")
+    assert "no alias 'canary'" in shell.refused("models", "unalias", "churn", "--alias", "canary")
+    shell.ok("models", "unalias", "churn", "--alias", "staging")
+    assert shell.json("models", "show", "churn")["aliases"] == {"production": 1}
     assert "no promotion request 999999" in shell.refused("models", "approve", "999999")
 
 
@@ -196,6 +199,15 @@ def test_with_tokens_approving_needs_the_approver_role(
     assert shell.json("models", "requests", "--status", "pending")[0]["decisions"] == []
     done = shell.json("models", "approve", rid, user="root", token=tokens["bo"])
     assert done["status"] == "approved" and done["decisions"][0]["actor"] == "bo"
+    unalias = ("models", "unalias", "churn", "--alias", "production", "--reason", "recall")
+    assert "needs the admin role" in shell.refused(*unalias, token=tokens["ana"])
+    assert shell.ok(*unalias, token=tokens["ada"]).startswith("Removed churn@production")
+    removed = shell.json("models", "show", "churn")["alias_history"][-1]
+    assert (removed["action"], removed["actor"], removed["message"]) == (
+        "alias_removed",
+        "ada",
+        "recall",
+    )
 
 
 def test_nothing_recorded_yet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

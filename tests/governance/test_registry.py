@@ -55,7 +55,7 @@ def _run(ws: Workspace, flow: Path, **params: object) -> Run:
 
 def test_register_and_load_by_alias_version_and_latest(workspace: Workspace, flow: Path) -> None:
     first, second = _run(workspace, flow, lr=0.1), _run(workspace, flow, lr=0.2)
-    v1 = pt.register_model("churn", first, step="train", workspace=workspace)
+    v1 = pt.register_model("churn", first, step="train")  # into the handle's stores
     v2 = pt.register_model(
         "churn", f"{second.pathspec}/train/0", description="lr 0.2", workspace=workspace
     )

@@ -284,6 +284,24 @@ def models_promote(name: str, version: int, alias: str, reason: str | None, as_j
     )
 
 
+@models_group.command("unalias")
+@click.argument("name")
+@click.option("--alias", required=True, help="The alias to remove.")
+@click.option("--reason", default=None, help="Why (kept in the record).")
+@errors
+def models_unalias(name: str, alias: str, reason: str | None) -> None:
+    """Remove ALIAS of model NAME; the versions stay (an alias with a policy: an admin action)."""
+    from pipetrail.governance import registry
+
+    store = _workspace(name).store
+    if registry.guarded(store, name, alias):
+        actor = _authorized(store, "admin", f"removing {name}@{alias}, which has a policy")
+    else:
+        actor = _actor(store)
+    was = registry.remove_alias(store, name, alias, actor=actor, reason=reason)
+    click.echo(f"Removed {name}@{alias} (it pointed at version {was})")
+
+
 def _decide(
     request_id: int,
     decision: Literal["approved", "rejected", "withdrawn"],

@@ -182,7 +182,8 @@ def register_model(
         artifact: the name of the output artifact.
         step: the step that outputs it, needed only when several steps output that name.
         description: what this version is.
-        workspace: the stores to record into; the configured ones by default.
+        workspace: the stores to record into; by default those ``run_or_task`` was read from
+            (a handle), else the configured ones.
 
     The acting user is the owner of ``PIPETRAIL_TOKEN`` when the store has named tokens,
     else the local user.
@@ -191,9 +192,16 @@ def register_model(
         NotFoundError: no such run or output artifact (naming the outputs there are).
         UsageError: a bad name, or several steps or tasks output ``artifact``.
     """
-    reader = _reader(workspace)
+    if isinstance(run_or_task, (str, int)):
+        reader, address = _reader(workspace), run_or_task
+    else:
+        # A handle records into the stores it was read from, unless told otherwise.
+        from pipetrail.client import Run
+
+        run = run_or_task if isinstance(run_or_task, Run) else run_or_task.step.run
+        reader = workspace.reader() if workspace is not None else run._reader
+        address = run_or_task.pathspec
     store = reader.store
-    address = run_or_task if isinstance(run_or_task, (str, int)) else run_or_task.pathspec
     record = registry.register(
         store,
         name,

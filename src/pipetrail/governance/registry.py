@@ -30,9 +30,11 @@ __all__ = [
     "check_model_name",
     "decide",
     "find_output",
+    "guarded",
     "parse_model_ref",
     "promote",
     "register",
+    "remove_alias",
     "resolve",
     "set_policy",
 ]
@@ -261,6 +263,30 @@ def promote(
         return Promotion(target, alias, previous, request)
     store.move_alias(name, alias, version, actor, reason)
     return Promotion(store.get_model_version(name, version), alias, previous, None)
+
+
+def remove_alias(
+    store: MetadataStore, name: str, alias: str, *, actor: str, reason: str | None
+) -> int:
+    """Remove ``alias`` of ``name`` (the versions stay); the version it pointed at.
+
+    An alias guarded by a policy is an admin's to remove: callers check the role (the CLI
+    with :func:`guarded`), as for setting the policy.
+
+    Raises:
+        NotFoundError: no such model or alias.
+    """
+    model = store.get_model(name)
+    if alias not in model.aliases:
+        there = ", ".join(sorted(model.aliases)) or "none"
+        raise NotFoundError(f"model {name!r} has no alias {alias!r}; its aliases: {there}")
+    store.move_alias(name, alias, None, actor, reason)
+    return model.aliases[alias]
+
+
+def guarded(store: MetadataStore, name: str, alias: str) -> bool:
+    """Whether moving or removing ``alias`` of ``name`` needs approvals (it has a policy)."""
+    return store.get_model(name).policies.get(alias, 0) > 0
 
 
 def set_policy(store: MetadataStore, name: str, alias: str, approvers: int, *, actor: str) -> None:
