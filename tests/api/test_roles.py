@@ -88,6 +88,8 @@ def test_every_route_of_the_app_has_a_role(governed: Governed) -> None:
     assert len(routes) > 40
     missing = [f"{m} {p}" for m, p in routes if least_role(m, p) is None]
     assert missing == [], f"routes without a role in api/roles.py: {missing}"
+    stale = sorted(f"{m} {p}" for m, p in ROUTE_ROLES if (m, p) not in routes)
+    assert stale == [], f"api/roles.py names routes the app does not have: {stale}"
     # Only routes that are not reads need an entry; reads above viewer are the exceptions.
     above_viewer_reads = {
         p for (m, p), need in ROUTE_ROLES.items() if m in READ_METHODS and need != "viewer"

@@ -38,14 +38,12 @@ ROUTE_ROLES: dict[tuple[str, str], Need] = {
     ("GET", "/login"): PUBLIC,
     ("POST", "/login"): PUBLIC,
     ("POST", "/logout"): PUBLIC,
-    # Runs: trigger, retry, cancel, tag.
+    # Runs: trigger, retry, cancel (tags change over the CLI and Python only, for now).
     ("POST", "/api/pipelines/{name}/runs"): "editor",
     ("POST", "/api/pipeline_runs/retry"): "editor",
     ("POST", "/api/pipeline_runs/cancel"): "editor",
     ("POST", "/api/pipeline_runs/{run_id}/retry"): "editor",
     ("POST", "/api/pipeline_runs/{run_id}/cancel"): "editor",
-    ("POST", "/api/pipeline_runs/{run_id}/tags"): "editor",
-    ("PATCH", "/api/pipeline_runs/{run_id}/tags"): "editor",
     # Triggers: define, change, pause, resume, fire, delete (automation of runs).
     ("POST", "/api/triggers"): "editor",
     ("PATCH", "/api/triggers/{name:path}"): "editor",
