@@ -15,6 +15,7 @@ from pipetrail.client import Run
 from pipetrail.errors import UsageError
 from pipetrail.governance import registry
 from pipetrail.governance.audit import FORMAT, AuditSubject, audit_document, resolve_subject
+from pipetrail.governance.audit_graph import lineage_svg
 from pipetrail.governance.audit_render import render_html, render_json, render_pdf
 from pipetrail.governance.audit_summary import when
 from pipetrail.runtime.control import reproduce_request
@@ -236,6 +237,45 @@ def test_a_reproduction_that_differs_says_which_output(
         "differed" in reproduction_answer["answer"]
         and "load/0 load" in reproduction_answer["answer"]
     )
+
+
+FAN = """
+@pt.step
+def shards(n: int = 5):
+    return [f"s{i}" for i in range(n)]
+
+@pt.step(foreach="shards")
+def process(shards):
+    return shards.upper()
+
+@pt.step
+def combine(process):
+    raise ValueError(f"bad row in {len(process)} shards")
+
+pipeline = pt.Pipeline("fan", [shards, process, combine])
+"""
+
+
+def test_a_failed_run_shows_where_it_stopped_and_a_foreach_step_is_one_box(
+    workspace: Workspace, flow_file: FlowWriter
+) -> None:
+    run = pt.run(load_pipeline_file(flow_file(FAN)), {}, executor="inline", workspace=workspace)
+    assert run.status == "failed"
+
+    document = audit_document(workspace.reader(), resolve_subject(workspace.reader(), str(run.id)))
+    svg = lineage_svg(document["lineage"])
+
+    tasks = {n["label"]: n for n in document["lineage"]["nodes"] if n["kind"] == "task"}
+    assert tasks[f"{run.pathspec}/combine/0"]["status"] == "failed", (
+        "the step that produced nothing"
+    )
+    assert len([t for t in tasks if "/process/" in t]) == 5
+    summary = {s["key"]: s for s in document["summary"]}
+    assert summary["subject"]["state"] == "attention"
+    assert "ValueError: bad row in 5 shards" in summary["failures"]["answer"]
+    assert f"{run.pathspec}/process [5 tasks]" in svg and "process [5]" in svg
+    assert f"{run.pathspec}/process/0" not in svg and 'stroke="#b91c1c"' in svg
+    assert svg.count("<rect") == 5, "shards, its output, the 5 tasks, their 5 outputs, combine"
 
 
 def test_json_is_the_document_with_its_documented_keys(

@@ -73,6 +73,94 @@ def _clip(text: str) -> str:
     return text if len(text) <= LINE_CHARS else text[: LINE_CHARS - 1] + "…"
 
 
+def _drawn(
+    nodes: Sequence[Mapping[str, Any]], edges: Sequence[Mapping[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """What is drawn: a node per task and artifact, except that the tasks of one foreach step
+    (more than two) are one box, and their outputs of one name one rounded box."""
+    members: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for node in nodes:
+        if node["kind"] == "task":
+            members.setdefault((node["run"], node["step"]), []).append(node)
+    into: dict[str, str] = {}
+    drawn: dict[str, dict[str, Any]] = {}
+    for (run, step), tasks in members.items():
+        if len(tasks) <= 2:
+            continue
+        group = f"group:{run}/{step}"
+        failed = sum(t["status"] == "failed" for t in tasks)
+        state = f"{failed} failed" if failed else ", ".join(sorted({t["status"] for t in tasks}))
+        drawn[group] = {
+            "id": group,
+            "kind": "task",
+            "run": run,
+            "failed": bool(failed),
+            "lines": [f"{run}/{step} [{len(tasks)} tasks]", state],
+            "tip": f"the {len(tasks)} tasks of step {run}/{step}: {state}",
+            "anchor": tasks[0].get("anchor"),
+            "hashes": set(),
+        }
+        into.update((t["id"], group) for t in tasks)
+    producers: dict[str, set[str]] = {}
+    for e in edges:
+        if e["kind"] == "produced":
+            producers.setdefault(e["target"], set()).add(into.get(e["source"], e["source"]))
+    for node in nodes:
+        made_by = producers.get(node["id"], set())
+        if node["kind"] == "artifact" and len(made_by) == 1 and next(iter(made_by)) in drawn:
+            group = f"{next(iter(made_by))}:{node['label']}"
+            entry = drawn.setdefault(
+                group,
+                {
+                    "id": group,
+                    "kind": "artifact",
+                    "external": False,
+                    "hashes": set(),
+                    "anchor": None,
+                },
+            )
+            entry["hashes"].add(node["hash"])
+            count = len(entry["hashes"])
+            entry["lines"] = [f"{node['label']} [{count}]", f"{count} artifacts"]
+            entry["tip"] = f"{count} artifacts named {node['label']}"
+            into[node["id"]] = group
+    for node in nodes:
+        if node["id"] in into:
+            continue
+        if node["kind"] == "task":
+            drawn[node["id"]] = {
+                "id": node["id"],
+                "kind": "task",
+                "run": node["run"],
+                "failed": node["status"] == "failed",
+                "lines": [node["label"], f"attempt {node['attempt']} · {node['status']}"],
+                "tip": f"task {node['label']} (attempt {node['attempt']}, {node['status']})",
+                "anchor": node.get("anchor"),
+                "hashes": set(),
+            }
+        else:
+            uris = ", ".join(node["source_uris"])
+            drawn[node["id"]] = {
+                "id": node["id"],
+                "kind": "artifact",
+                "external": node["external"],
+                "lines": [node["label"], node["hash"][:16]],
+                "tip": f"artifact {node['label']} {node['hash']}"
+                + (f" from {uris}" if uris else ""),
+                "anchor": None,
+                "hashes": {node["hash"]},
+            }
+    links = {
+        (into.get(e["source"], e["source"]), into.get(e["target"], e["target"])): e for e in edges
+    }
+    flows = [
+        {"source": a, "target": b, "kind": e["kind"]}
+        for (a, b), e in links.items()
+        if a in drawn and b in drawn and a != b
+    ]
+    return list(drawn.values()), flows
+
+
 def lineage_svg(lineage: Mapping[str, Any], *, highlight: str | None = None) -> str:
     """The lineage graph of an audit document (its ``lineage`` part) as an ``<svg>`` element.
 
@@ -81,8 +169,7 @@ def lineage_svg(lineage: Mapping[str, Any], *, highlight: str | None = None) -> 
     arrows go from producer to artifact to consumer; the ``highlight`` artifact (the audited
     model's hash) has a heavy outline. Each node's full text is its tooltip.
     """
-    nodes: list[Mapping[str, Any]] = list(lineage["nodes"])
-    edges: list[Mapping[str, Any]] = list(lineage["edges"])
+    nodes, edges = _drawn(lineage["nodes"], lineage["edges"])
     if not nodes:
         return ""
     by_id = {n["id"]: n for n in nodes}
@@ -131,7 +218,7 @@ def lineage_svg(lineage: Mapping[str, Any], *, highlight: str | None = None) -> 
             f'marker-end="url(#arrow)"/>'
         )
     for item in nodes:
-        parts.append(_box(item, places[item["id"]], colours, item.get("hash") == highlight))
+        parts.append(_box(item, places[item["id"]], colours, highlight in item["hashes"]))
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -143,28 +230,25 @@ def _box(
     marked: bool = False,
 ) -> str:
     x, y, height = place
+    lines = list(node["lines"])
     if node["kind"] == "task":
         fill, stroke = colours.get(node["run"], PALETTE[0])
-        if node["status"] == "failed":
+        if node["failed"]:
             stroke = FAILED_STROKE
-        lines = [node["label"], f"attempt {node['attempt']} · {node['status']}"]
         shape = (
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{WIDTH}" height="{height}" fill="{fill}" '
             f'stroke="{stroke}" stroke-width="1.5"/>'
         )
-        tip = f"task {node['label']} (attempt {node['attempt']}, {node['status']})"
     else:
         fill, stroke = EXTERNAL if node["external"] else ("#f8fafc", "#64748b")
         dash = ' stroke-dasharray="4 3"' if node["external"] else ""
-        lines = [node["label"], node["hash"][:16]]
         if marked:
-            fill, stroke, lines[0] = "#fee2e2", "#0f172a", f"{node['label']} (audited)"
+            fill, stroke, lines[0] = "#fee2e2", "#0f172a", f"{lines[0]} (audited)"
         shape = (
             f'<rect x="{x:.1f}" y="{y:.1f}" width="{WIDTH}" height="{height}" rx="12" '
             f'fill="{fill}" stroke="{stroke}" stroke-width="{3 if marked else 1.2}"{dash}/>'
         )
-        uris = ", ".join(node["source_uris"])
-        tip = f"artifact {node['label']} {node['hash']}" + (f" from {uris}" if uris else "")
+    tip = node["tip"]
     first, second = (escape(_clip(line)) for line in lines)
     cx = x + WIDTH / 2
     weight = "bold" if node["kind"] == "task" else "normal"

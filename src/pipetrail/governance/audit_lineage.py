@@ -107,6 +107,7 @@ def collect_upstream(reader: Reader, subject: RunRecord) -> Upstream:
             found.artifacts.setdefault(artifact.id, artifact)
         for edge in graph.edges:
             found.edges.setdefault((edge.source, edge.target, edge.name), edge)
+        _dead_ends(reader, found, record)
         reached = {int(t.run.rsplit("/", 1)[1]) for t in graph.tasks}
         for run_id in sorted(reached - set(found.runs)):
             found.runs[run_id] = store.get_run(run_id)
@@ -118,6 +119,48 @@ def collect_upstream(reader: Reader, subject: RunRecord) -> Upstream:
                 found.runs[producer.id] = producer
             queue.append(producer)
     return found
+
+
+def _dead_ends(reader: Reader, found: Upstream, record: RunRecord) -> None:
+    """Add the run's tasks that produced nothing the walk followed (a failed step, a step
+    whose outputs nothing used) with what they consumed: the drawing shows where it stopped."""
+    latest: dict[tuple[str, int], TaskRecord] = {}
+    for task in reader.store.tasks(record.id):
+        latest[(task.step, task.task_index)] = task
+    missing = {t.id: t for t in latest.values() if f"task:{t.id}" not in found.tasks}
+    if not missing:
+        return
+    for task in missing.values():
+        node = TaskNode(
+            task_id=task.id,
+            pathspec=f"{record.pathspec}/{task.step}/{task.task_index}",
+            run=record.pathspec,
+            step=task.step,
+            attempt=task.attempt,
+            status=task.status.value,
+            params={},
+            reused_from=task.reused_from_task_id,
+        )
+        found.tasks[node.id] = node
+    for link in reader.store.links_of_tasks(sorted(missing)):
+        artifact = link.artifact
+        node_id = f"artifact:{artifact.key}"
+        if node_id not in found.artifacts:
+            found.artifacts[node_id] = ArtifactNode(
+                hash=artifact.key,
+                names=(link.name,),
+                type_name=artifact.type_name,
+                size=artifact.size,
+                serializer=artifact.serializer,
+                content_type=artifact.content_type,
+                source_uris=(link.source_uri,) if link.source_uri else (),
+            )
+        task_id = f"task:{link.task_id}"
+        if link.direction == "input":
+            edge = LineageEdge(node_id, task_id, "consumed", link.name)
+        else:
+            edge = LineageEdge(task_id, node_id, "produced", link.name)
+        found.edges.setdefault((edge.source, edge.target, edge.name), edge)
 
 
 def _producers_outside(reader: Reader, found: Upstream) -> list[RunRecord]:

@@ -118,6 +118,7 @@ def run_section(
         },
         "environment": _environment(reader, record),
         "metrics": dict(sorted(store.latest_metrics(record.id).items())),
+        "actions": _actions(reader, record, tasks),
         "steps": steps,
     }
 
@@ -139,6 +140,24 @@ def _trigger(record: RunRecord) -> dict[str, Any]:
         "scheduled_at": iso(cause.scheduled_at) if cause else None,
         "upstream": cause.upstream_pathspec if cause else None,
     }
+
+
+def _actions(reader: Reader, record: RunRecord, tasks: list[TaskRecord]) -> list[dict[str, Any]]:
+    """What people did to the run (cancel, tags) and what happened besides status changes
+    (timeouts, reuses, notes), from its append-only event history."""
+    where = {t.id: f"{t.step}/{t.task_index} attempt {t.attempt}" for t in tasks}
+    return [
+        {
+            "at": iso(event.at),
+            "actor": event.actor,
+            "kind": event.kind,
+            "status": event.status,
+            "task": where.get(event.task_id) if event.task_id is not None else None,
+            "message": event.message,
+        }
+        for event in reader.store.events(record.id)
+        if event.actor is not None or event.kind != "status"
+    ]
 
 
 def _origin(reader: Reader, record: RunRecord) -> str | None:
