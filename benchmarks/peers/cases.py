@@ -83,7 +83,7 @@ FULL = {
     "read_repeats": 20,
     "array_mb": 200,
     "artifact_rounds": 3,
-    "metric_calls": 10_000,
+    "metric_calls": 5_000,
     "metric_rounds": 3,
     "startup_repeats": 7,
 }
