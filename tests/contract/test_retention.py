@@ -58,6 +58,7 @@ def train(load: list[int]) -> float:
 
 
 FLOW = pt.Pipeline("ret-flow", [load, train])
+LOAD_ONLY = pt.Pipeline("ret-load", [load])
 NOW = datetime.now(UTC)
 
 
@@ -314,3 +315,26 @@ def test_housekeeping_is_claimed_once_per_period(workspace: Workspace) -> None:
     assert store.claim_housekeeping("other", NOW, 3600), "each job has its own period"
     assert store.claim_housekeeping("retention", NOW + timedelta(hours=1), 3600)
     assert not store.claim_housekeeping("retention", NOW + timedelta(hours=1), 3600)
+
+
+def test_a_run_upstream_of_a_model_version_is_its_lineage_and_stays(workspace: Workspace) -> None:
+    store = workspace.store
+    origin = _run(workspace, fail=True)
+    retry = pt.retry(origin, executor="inline", workspace=workspace)
+    assert isinstance(retry, pt.Run) and retry.successful
+    # The same value as the origin's load, made by a run of its own: equal content is no lineage.
+    same_content = pt.run(LOAD_ONLY, {"rows": 3}, executor="inline", workspace=workspace)
+    link = next(k for k in store.links(retry.id) if k.name == "model")
+    store.register_model_version(
+        NewModelVersion("churn", retry.id, link.task_id, "model", link.artifact.key, "ana")
+    )
+
+    assert store.model_lineage() == {origin.id: ("churn/1",)}
+    report = delete_runs(store, [origin.id, same_content.id], actor="ana")
+
+    [refused] = report.refused
+    assert refused.refused == (
+        f"run {origin.pathspec} is upstream of registered model version churn/1: a run whose "
+        "outputs a model version's run consumed is part of its lineage"
+    )
+    assert [o.facts.run_id for o in report.deleted] == [same_content.id]

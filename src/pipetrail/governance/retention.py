@@ -8,6 +8,8 @@ not keep the others. A run is refused, with the reason, when it
 - has not ended (``initial``, ``running``): cancel it first;
 - produced a registered model version, or its outputs are the artifact a version (and so an
   alias or a pending promotion of it) is bound to;
+- is upstream of a model version's run (that run's tasks consumed its outputs, directly or
+  through other runs): the version's lineage, which its audit report shows;
 - is tagged ``keep`` (``pipetrail runs tag RUN --add keep``; ``--remove keep`` lifts it);
 - is the origin (retry, resume) or the upstream of a run that has not ended yet.
 
@@ -87,8 +89,13 @@ class DeletionReport:
         return [o for o in self.outcomes if o.refused is not None]
 
 
-def refusal(facts: RunFacts) -> str | None:
-    """Why the run may not be deleted, or None when it may."""
+def refusal(facts: RunFacts, lineage: Mapping[int, Sequence[str]] | None = None) -> str | None:
+    """Why the run may not be deleted, or None when it may.
+
+    ``lineage`` maps runs upstream of a model version's run to those versions
+    (``MetadataStore.model_lineage``): their record is the version's lineage, which an audit
+    of the version reads.
+    """
     where = f"run {facts.pathspec}"
     if RunStatus(facts.status) not in RUN_TERMINAL:
         return (
@@ -104,6 +111,12 @@ def refusal(facts: RunFacts) -> str | None:
         return (
             f"{where} produced registered model version {', '.join(uses)}; "
             "a run a model version comes from is kept"
+        )
+    upstream_of = (lineage or {}).get(facts.run_id)
+    if upstream_of:
+        return (
+            f"{where} is upstream of registered model version {', '.join(upstream_of)}: "
+            "a run whose outputs a model version's run consumed is part of its lineage"
         )
     if KEEP_TAG in facts.tags:
         return (
@@ -133,8 +146,13 @@ def delete_runs(
     ids = sorted(dict.fromkeys(run_ids))
     for run_id in ids:
         store.get_run(run_id)  # every id is checked before the first deletion
+    lineage = store.model_lineage() if ids else {}
+
+    def refuse(facts: RunFacts) -> str | None:
+        return refusal(facts, lineage)
+
     outcomes = [
-        store.delete_run(run_id, actor=actor, refuse=refusal, dry_run=dry_run, message=message)
+        store.delete_run(run_id, actor=actor, refuse=refuse, dry_run=dry_run, message=message)
         for run_id in ids
     ]
     return DeletionReport(tuple(outcomes), dry_run=dry_run)

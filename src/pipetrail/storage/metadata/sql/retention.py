@@ -264,6 +264,56 @@ class RetentionRows(SqlSession):
         )
 
     @patient("read")
+    def model_lineage(self) -> dict[int, tuple[str, ...]]:
+        """The runs upstream of a model version's run (whose outputs its tasks consumed, by
+        task or by content hash, transitively) → the versions (``name/N``) they lead to."""
+        upstream: dict[int, set[str]] = {}
+        with self._read() as conn:
+            versions = conn.execute(
+                select(model_version.c.run_id, model_version.c.version, registered_model.c.name)
+                .join(registered_model, registered_model.c.id == model_version.c.model_id)
+                .order_by(registered_model.c.name, model_version.c.version)
+            ).all()
+            for v in versions:
+                seen, frontier = {v.run_id}, {v.run_id}
+                while frontier:
+                    found = self._producers(conn, frontier) - seen
+                    for run_id in found:
+                        upstream.setdefault(run_id, set()).add(f"{v.name}/{v.version}")
+                    seen |= found
+                    frontier = found
+        return {run_id: tuple(sorted(refs)) for run_id, refs in upstream.items()}
+
+    def _producers(self, conn: Connection, runs: set[int]) -> set[int]:
+        """The runs whose tasks produced what the tasks of ``runs`` consumed or reused, as the
+        lineage graph walks up: an input's producing task when its link names one, else the
+        tasks that output its content; a reused output's origin task; never an external file."""
+        links = conn.execute(
+            select(artifact_link.c.artifact_key, artifact_link.c.producer_block_run_id).where(
+                artifact_link.c.run_id.in_(runs),
+                or_(
+                    (artifact_link.c.direction == "input") & (artifact_link.c.kind != "external"),
+                    artifact_link.c.producer_block_run_id.is_not(None),
+                ),
+            )
+        ).all()
+        tasks = {task for _, task in links if task is not None}
+        keys = {key for key, task in links if task is None}
+        found = set(
+            conn.execute(select(block_run.c.run_id).where(block_run.c.id.in_(tasks))).scalars()
+        )
+        if keys:
+            found.update(
+                conn.execute(
+                    select(artifact_link.c.run_id).where(
+                        artifact_link.c.direction == "output",
+                        artifact_link.c.artifact_key.in_(keys),
+                    )
+                ).scalars()
+            )
+        return found
+
+    @patient("read")
     def referenced_keys(self) -> set[str]:
         """Every artifact key a remaining run or model version uses: linked artifacts (inputs
         and outputs), model versions' artifacts and runs' code snapshots."""
