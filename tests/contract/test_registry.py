@@ -193,3 +193,44 @@ def test_concurrent_registrations_get_distinct_numbers(workspace: Workspace) -> 
     assert sorted(versions) == list(range(1, 19))
     with workspace.store.engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(model_version)).scalar() == 18
+
+
+def test_concurrent_decisions_move_the_alias_once_each(workspace: Workspace) -> None:
+    store = workspace.store
+    for lr in (0.1, 0.2):
+        store.register_model_version(_new(_model_link(workspace, lr)))
+    store.set_model_policy("churn", "production", 1, "admin")
+    store.set_model_policy("churn", "staging", 2, "admin")
+    # Two requests for one alias, and one request that needs both approvers.
+    one = store.open_promotion("churn", 1, "production", None, "ana", 1).id
+    two = store.open_promotion("churn", 2, "production", None, "ana", 1).id
+    both = store.open_promotion("churn", 2, "staging", None, "ana", 2).id
+    jobs = [(one, "bo"), (two, "cy"), (both, "bo"), (both, "cy")]
+    stores = [SqlMetadataStore(workspace.settings.db_url) for _ in jobs]
+    failures: list[BaseException] = []
+    start = threading.Barrier(len(jobs))
+
+    def decide(store: SqlMetadataStore, request: int, actor: str) -> None:
+        try:
+            start.wait()
+            store.decide_promotion(request, "approved", actor, None)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [
+        threading.Thread(target=decide, args=(s, r, a))
+        for s, (r, a) in zip(stores, jobs, strict=True)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for other in stores:
+        other.close()
+    assert failures == []
+    assert [store.get_promotion(r).status for r in (one, two, both)] == ["approved"] * 3
+    moves = store.governance_events(model="churn", action="alias_moved")
+    production = [(e.version, e.detail["previous"]) for e in moves if e.alias == "production"]
+    assert sorted(production) in ([(1, None), (2, 1)], [(1, 2), (2, None)]), production
+    assert store.get_model("churn").aliases["production"] == production[-1][0]
+    assert [(e.version, e.request_id) for e in moves if e.alias == "staging"] == [(2, both)]

@@ -181,9 +181,10 @@ class PromotionRows(SqlSession):
                     .values(status=status, closed_at=at)
                 )
             if status == "approved":
-                model = conn.execute(
-                    select(registered_model).where(registered_model.c.id == request.model_id)
-                ).one()
+                # The model's row is the lock every alias move takes: two approvals completing
+                # requests for one alias at once move it one after the other.
+                query = select(registered_model).where(registered_model.c.id == request.model_id)
+                model = conn.execute(query.with_for_update() if for_update(conn) else query).one()
                 move_alias_row(conn, model, request.alias, target, actor, comment, at, request_id)
             return self._requests(conn, promotion_request.c.id == request_id)[0]
 
