@@ -293,10 +293,13 @@ def test_gc_on_s3_frees_what_nothing_references(s3_workspace: Workspace) -> None
     _check_gc(s3_workspace)
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
 def test_gc_never_removes_what_a_running_task_wrote_and_has_not_linked_yet(
-    sqlite_workspace: Workspace,
+    where: str, request: pytest.FixtureRequest
 ) -> None:
-    ws = sqlite_workspace
+    ws: Workspace = request.getfixturevalue(
+        "sqlite_workspace" if where == "local" else "s3_workspace"
+    )
     results: dict[str, Any] = {}
 
     def writing(tag: str) -> None:
