@@ -64,7 +64,8 @@ class RetentionRows(SqlSession):
         have the pointer set to NULL, and each such run gets a ``note`` event saying so. The
         run's ``run_stats`` counts go down in the same transaction, and a ``run_deleted``
         governance event (who, which run, its pipeline and status) is written; it outlives
-        the run. With ``dry_run`` the transaction is rolled back: nothing is written.
+        the run. With ``dry_run`` nothing is written: the facts are read and the pointers that
+        would be emptied are found.
 
         Raises:
             NotFoundError: no such run.
