@@ -232,8 +232,12 @@ def _execute(cmd: list[str], project: Path, name: str) -> float:
 
 
 def _script(case: cases.Case, python: Path, project: Path, sizes: dict[str, Any]) -> dict[str, Any]:
+    """The script, once; the figures it wrote to ``result.json``."""
     _execute([str(python), case.script], project, "script")
-    loaded: dict[str, Any] = json.loads((project / "result.json").read_text())
+    result = project / "result.json"
+    if not result.exists():
+        raise CaseError(f"{case.script} exited 0 without writing {result.name}")
+    loaded: dict[str, Any] = json.loads(result.read_text())
     return loaded
 
 

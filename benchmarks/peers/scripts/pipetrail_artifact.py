@@ -16,7 +16,7 @@ import numpy as np
 import pipetrail as pt
 
 ARRAY = np.random.default_rng(0).random(kit.sizes()["array_mb"] * 1024 * 1024 // 8)
-ARRAYS = {"big": ARRAY, "tiny": np.arange(8.0)}
+ARRAYS: dict[str, np.ndarray] = {"big": ARRAY, "tiny": np.arange(8.0)}
 
 
 @pt.step
