@@ -205,22 +205,27 @@ def test_the_report_holds_every_run_step_hash_param_metric_and_the_approval(
     assert summary["subject"]["answer"].startswith("Model churn version 1")
 
 
-def test_every_link_lands_and_nothing_is_fetched(
-    workspace: Workspace, promoted: AuditSubject
+def test_links_land_nothing_is_fetched_and_the_json_keys_are_documented(
+    sqlite_workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:
-    page = Page(render_html(audit_document(workspace.reader(), promoted)))
+    workspace = sqlite_workspace
+    promoted = _promoted(workspace, _lineage_runs(workspace, flow_file, tmp_path)[1])
+    document = audit_document(workspace.reader(), promoted)
+    page = Page(render_html(document))
 
     inner = [h for h in page.hrefs if h.startswith("#")]
     assert inner and {h[1:] for h in inner} <= page.ids, "an anchor with no target"
     assert [h for h in page.hrefs if not h.startswith("#")] == []
     assert page.sources == [] and not page.tags & {"script", "link", "img", "iframe"}
     assert "svg" in page.tags and "rect" in page.tags and "path" in page.tags
+    _documented_keys(json.loads(render_json(document)))
 
 
 def test_a_reproduction_that_differs_says_which_output(
-    workspace: Workspace, lineage_runs: tuple[Run, Run, Path], tmp_path: Path
+    sqlite_workspace: Workspace, flow_file: FlowWriter, tmp_path: Path
 ) -> None:
-    _, train, features = lineage_runs
+    workspace = sqlite_workspace
+    _, train, features = _lineage_runs(workspace, flow_file, tmp_path)
     features.write_text("9 9 9\n")
     again = _reproduce(workspace, train, tmp_path / "repro")
 
@@ -257,8 +262,9 @@ pipeline = pt.Pipeline("fan", [shards, process, combine])
 
 
 def test_a_failed_run_shows_where_it_stopped_and_a_foreach_step_is_one_box(
-    workspace: Workspace, flow_file: FlowWriter
+    sqlite_workspace: Workspace, flow_file: FlowWriter
 ) -> None:
+    workspace = sqlite_workspace
     run = pt.run(load_pipeline_file(flow_file(FAN)), {}, executor="inline", workspace=workspace)
     assert run.status == "failed"
 
@@ -278,11 +284,8 @@ def test_a_failed_run_shows_where_it_stopped_and_a_foreach_step_is_one_box(
     assert svg.count("<rect") == 5, "shards, its output, the 5 tasks, their 5 outputs, combine"
 
 
-def test_json_is_the_document_with_its_documented_keys(
-    workspace: Workspace, promoted: AuditSubject
-) -> None:
-    document = json.loads(render_json(audit_document(workspace.reader(), promoted)))
-
+def _documented_keys(document: dict[str, Any]) -> None:
+    """The JSON document's keys: in a stable order, and each in the README's table."""
     assert list(document) == [
         "format",
         "generated_at",
@@ -300,6 +303,14 @@ def test_json_is_the_document_with_its_documented_keys(
     assert set(run) >= {"pathspec", "code", "environment", "params", "metrics", "steps"}
     assert set(run["steps"][0]) >= {"code", "params", "attempts", "inputs", "outputs", "metrics"}
     assert set(document["lineage"]) == {"runs", "truncated", "nodes", "edges"}
+    # Every key is documented in the README's table of the document.
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    documented = readme[readme.index("### The audit report") :]
+    documented = documented[: documented.index("\n### ")]
+    step = run["steps"][0]
+    for keys in (document, document["subject"], run, step, step["attempts"][0], step["inputs"][0]):
+        missing = [k for k in keys if f"`{k}`" not in documented and f"`{k}[]`" not in documented]
+        assert missing == [], f"keys missing from the README: {missing}"
     assert [s["key"] for s in document["summary"]] == [
         "subject",
         "data",
@@ -311,10 +322,17 @@ def test_json_is_the_document_with_its_documented_keys(
     ]
 
 
-def test_an_unknown_model_alias_version_or_run_is_refused(
+def test_refs_name_a_model_version_or_a_run_and_unknown_ones_are_refused(
     workspace: Workspace, lineage_runs: tuple[Run, Run, Path], promoted: AuditSubject
 ) -> None:
     _, train, _ = lineage_runs
+    reader = workspace.reader()
+    assert resolve_subject(reader, "churn/1").version == promoted.version
+    assert resolve_subject(reader, "churn").version == promoted.version
+    as_run = resolve_subject(reader, train.pathspec)
+    assert as_run.version is None and as_run.run.id == train.id
+    assert resolve_subject(reader, str(train.id)).run.id == train.id
+
     refused = {
         "churn@staging": "model 'churn' has no alias 'staging'; its aliases: production",
         "churn/7": "churn",
@@ -329,19 +347,6 @@ def test_an_unknown_model_alias_version_or_run_is_refused(
         with pytest.raises(UsageError) as caught:
             resolve_subject(workspace.reader(), ref)
         assert message in str(caught.value), ref
-
-
-def test_a_model_version_by_number_or_latest_and_a_run_by_pathspec(
-    workspace: Workspace, lineage_runs: tuple[Run, Run, Path], promoted: AuditSubject
-) -> None:
-    _, train, _ = lineage_runs
-    reader = workspace.reader()
-
-    assert resolve_subject(reader, "churn/1").version == promoted.version
-    assert resolve_subject(reader, "churn").version == promoted.version
-    as_run = resolve_subject(reader, train.pathspec)
-    assert as_run.version is None and as_run.run.id == train.id
-    assert resolve_subject(reader, str(train.id)).run.id == train.id
 
 
 def test_the_pdf_renders_and_its_first_page_shows_the_model_and_a_hash(

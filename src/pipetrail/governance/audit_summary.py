@@ -124,7 +124,7 @@ def _code(doc: dict[str, Any]) -> dict[str, Any]:
                 state = "attention"
         else:
             where = "no git commit recorded"
-        snap = f"code snapshot {code['snapshot'][:16]}…" if code["snapshot"] else "no code snapshot"
+        snap = f"code snapshot {code['snapshot'][:16]}" if code["snapshot"] else "no code snapshot"
         if not code["snapshot"] or code["snapshot_error"]:
             state = "attention"
         parts.append(
@@ -145,7 +145,8 @@ def _settings(doc: dict[str, Any]) -> dict[str, Any]:
     else:
         where = "no environment recorded"
     text = f"{run['pathspec']}: {params}; {where}."
-    return _answer("settings", text, "ok" if env else "attention", [_link("run", run["anchor"])])
+    links = [_link(run["pathspec"], run["anchor"])]
+    return _answer("settings", text, "ok" if env else "attention", links)
 
 
 def _approvals(doc: dict[str, Any]) -> dict[str, Any]:
