@@ -299,7 +299,7 @@ def test_nothing_is_created_until_first_write(tmp_path: Path) -> None:
 
 def test_fsync_store_round_trips(tmp_path: Path) -> None:
     store = ContentAddressedStore(str(tmp_path), fsync=True)
-    for data in (b"durable", b"large and durable" * (MIB // 8)):  # the large one is reserved first
+    for data in (b"durable", b"large and durable" * (MIB // 8)):
         result = store.put_bytes(data)
         assert store.get_bytes(result.key, verify=True) == data
         assert store.size(result.key) == len(data)

@@ -293,7 +293,7 @@ class ContentAddressedStore:
             return self._put_remote(lambda out: write_views(out, views, "a local spool file"))
         if self._folder.holds(self._path(key), size):
             return PutResult(key=key, size=size, existed=True)
-        tmp, _ = self._folder.write(lambda target, tmp: write_views(target, views, tmp), size)
+        tmp, _ = self._folder.write(lambda target, tmp: write_views(target, views, tmp))
         return self._link(tmp, key, size)
 
     def put_file(self, path: str | os.PathLike[str]) -> PutResult:

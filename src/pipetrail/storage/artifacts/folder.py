@@ -3,24 +3,17 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import sys
 import uuid
 from collections.abc import Callable, Iterable
 from stat import S_ISREG
-from typing import IO, TypeVar, cast
+from typing import IO, TypeVar
 
 from pipetrail.errors import ArtifactError
 
 __all__ = ["FolderWriter", "write_views"]
 
 _T = TypeVar("_T")
-
-# Content at least this large has its disk space reserved before it is written: ext4 and xfs
-# then allocate it in a few large extents rather than page by page as it is written, which
-# makes the write about a quarter cheaper. Smaller content is not worth the extra call.
-_RESERVE_FROM = 1024 * 1024
 
 
 class FolderWriter:
@@ -56,14 +49,11 @@ class FolderWriter:
             raise ArtifactError(f"could not check artifact file {path!r}: {exc}") from exc
         return S_ISREG(info.st_mode) and info.st_size == size
 
-    def write(
-        self, fill: Callable[[IO[bytes], str], _T], size: int | None = None
-    ) -> tuple[str, _T]:
+    def write(self, fill: Callable[[IO[bytes], str], _T]) -> tuple[str, _T]:
         """A new, complete temporary file, and what ``fill`` returned.
 
         ``fill`` writes the content to the open file, whose path it is also given for errors.
         If anything fails, or ``fill`` raises, the file is removed and the exception propagates.
-        ``size``, when known, is how many bytes ``fill`` will write.
 
         Raises:
             ArtifactError: The file could not be created or written.
@@ -74,9 +64,10 @@ class FolderWriter:
             target = open(tmp, "xb")  # noqa: SIM115 - closed below, or by _close_quietly
         except OSError as exc:
             raise ArtifactError(f"could not create temporary artifact file {tmp!r}: {exc}") from exc
+        # No fallocate ahead of a large write, though it makes the write a third cheaper: the
+        # file would have its full size on disk before its data, so after a power loss without
+        # fsync a final file could read as zeros at the right size, and commit would not heal it.
         try:
-            if size is not None and size >= _RESERVE_FROM:
-                _reserve(target.fileno(), size)
             filled = fill(target, tmp)
             try:
                 if self._fsync:
@@ -137,33 +128,6 @@ def write_views(target: IO[bytes], views: Iterable[memoryview], name: str) -> No
             target.write(view)
     except OSError as exc:
         raise ArtifactError(f"could not write temporary artifact file {name!r}: {exc}") from exc
-
-
-def _reserve(fd: int, size: int) -> None:
-    """Reserve ``size`` bytes of disk for the empty file ``fd``, where the filesystem can.
-
-    Linux's fallocate(2) is called directly: glibc's posix_fallocate would emulate it on
-    filesystems without it by writing to every block. Its errors (no support, no space) are
-    ignored; the write that follows reports whatever really stops it.
-    """
-    fallocate = _fallocate()
-    if fallocate is not None:
-        fallocate(fd, 0, 0, size)
-
-
-@functools.cache
-def _fallocate() -> Callable[[int, int, int, int], int] | None:
-    if sys.platform != "linux":
-        return None
-    import ctypes
-
-    try:
-        function = ctypes.CDLL(None, use_errno=True).fallocate64
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
-    function.restype = ctypes.c_int
-    return cast("Callable[[int, int, int, int], int]", function)
 
 
 def _close_quietly(fileobj: IO[bytes]) -> None:
