@@ -159,6 +159,8 @@ def test_rules_select_by_age_status_and_pipeline_keeping_the_newest(
     assert select_runs(ws.store, keep, NOW) == [f100, f95]
     assert r100 not in select_runs(ws.store, RetentionRule(1), NOW), "a running run is not picked"
 
+    one = apply_rules(ws.store, [failed_90d], NOW, dry_run=True, limit=1)
+    assert [o.facts.run_id for o in one.outcomes] == [f100], "the oldest first, up to the limit"
     ws.store.change_tags(f95, add=["keep"])
     done = apply_rules(ws.store, [failed_90d, RetentionRule(90 * 86400, "gc-flow")], NOW)
     assert sorted(o.facts.run_id for o in done.deleted) == [f100, c100, o100]

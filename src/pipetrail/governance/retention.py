@@ -33,6 +33,7 @@ from pipetrail.storage.metadata.retention import DeletedRun, RunFacts
 
 __all__ = [
     "KEEP_TAG",
+    "PASS_LIMIT",
     "RETENTION_ACTOR",
     "DeletionReport",
     "RetentionRule",
@@ -48,6 +49,8 @@ __all__ = [
 KEEP_TAG = "keep"
 #: What a rule's actor is in the record when the scheduler applies it.
 RETENTION_ACTOR = "retention"
+#: Most runs one rule deletes in one scheduler pass.
+PASS_LIMIT = 1000
 _RULE_FIELDS = ("pipeline", "older_than", "status", "keep_last")
 
 
@@ -185,12 +188,14 @@ def apply_rules(
     *,
     actor: str = RETENTION_ACTOR,
     dry_run: bool = False,
+    limit: int | None = None,
 ) -> DeletionReport:
-    """Delete the runs each rule selects (with the same refusals as by hand); one report."""
+    """Delete the runs each rule selects (with the same refusals as by hand), at most
+    ``limit`` per rule (the oldest first); one report."""
     outcomes: list[DeletedRun] = []
     seen: set[int] = set()
     for rule in rules:
-        ids = [i for i in select_runs(store, rule, now) if i not in seen]
+        ids = [i for i in select_runs(store, rule, now) if i not in seen][:limit]
         seen.update(ids)
         message = f"retention rule: {rule.describe()}"
         outcomes.extend(
@@ -272,18 +277,20 @@ def retention_job(
     store: MetadataStore, rules: Sequence[Mapping[str, Any]]
 ) -> Callable[[datetime], str | None]:
     """What the scheduler calls to apply the ``retention`` setting's rules at a time: it
-    deletes as actor ``retention`` and returns a line saying what it did (None: nothing)."""
+    deletes as actor ``retention``, at most :data:`PASS_LIMIT` runs per rule (a backlog goes
+    over several passes, so a pass never holds up the schedules for long), and returns a line
+    saying what it did (None: nothing)."""
     parsed = parse_rules(list(rules), "retention")
 
     def job(now: datetime) -> str | None:
-        report = apply_rules(store, parsed, now)
-        if not report.outcomes:
+        report = apply_rules(store, parsed, now, limit=PASS_LIMIT)
+        if not report.deleted:
             return None
-        line = f"retention: deleted {len(report.deleted)} runs"
-        if report.deleted:
-            line += " (" + ", ".join(o.facts.pathspec for o in report.deleted[:20]) + ")"
-        for outcome in report.refused[:20]:
-            line += f"; refused {outcome.facts.pathspec}: {outcome.refused}"
+        shown = ", ".join(o.facts.pathspec for o in report.deleted[:10])
+        more = len(report.deleted) - 10
+        line = f"retention: deleted {len(report.deleted)} runs ({shown}{', ...' * (more > 0)})"
+        if report.refused:
+            line += f"; {len(report.refused)} refused, e.g. {report.refused[0].refused}"
         return line
 
     return job
