@@ -255,7 +255,7 @@ def process(shards):
 
 @pt.step
 def combine(process):
-    raise ValueError(f"bad row in {len(process)} shards")
+    raise ValueError(f"bad row <script>alert(1)</script> in {len(process)} shards")
 
 pipeline = pt.Pipeline("fan", [shards, process, combine])
 """
@@ -278,7 +278,10 @@ def test_a_failed_run_shows_where_it_stopped_and_a_foreach_step_is_one_box(
     assert len([t for t in tasks if "/process/" in t]) == 5
     summary = {s["key"]: s for s in document["summary"]}
     assert summary["subject"]["state"] == "attention"
-    assert "ValueError: bad row in 5 shards" in summary["failures"]["answer"]
+    assert "in 5 shards" in summary["failures"]["answer"]
+    page = Page(render_html(document))
+    assert "script" not in page.tags, "recorded text is escaped, never markup"
+    assert "ValueError: bad row <script>alert(1)</script> in 5 shards" in page.text
     assert f"{run.pathspec}/process [5 tasks]" in svg and "process [5]" in svg
     assert f"{run.pathspec}/process/0" not in svg and 'stroke="#b91c1c"' in svg
     assert svg.count("<rect") == 5, "shards, its output, the 5 tasks, their 5 outputs, combine"
