@@ -123,9 +123,8 @@ def promotion_json(promotion: Promotion) -> dict[str, Any]:
 def model_detail_json(store: MetadataStore, name: str) -> dict[str, Any]:
     """``models show``: the model, its versions, pending requests and alias history."""
     record = store.get_model(name)
-    history = [
-        event_json(e) for e in store.governance_events(model=name) if e.action in ALIAS_ACTIONS
-    ]
+    moves = [e for a in ALIAS_ACTIONS for e in store.governance_events(model=name, action=a)]
+    history = [event_json(e) for e in sorted(moves, key=lambda e: e.id)]
     return {
         **model_json(record),
         "versions": [version_json(store, v) for v in store.model_versions(name)],
