@@ -75,6 +75,6 @@ def audit_command(ref: str, output: str, fmt: str | None, as_run: bool) -> None:
     what = subject.version.ref if subject.version is not None else f"run {subject.run.pathspec}"
     runs = len(document["runs"])
     click.echo(
-        f"wrote {output} ({chosen}, {len(data):,} bytes): the audit of {what} "
-        f"and {runs} run{'s' if runs != 1 else ''}"
+        f"wrote {output} ({chosen}, {len(data):,} bytes): the audit of {what}, "
+        f"{runs} run{'s' if runs != 1 else ''} covered"
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -152,9 +153,12 @@ class PipelineSpec:
     timeout_s: float | None = None
     on_timeout: str = "failed"
 
-    @property
+    @functools.cached_property
     def version(self) -> str:
-        """Hash of the steps' code and wiring: equal for equal pipelines, whatever the comments say."""
+        """Hash of the steps' code and wiring: equal for equal pipelines, whatever the comments say.
+
+        Computed once per spec (a frozen value: its steps cannot change).
+        """
         shape = [
             {
                 "name": s.name,
@@ -166,6 +170,11 @@ class PipelineSpec:
             for s in self.steps
         ]
         return digest_json({"pipeline": self.name, "steps": shape})[:16]
+
+    @functools.cached_property
+    def dag_hash(self) -> str:
+        """Hash of the whole definition (``to_dict()``): the identity of a pipeline version row."""
+        return digest_json(self.to_dict())
 
     def step(self, name: str) -> StepSpec:
         """The step called ``name``; KeyError listing the valid names otherwise."""

@@ -27,6 +27,7 @@ __all__ = [
 
 #: How often the shared sampler thread reads the process RSS while any meter is open.
 SAMPLE_INTERVAL_S = 0.05
+_PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 #: The system metrics a meter samples, in the namespace of the task's own metrics.
 SYSTEM_METRICS = (
@@ -276,7 +277,11 @@ class _SystemProbe:
         self._last = now
         self.due = now + self.interval
         with contextlib.suppress(Exception):
-            self._cpu = {_key(process): _cpu_seconds(process)}
+            if process.pid == os.getpid():  # this process: no /proc read needed
+                times = os.times()
+                self._cpu = {_key(process): times.user + times.system}
+            else:
+                self._cpu = {_key(process): _cpu_seconds(process)}
 
     def sample(self, now: float, at: float | None = None, *, last: bool = False) -> None:
         """Take one sample (at ``at``, default now) and hand it to the sink; never raises."""
@@ -484,8 +489,18 @@ class _RssSampler:
         self._meters: set[ResourceMeter] = set()
         self._thread: threading.Thread | None = None
         self.process = psutil.Process()
+        # /proc/self/statm kept open: a sample is one pread, not an open, a read and a close.
+        try:
+            self._statm = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            self._statm = -1
 
     def rss(self) -> int:
+        if self._statm >= 0:
+            try:
+                return int(os.pread(self._statm, 128, 0).split()[1]) * _PAGE_SIZE
+            except (OSError, IndexError, ValueError):
+                pass
         try:
             return int(self.process.memory_info().rss)
         except psutil.Error:
@@ -493,13 +508,15 @@ class _RssSampler:
 
     def register(self, meter: ResourceMeter) -> None:
         with self._wake:
+            idle = not self._meters
             self._meters.add(meter)
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._run, name="pipetrail-rss-sampler", daemon=True
                 )
                 self._thread.start()
-            self._wake.notify()
+            elif idle:  # only a thread with no meter waits to be woken
+                self._wake.notify()
 
     def unregister(self, meter: ResourceMeter) -> None:
         with self._wake:

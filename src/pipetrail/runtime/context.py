@@ -87,6 +87,8 @@ class MetricBuffer:
         self._flush_lock = threading.Lock()
         self._closed = False
         self._stored_offset = 0
+        #: Whether the drain thread was woken for the points pending (once, not per point).
+        self._woken = False
         #: Set once the run was taken from this process: nothing more is written.
         self.fenced = False
         _drainer.register(self)
@@ -104,8 +106,7 @@ class MetricBuffer:
         with self._lock:
             self._pending.extend(rows)
             if self._spool is not None:
-                for row in rows:
-                    self._spool.metric(row)
+                self._spool.metrics(rows)
             pending = len(self._pending)
         if pending >= self._batch:
             self._pressure(pending)
@@ -119,7 +120,8 @@ class MetricBuffer:
     def _pressure(self, pending: int) -> None:
         if pending >= 4 * self._batch:
             self.flush()
-        else:
+        elif not self._woken:
+            self._woken = True
             _drainer.wake()
 
     def flush(self, *, final: bool = False) -> None:
@@ -133,6 +135,7 @@ class MetricBuffer:
             with self._lock:
                 batch, self._pending = self._pending, []
                 offset = self._spool.position if self._spool is not None else None
+                self._woken = False
             logs = self._logs.take(final=final) if self._logs is not None else []
             if not batch and not logs and offset in (None, self._stored_offset):
                 return
@@ -340,18 +343,50 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
     Raises:
         UsageError: outside a step, for an empty name or a value that is not a real number.
     """
-    context = _context("log_metric")
-    context.metrics.add(_metric_row(context, name, value, step, time.time()))
+    context = _active.get() or _context("log_metric")
+    kind = type(value)
+    if (
+        (kind is float or kind is int)
+        and (step is None or (type(step) is int and -_STEP_LIMIT <= step < _STEP_LIMIT))
+        and type(name) is str
+        and 0 < len(name) <= 250
+        and math.isfinite(value)
+    ):
+        # The common case, checked inline: this runs once per point logged.
+        row = _new_row(
+            MetricRow, (context.run_id, context.task_id, name, float(value), step, time.time())
+        )
+    else:
+        row = _metric_row(context, name, value, step, time.time())
+    context.metrics.add(row)
 
 
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
     """Record one point of each metric in ``values`` at the same ``step`` and time."""
-    context = _context("log_metrics")
+    context = _active.get() or _context("log_metrics")
     now = time.time()
-    context.metrics.extend([_metric_row(context, n, v, step, now) for n, v in values.items()])
+    run_id, task_id = context.run_id, context.task_id
+    plain_step = step is None or (type(step) is int and -_STEP_LIMIT <= step < _STEP_LIMIT)
+    rows: list[MetricRow] = []
+    add = rows.append
+    # Every point is checked before any is kept: a bad one raises and none of the call's is.
+    for name, value in values.items():
+        kind = type(value)
+        if (
+            plain_step
+            and (kind is float or kind is int)
+            and type(name) is str
+            and 0 < len(name) <= 250
+            and math.isfinite(value)
+        ):
+            add(_new_row(MetricRow, (run_id, task_id, name, float(value), step, now)))
+        else:
+            add(_metric_row(context, name, value, step, now))
+    context.metrics.extend(rows)
 
 
 _STEP_LIMIT = 1 << 63
+_new_row = tuple.__new__
 
 
 def _metric_row(
@@ -374,7 +409,8 @@ def _metric_row(
         raise UsageError(
             f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
         )
-    return MetricRow(context.run_id, context.task_id, name, number, step, now)
+    # tuple.__new__ directly: MetricRow's own __new__ is a Python function, a frame per point.
+    return _new_row(MetricRow, (context.run_id, context.task_id, name, number, step, now))
 
 
 def _number(name: str, value: Any) -> float:

@@ -15,8 +15,9 @@ from pipetrail.core.model import PipelineSpec, RunCause, RunRecord
 from pipetrail.core.params import to_json_value
 from pipetrail.core.status import TaskStatus
 from pipetrail.dsl import Pipeline
-from pipetrail.provenance.code import capture_git, code_archive
+from pipetrail.provenance.code import code_archive
 from pipetrail.provenance.environment import capture_environment, current_user
+from pipetrail.provenance.git_state import current_git
 from pipetrail.runtime.executors.base import Executor
 from pipetrail.runtime.task import TaskServices
 from pipetrail.storage.metadata.base import NewRun
@@ -24,6 +25,18 @@ from pipetrail.storage.metadata.base import NewRun
 __all__ = ["Engine", "RunObserver", "RunRequest"]
 
 HEARTBEAT_SECONDS = 10.0
+
+
+#: Code archives stored by this process: (store, (file, its status)...) -> archive key.
+_STORED_CODE: dict[tuple[object, ...], str] = {}
+
+
+def _stat_key(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_size
 
 
 class RunObserver(Protocol):
@@ -113,7 +126,7 @@ class Engine:
         user = request.user or current_user()
         host = socket.gethostname()
         env = capture_environment()
-        git = capture_git(Path(spec.file).parent) if spec.file else None
+        git = current_git(Path(spec.file).parent) if spec.file else None
         code_key = self._store_code(spec)
         system_tags: tuple[str, ...] = (
             f"user:{user}",
@@ -163,14 +176,27 @@ class Engine:
         return run
 
     def _store_code(self, spec: PipelineSpec) -> str | None:
-        """Store the pipeline file and every file a step comes from, as one archive."""
+        """Store the pipeline file and every file a step comes from, as one archive.
+
+        An archive of files unchanged since this process last stored it (same size and change
+        times) is not built again, as long as the store still has it.
+        """
         paths = {Path(f).resolve() for f in [spec.file, *(s.file for s in spec.steps)] if f}
-        files = [p for p in paths if p.is_file()]
+        files = sorted(p for p in paths if p.is_file())
         if not files:
             return None
+        cas = self.services.cas
+        seen = (cas.url, *((str(p), _stat_key(p)) for p in files))
+        key = _STORED_CODE.get(seen)
+        if key is not None and cas.exists(key):
+            return key
         root = Path(os.path.commonpath([str(p.parent) for p in files]))
-        archive = code_archive({str(p.relative_to(root)): p for p in sorted(files)}, None)
-        return self.services.cas.put_bytes(archive).key
+        archive = code_archive({str(p.relative_to(root)): p for p in files}, None)
+        key = cas.put_bytes(archive).key
+        # Kept only if no file changed while it was read: else the next run reads them again.
+        if seen == (cas.url, *((str(p), _stat_key(p)) for p in files)):
+            _STORED_CODE[seen] = key
+        return key
 
     def execute(self, run: RunRecord, request: RunRequest) -> RunRecord:
         """Drive a prepared run to a terminal status."""

@@ -56,6 +56,13 @@ _LENGTH = struct.Struct("<I")
 _METRIC = struct.Struct("<BIdqd")  # kind, name id, value, step, timestamp
 _NAME = struct.Struct("<BI")  # kind, name id; the UTF-8 name follows
 _METRIC_STEP, _METRIC_NO_STEP, _NAME_DEF, _EVENT = 1, 2, 3, 4
+# A metric point is one struct packed into the map, length first and a commit byte last: the
+# fields are written in order into a zero-filled file, so a point cut short by the death of the
+# process lacks its commit byte and the reader stops there, as at a missing length.
+_POINT = struct.Struct("<IBIdqdB")  # length, kind, name id, value, step, timestamp, commit
+_POINT_BODY = _POINT.size - _LENGTH.size
+_POINT_STEP, _POINT_NO_STEP = 5, 6
+_COMMIT = 0xA5
 _INITIAL_SIZE = 1 << 20
 #: Most bytes of one stream put into one log chunk.
 _CHUNK_BYTES = 1 << 20
@@ -117,23 +124,36 @@ class TaskSpool:
         return self._pos
 
     def metric(self, row: MetricRow) -> None:
-        """Append one metric point."""
-        name_id = self._names.get(row.name)
+        """Append one metric point: one ``struct.pack_into`` into the map."""
+        _, _, name, value, step, timestamp = row
+        name_id = self._names.get(name)
         if name_id is None:
-            name_id = self._define(row.name)
+            name_id = self._define(name)
         pos = self._pos
-        if pos + 4 + _METRIC.size > self._size:
-            self._grow(4 + _METRIC.size)
-        if row.step is None:
-            _METRIC.pack_into(
-                self._map, pos + 4, _METRIC_NO_STEP, name_id, row.value, 0, row.timestamp
-            )
-        else:
-            _METRIC.pack_into(
-                self._map, pos + 4, _METRIC_STEP, name_id, row.value, row.step, row.timestamp
-            )
-        _LENGTH.pack_into(self._map, pos, _METRIC.size)
-        self._pos = pos + 4 + _METRIC.size
+        end = pos + _POINT.size
+        if end > self._size:
+            self._grow(_POINT.size)
+        kind = _POINT_NO_STEP if step is None else _POINT_STEP
+        _POINT.pack_into(
+            self._map, pos, _POINT_BODY, kind, name_id, value, step or 0, timestamp, _COMMIT
+        )
+        self._pos = end
+
+    def metrics(self, rows: list[MetricRow]) -> None:
+        """Append the points of one ``log_metrics`` call, room made once for all of them."""
+        names = self._names
+        for row in rows:
+            if row[2] not in names:
+                self._define(row[2])
+        pos = self._pos
+        if pos + _POINT.size * len(rows) > self._size:
+            self._grow(_POINT.size * len(rows))
+        pack, target = _POINT.pack_into, self._map
+        for _, _, name, value, step, timestamp in rows:
+            kind = _POINT_NO_STEP if step is None else _POINT_STEP
+            pack(target, pos, _POINT_BODY, kind, names[name], value, step or 0, timestamp, _COMMIT)
+            pos += _POINT.size
+        self._pos = pos
 
     def event(self, doc: dict[str, Any]) -> None:
         """Append one event (an artifact logged, a tag set) as JSON."""
@@ -202,7 +222,20 @@ def read_records(path: Path, run_id: int, task_id: int, offset: int = 0) -> Spoo
         if length == 0 or body + length > len(data):
             break
         kind = data[body]
-        if kind in (_METRIC_STEP, _METRIC_NO_STEP):
+        if kind == 0:
+            break  # a length whose record was never written (the process died in between)
+        if kind in (_POINT_STEP, _POINT_NO_STEP):
+            if length != _POINT_BODY or data[body + length - 1] != _COMMIT:
+                break  # the point the process was writing when it died
+            if pos >= offset:
+                _, _, name_id, value, step, ts, _ = _POINT.unpack_from(data, pos)
+                name = names.get(name_id, f"metric_{name_id}")
+                contents.metrics.append(
+                    MetricRow(
+                        run_id, task_id, name, value, step if kind == _POINT_STEP else None, ts
+                    )
+                )
+        elif kind in (_METRIC_STEP, _METRIC_NO_STEP):
             if pos >= offset:
                 _, name_id, value, step, ts = _METRIC.unpack_from(data, body)
                 name = names.get(name_id, f"metric_{name_id}")

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Boolean, Connection, Engine, Table, create_engine, event, literal, text
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Engine,
+    Table,
+    bindparam,
+    create_engine,
+    event,
+    literal,
+    text,
+)
 from sqlalchemy.engine import ExceptionContext, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ColumnElement
@@ -26,7 +37,9 @@ __all__ = [
     "SEARCH_TIMEOUT_MS",
     "SEARCH_TIMEOUT_OPTION",
     "WRITE_OPTION",
+    "Prepared",
     "for_update",
+    "insert_ignore",
     "insert_many_fast",
     "insert_once",
     "like_match",
@@ -265,11 +278,40 @@ def upsert(
         where_newer: a column; when given, a clashing row is only updated if the new value
             of that column is not older than the stored one.
         merge: given the statement's ``excluded`` (the proposed row), returns column →
-            expression for columns that combine old and new (a running minimum, say).
+            expression for columns that combine old and new (a running minimum, say). A
+            module-level function, so that the statement is built once.
     """
     if not rows:
         return
-    if conn.dialect.name == "postgresql":
+    stmt = _upsert_statement(
+        conn.dialect.name, table, tuple(keys), tuple(update), where_newer, merge
+    )
+    conn.execute(stmt, list(rows))
+
+
+@functools.lru_cache(maxsize=256)
+def _upsert_statement(
+    dialect: str,
+    table: Table,
+    keys: tuple[str, ...],
+    update: tuple[str, ...],
+    where_newer: str | None,
+    merge: Callable[[Any], dict[str, Any]] | None,
+) -> Any:
+    """An upsert built once per shape (building and keying one costs more than running it on
+    SQLite); a ``merge`` made anew per call gets no benefit: give a module-level function."""
+    return _build_upsert(dialect, table, keys, update, where_newer, merge)
+
+
+def _build_upsert(
+    dialect: str,
+    table: Table,
+    keys: Sequence[str],
+    update: Sequence[str],
+    where_newer: str | None,
+    merge: Callable[[Any], dict[str, Any]] | None,
+) -> Any:
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
 
         stmt: Any = pg_insert(table)
@@ -284,10 +326,26 @@ def upsert(
         values: dict[str, Any] = {c: stmt.excluded[c] for c in update}
         if merge is not None:
             values.update(merge(stmt.excluded))
-        stmt = stmt.on_conflict_do_update(index_elements=list(keys), set_=values, where=condition)
-    else:
-        stmt = stmt.on_conflict_do_nothing(index_elements=list(keys))
-    conn.execute(stmt, list(rows))
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=values, where=condition)
+    return stmt.on_conflict_do_nothing(index_elements=list(keys))
+
+
+def insert_ignore(table: Table, columns: Sequence[str]) -> Callable[[str], Any]:
+    """For :class:`Prepared`: ``INSERT`` of ``columns`` (bound by their names) that does nothing
+    when the row's key exists."""
+
+    def build(dialect: str) -> Any:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            stmt: Any = pg_insert(table)
+        else:
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            stmt = sqlite_insert(table)
+        return stmt.values({c: bindparam(c) for c in columns}).on_conflict_do_nothing()
+
+    return build
 
 
 def insert_once(conn: Connection, table: Table, row: dict[str, Any], keys: Sequence[str]) -> bool:
@@ -327,6 +385,74 @@ def insert_many_fast(
         f"VALUES ({', '.join([marker] * len(columns))})"
     )
     conn.exec_driver_sql(sql, list(rows))
+
+
+class Prepared:
+    """A Core statement compiled once per dialect and run on the driver's own cursor.
+
+    For the few statements every task runs (its end, its events, its links): SQLAlchemy's
+    per-execution work (event dispatch, cache keys, parameter and result set-up) costs several
+    times what SQLite takes to run them. Values go through the same bind processors as Core's,
+    so they are stored exactly as Core would store them; driver errors become SQLAlchemy's, so
+    callers handle them as any other. Every column the statement sets must be a
+    :func:`sqlalchemy.bindparam` given in each row: no Python-side column default is applied.
+    """
+
+    def __init__(self, statement: Any | Callable[[str], Any]) -> None:
+        # A statement, or a function of the dialect's name making one (an upsert).
+        self.statement = statement
+        self._compiled: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
+
+    def _for(self, conn: Connection) -> tuple[str, list[str] | None, dict[str, Any]]:
+        dialect = conn.dialect
+        known = self._compiled.get(dialect.name)
+        if known is None:
+            statement = self.statement
+            if callable(statement) and not hasattr(statement, "compile"):
+                statement = statement(dialect.name)
+            compiled = statement.compile(dialect=dialect)
+            names = list(compiled.positiontup) if compiled.positional else None
+            processors = {}
+            for name, bind in compiled.binds.items():
+                processor = bind.type.bind_processor(dialect)
+                if processor is not None:
+                    processors[name] = processor
+            known = self._compiled[dialect.name] = (str(compiled), names, processors)
+        return known
+
+    def _rows(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
+        sql, names, processors = self._for(conn)
+        out: list[Any] = []
+        for row in rows:
+            if processors:
+                row = {k: processors[k](v) if k in processors else v for k, v in row.items()}
+            out.append(tuple(row[n] for n in names) if names is not None else row)
+        return sql, out
+
+    def run(self, conn: Connection, row: Mapping[str, Any]) -> int:
+        """Execute with one row of parameters; the rows it changed."""
+        sql, params = self._rows(conn, [row])
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params[0])
+            return int(cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Execute once per row of parameters."""
+        if not rows:
+            return
+        sql, params = self._rows(conn, rows)
+        cursor = conn.connection.cursor()
+        try:
+            cursor.executemany(sql, params)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params, exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
 
 
 def reserve_ids(conn: Connection, table: Table, count: int) -> list[int]:

@@ -18,12 +18,33 @@ __all__ = ["MetricRows", "latest_rows"]
 _LATEST = ("value", "step", "timestamp", "block_run_id")
 #: Most run ids bound in one ``IN (…)``.
 _IN_CHUNK = 1000
-#: The latest values of the runs ``ids``, built once (its compiled form is cached).
+#: The latest values of one run, and of the runs ``ids``: built once (compiled once, cached).
+_LATEST_ONE = (
+    select(latest_metric.c.name, latest_metric.c.value)
+    .where(latest_metric.c.run_id == bindparam("run_id"))
+    .order_by(latest_metric.c.name)
+)
 _LATEST_OF = (
     select(latest_metric.c.run_id, latest_metric.c.name, latest_metric.c.value)
     .where(latest_metric.c.run_id.in_(bindparam("ids", expanding=True)))
     .order_by(latest_metric.c.run_id, latest_metric.c.name)
 )
+
+
+def _merge_latest(new: Any) -> dict[str, Any]:
+    """A series' latest value on a clash: the newest point wins, whatever order batches arrive
+    in; the running minimum and maximum take both."""
+    table = latest_metric
+    newer = new.timestamp >= table.c.timestamp
+    return {
+        **{c: case((newer, new[c]), else_=table.c[c]) for c in _LATEST},
+        "min_value": case(
+            (new.min_value < table.c.min_value, new.min_value), else_=table.c.min_value
+        ),
+        "max_value": case(
+            (new.max_value > table.c.max_value, new.max_value), else_=table.c.max_value
+        ),
+    }
 
 
 class MetricRows(SqlSession):
@@ -48,32 +69,13 @@ class MetricRows(SqlSession):
     def _latest(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
         """Keep each series' latest value, and its minimum and maximum, in one row for search."""
         latest = latest_rows(rows)
-        table = latest_metric
-
-        def merge(new: Any) -> dict[str, Any]:
-            newer = new.timestamp >= table.c.timestamp
-            return {
-                # The latest point wins, whatever order batches arrive in.
-                **{c: case((newer, new[c]), else_=table.c[c]) for c in _LATEST},
-                "min_value": case(
-                    (new.min_value < table.c.min_value, new.min_value), else_=table.c.min_value
-                ),
-                "max_value": case(
-                    (new.max_value > table.c.max_value, new.max_value), else_=table.c.max_value
-                ),
-            }
-
-        upsert(conn, table, latest, ["run_id", "name"], merge=merge)
+        upsert(conn, latest_metric, latest, ["run_id", "name"], merge=_merge_latest)
 
     @patient("read")
     def latest_metrics(self, run_id: int) -> dict[str, float]:
         with self._read() as conn:
-            rows = conn.execute(
-                select(latest_metric.c.name, latest_metric.c.value)
-                .where(latest_metric.c.run_id == run_id)
-                .order_by(latest_metric.c.name)
-            ).all()
-        return {r.name: r.value for r in rows}
+            rows = conn.execute(_LATEST_ONE, {"run_id": run_id}).all()
+        return {name: value for name, value in rows}
 
     @patient("read")
     def latest_metrics_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, float]]:

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, bindparam, case, delete, func, insert, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
 
-from pipetrail.core.hashing import digest_json
 from pipetrail.core.model import EventRecord, PipelineSpec, RunRecord
 from pipetrail.core.params import flatten
 from pipetrail.core.query import parse_filter, parse_order_by
@@ -20,7 +31,7 @@ from pipetrail.core.status import (
     TaskStatus,
     check_run_transition,
 )
-from pipetrail.errors import NotFoundError, TickTakenError, UsageError
+from pipetrail.errors import NotFoundError, StoreError, TickTakenError, UsageError
 from pipetrail.storage.metadata.base import (
     NewRun,
     PipelineStats,
@@ -65,28 +76,75 @@ _DAGS_OF = select(pipeline_version.c.id, pipeline_version.c.dag).where(
 )
 
 
+def _run_rows(*extra: Any) -> Select[Any]:
+    """Rows of ``RUN_COLUMNS``, then the pipeline's name, the version, the environment's hash
+    (then ``extra``)."""
+    return (
+        select(
+            *RUN_COLUMNS, pipeline.c.name, pipeline_version.c.version, environment.c.hash, *extra
+        )
+        .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+        .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
+        .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
+    )
+
+
+_GET_RUN = _run_rows(pipeline_version.c.dag).where(pipeline_run.c.id == bindparam("run_id"))
+
+
 class RunRows(SqlSession):
     """The run half of the metadata store."""
 
     @patient("write")
     def create_run(self, new: NewRun) -> RunRecord:
-        """Record a new run in ``initial`` with everything known before it starts, atomically."""
+        """Record a new run in ``initial`` with everything known before it starts, atomically.
+
+        The ids of its pipeline, version and environment are remembered by this process (rows
+        that are only ever added), so a process recording many runs writes each of them once;
+        if one was deleted meanwhile (garbage collected), the run is recorded without them.
+        """
+        try:
+            return self._create_run(new, cached=True)
+        except StoreError as exc:
+            if not isinstance(exc.__cause__, IntegrityError):
+                raise
+            self._known_ids().clear()
+            return self._create_run(new, cached=False)
+
+    def _known_ids(self) -> dict[tuple[Any, ...], int]:
+        known: dict[tuple[Any, ...], int] | None = getattr(self, "_known", None)
+        if known is None:
+            known = {}
+            self._known = known
+        return known
+
+    def _cached_id(self, key: tuple[Any, ...], cached: bool, find: Callable[[], int]) -> int:
+        known = self._known_ids()
+        found = known.get(key) if cached else None
+        if found is None:
+            found = known[key] = find()
+        return found
+
+    def _create_run(self, new: NewRun, *, cached: bool) -> RunRecord:
         now = _now()
+        spec = new.spec
         with self._write() as conn:
-            pipeline_id = self._pipeline_id(conn, new.spec.name, now)
-            version_id = self._version_id(conn, pipeline_id, new.spec, now)
+            pipeline_id = self._cached_id(
+                ("pipeline", spec.name), cached, lambda: self._pipeline_id(conn, spec.name, now)
+            )
+            version_id = self._cached_id(
+                ("version", pipeline_id, spec.dag_hash),
+                cached,
+                lambda: self._version_id(conn, pipeline_id, spec, now),
+            )
             env_id = None
             if new.environment is not None:
                 env_hash, env_data = new.environment
-                upsert(
-                    conn,
-                    environment,
-                    [{"hash": env_hash, "data": env_data, "created_at": now}],
-                    ["hash"],
+                env_id = self._cached_id(
+                    ("environment", env_hash),
+                    cached,
+                    lambda: self._environment_id(conn, env_hash, env_data, now),
                 )
-                env_id = conn.execute(
-                    select(environment.c.id).where(environment.c.hash == env_hash)
-                ).scalar_one()
             run_id = conn.execute(
                 insert(pipeline_run)
                 .values(
@@ -156,6 +214,16 @@ class RunRows(SqlSession):
                 "(another launcher started its run, or it was skipped)"
             )
 
+    def _environment_id(
+        self, conn: Connection, env_hash: str, data: Mapping[str, Any], now: datetime
+    ) -> int:
+        upsert(conn, environment, [{"hash": env_hash, "data": data, "created_at": now}], ["hash"])
+        return int(
+            conn.execute(
+                select(environment.c.id).where(environment.c.hash == env_hash)
+            ).scalar_one()
+        )
+
     def _pipeline_id(self, conn: Connection, name: str, now: datetime) -> int:
         upsert(conn, pipeline, [{"name": name, "created_at": now}], ["name"])
         return int(conn.execute(select(pipeline.c.id).where(pipeline.c.name == name)).scalar_one())
@@ -164,7 +232,7 @@ class RunRows(SqlSession):
         self, conn: Connection, pipeline_id: int, spec: PipelineSpec, at: datetime
     ) -> int:
         dag = spec.to_dict()
-        dag_hash = digest_json(dag)
+        dag_hash = spec.dag_hash
         row = {
             "pipeline_id": pipeline_id,
             "version": spec.version,
@@ -386,10 +454,11 @@ class RunRows(SqlSession):
     @patient("read")
     def get_run(self, run_id: int) -> RunRecord:
         with self._read() as conn:
-            runs = self._runs(conn, [pipeline_run.c.id == run_id], limit=1)
-        if not runs:
-            raise NotFoundError(f"no run with id {run_id} in the store")
-        return runs[0]
+            # A statement built once, that brings the run's DAG with its row.
+            rows = conn.execute(_GET_RUN, {"run_id": run_id}).all()
+            if not rows:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            return self._records(conn, rows, {rows[0][_VERSION_AT]: rows[0][-1]})[0]
 
     @patient("read")
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
@@ -498,17 +567,7 @@ class RunRows(SqlSession):
         order: SearchOrder | None = None,
     ) -> list[RunRecord]:
         order = order or SearchOrder()
-        stmt = (
-            select(
-                *RUN_COLUMNS,
-                pipeline.c.name,
-                pipeline_version.c.version,
-                environment.c.hash,
-            )
-            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
-            .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
-            .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
-        )
+        stmt = _run_rows()
         for table, on in order.joins:
             stmt = stmt.join(table, on) if table in order.inner else stmt.outerjoin(table, on)
         stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
@@ -518,6 +577,13 @@ class RunRows(SqlSession):
         rows = conn.execute(stmt).all()
         if not rows:
             return []
+        return self._records(conn, rows)
+
+    def _records(
+        self, conn: Connection, rows: Sequence[Any], dags: dict[int, Any] | None = None
+    ) -> list[RunRecord]:
+        """Records of rows of ``_run_rows()`` with their tags, DAGs (unless given) and the
+        pathspecs of their upstream runs: a query for each, whatever the number of rows."""
         ids = [r[0] for r in rows]
         tags: dict[int, tuple[list[str], list[str]]] = {}
         for chunk in _chunks(ids):
@@ -527,8 +593,9 @@ class RunRows(SqlSession):
                     found = tags[run_id] = ([], [])
                 found[1 if system else 0].append(tag)
         # One decoded DAG per version, not per run: thousands of runs share a handful.
-        version_ids = list({r[_VERSION_AT] for r in rows})
-        dags: dict[int, Any] = dict(conn.execute(_DAGS_OF, {"ids": version_ids}).all())
+        if dags is None:
+            version_ids = list({r[_VERSION_AT] for r in rows})
+            dags = dict(conn.execute(_DAGS_OF, {"ids": version_ids}).all())
         upstream = self._pathspecs(conn, {r[_UPSTREAM_AT] for r in rows} - {None})
         return build_records(rows, tags, dags, upstream)
 
@@ -885,11 +952,11 @@ def tally(conn: Connection, deltas: Mapping[tuple[int, str], tuple[int, float, i
         }
         for key, change in sorted(deltas.items())
     ]
+    upsert(conn, run_stats, rows, ["pipeline_id", "status"], merge=_add_stats)
 
-    def add(new: Any) -> dict[str, Any]:
-        return {c: run_stats.c[c] + new[c] for c in ("runs", "duration_sum", "duration_count")}
 
-    upsert(conn, run_stats, rows, ["pipeline_id", "status"], merge=add)
+def _add_stats(new: Any) -> dict[str, Any]:
+    return {c: run_stats.c[c] + new[c] for c in ("runs", "duration_sum", "duration_count")}
 
 
 def _flat_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -12,7 +12,7 @@ from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
 from pipetrail.core.status import TaskStatus, check_task_transition, transition_path
 from pipetrail.errors import NotFoundError
 from pipetrail.storage.metadata.base import LogChunk, NewLink, TaskOutcome
-from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.engine import Prepared, for_update, insert_ignore, upsert
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
 from pipetrail.storage.metadata.sql.tables import (
@@ -27,7 +27,21 @@ from pipetrail.storage.metadata.sql.tables import (
 
 __all__ = ["TaskRows"]
 
-_INSERT_EVENT = insert(run_event)
+_EVENT_COLUMNS = ("run_id", "block_run_id", "kind", "status", "previous", "at", "message")
+_INSERT_EVENT = Prepared(insert(run_event).values({c: bindparam(c) for c in _EVENT_COLUMNS}))
+_LINK_COLUMNS = (
+    "run_id",
+    "block_run_id",
+    "direction",
+    "name",
+    "kind",
+    "artifact_key",
+    "source_uri",
+    "producer_block_run_id",
+)
+_INSERT_LINK = Prepared(insert(artifact_link).values({c: bindparam(c) for c in _LINK_COLUMNS}))
+_ARTIFACT_COLUMNS = ("key", "size", "serializer", "content_type", "type_name", "created_at")
+_INSERT_ARTIFACT = Prepared(insert_ignore(artifact, _ARTIFACT_COLUMNS))
 _END_COLUMNS = (
     "status",
     "started_at",
@@ -46,7 +60,7 @@ _END_COLUMNS = (
 _START_COLUMNS = ("host", "pid", "worker")
 
 
-def _finish_statements(condition: Any) -> tuple[Any, Any]:
+def _finish_statements(condition: Any) -> tuple[Prepared, Prepared]:
     """A task's end as an UPDATE built once (without, with the start columns), parameters
     ``v_<column>`` and ``b_id``, plus ``condition``'s."""
     built = []
@@ -54,7 +68,7 @@ def _finish_statements(condition: Any) -> tuple[Any, Any]:
         stmt = update(block_run).where(block_run.c.id == bindparam("b_id"))
         if condition is not None:
             stmt = stmt.where(condition)
-        built.append(stmt.values({c: bindparam(f"v_{c}") for c in columns}))
+        built.append(Prepared(stmt.values({c: bindparam(f"v_{c}") for c in columns})))
     return built[0], built[1]
 
 
@@ -251,14 +265,14 @@ class TaskRows(SqlSession):
         if start is not None:
             params.update(v_host=start[0], v_pid=start[1], v_worker=start[2])
         if expected is None:
-            conn.execute(_FINISH[start is not None], params)
+            _FINISH[start is not None].run(conn, params)
             return True
         params["b_from"] = expected.value
         held = self._held.get(run_id)
         if held is None:
-            return bool(conn.execute(_FINISH_FROM[start is not None], params).rowcount == 1)
+            return _FINISH_FROM[start is not None].run(conn, params) == 1
         params.update(b_run=run_id, b_lease=held)
-        return bool(conn.execute(_FINISH_FENCED[start is not None], params).rowcount == 1)
+        return _FINISH_FENCED[start is not None].run(conn, params) == 1
 
     def _links(
         self, conn: Connection, run_id: int, task_id: int, links: Sequence[NewLink], now: datetime
@@ -276,9 +290,9 @@ class TaskRows(SqlSession):
             }
             for link in links
         }
-        upsert(conn, artifact, list(objects.values()), ["key"])
-        conn.execute(
-            insert(artifact_link),
+        _INSERT_ARTIFACT.run_many(conn, list(objects.values()))
+        _INSERT_LINK.run_many(
+            conn,
             [
                 {
                     "run_id": run_id,
@@ -338,11 +352,11 @@ class TaskRows(SqlSession):
                     "previous": previous.value,
                     "at": at if last or times is None else times.get(status, at),
                     "message": message if last else None,
+                    "kind": "status",
                 }
             )
             previous = status
-        if rows:
-            conn.execute(_INSERT_EVENT, rows)
+        _INSERT_EVENT.run_many(conn, rows)
 
     @patient("read")
     def tasks(self, run_id: int) -> list[TaskRecord]:
