@@ -82,7 +82,10 @@ def refused(cli: Cli, *args: str) -> str:
 def test_html_json_and_a_run_ref_from_the_shell(recorded: Cli) -> None:
     cli = recorded
     said = ok(cli, "audit", "churn", "-o", "report.html")
-    assert said.startswith("wrote report.html (html,") and "churn/1 and 2 runs" in said
+    assert (
+        said.startswith("wrote report.html (html,")
+        and "the audit of churn/1, 2 runs covered" in said
+    )
     html = (cli.cwd / "report.html").read_text()
     assert "Audit report: model churn version 1" in html and "prep/1/clean/0" in html
 
