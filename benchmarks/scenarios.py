@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import flowgen
+import read_bench
 import scale_bench
 import scheduler_bench
 
@@ -246,10 +247,44 @@ def fanout(home: Path, sizes: Sizes, executor: str) -> Outcome:
     return outcome
 
 
-def metrics(home: Path, sizes: Sizes) -> Outcome:
-    """One inline step logging many points; throughput from run start to all points stored."""
-    pipeline = _load(flowgen.write_metrics(home / "flows"), "metrics")
+#: A step logging ``points`` points as ``log_metrics`` calls of 10 names each (metrics_batched).
+BATCHED_FLOW = """
+import time
+
+import pipetrail as pt
+
+TIMINGS: dict[str, float] = {}
+NAMES = [f"m{k}" for k in range(10)]
+
+
+@pt.step
+def log_points(points: int = 1000):
+    started = time.perf_counter()
+    for i in range(points // 10):
+        value = 1.0 / (i + 1)
+        pt.log_metrics({name: value for name in NAMES}, step=i)
+    TIMINGS["loop_s"] = time.perf_counter() - started
+
+
+metrics = pt.Pipeline("metrics", [log_points])
+"""
+
+
+def metrics(home: Path, sizes: Sizes, *, batched: bool = False) -> Outcome:
+    """One inline step logging many points; throughput from run start to all points stored.
+
+    With ``batched`` the points are ``log_metrics`` calls of 10 names each (``metrics_batched``).
+    """
+    import resource
+
+    if batched:
+        (home / "flows").mkdir(parents=True, exist_ok=True)
+        (home / "flows" / "batched_flow.py").write_text(BATCHED_FLOW)
+        pipeline = _load(home / "flows" / "batched_flow.py", "metrics")
+    else:
+        pipeline = _load(flowgen.write_metrics(home / "flows"), "metrics")
     timings: dict[str, float] = pipeline.steps["log_points"].func.__globals__["TIMINGS"]
+    scenario, series = ("metrics_batched", "m0") if batched else ("metrics_100k", "loss")
     ws = _workspace(home)
     points = sizes.metric_points
     runs: list[dict[str, float]] = []
@@ -261,36 +296,45 @@ def metrics(home: Path, sizes: Sizes) -> Outcome:
                 raise VerificationError(
                     f"run {run.pathspec}: logged {points} metric points, the store has {stored}"
                 )
-            history = ws.store.metric_history(run.id, "loss")
-            if [p.step for _, p in history] != list(range(points)):
+            history = ws.store.metric_history(run.id, series)
+            steps = points // 10 if batched else points
+            if [p.step for _, p in history] != list(range(steps)):
                 raise VerificationError(
-                    f"run {run.pathspec}: stored metric steps are not 0..{points - 1} in order"
+                    f"run {run.pathspec}: stored {series} steps are not 0..{steps - 1} in order"
                 )
             runs.append({"wall_s": wall, "loop_s": timings.get("loop_s", float("nan"))})
     finally:
         ws.close()
     wall = statistics.median(r["wall_s"] for r in runs)
     loop = statistics.median(r["loop_s"] for r in runs)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
     of = f"median of {len(runs)}"
+    call = "log_metrics of 10 names" if batched else "log_metric"
     return Outcome(
         [
             Figure(
-                "metrics_100k.points_per_s",
+                f"{scenario}.points_per_s",
                 points / wall,
                 "points/s",
                 ">",
-                200_000,
-                f"{points} points / pt.run wall (start -> all stored), {of}",
+                1_000_000 if batched else 400_000,
+                f"{points} points ({call}) / pt.run wall (start -> all stored), {of}",
             ),
             Figure(
-                "metrics_100k.log_metric_call",
+                f"{scenario}.log_metric_call",
                 loop / points * 1e6,
                 "us",
-                note=f"step's log_metric loop / points (incl. flushes it waits for), {of}",
+                note=f"step's {call} loop / points (incl. flushes it waits for), {of}",
             ),
-            Figure("metrics_100k.total", wall, "s", note=f"pt.run wall, count verified, {of}"),
+            Figure(f"{scenario}.total", wall, "s", note=f"pt.run wall, count verified, {of}"),
+            Figure(
+                f"{scenario}.peak_rss",
+                peak,
+                "MB",
+                note="the process's peak RSS (pending points are bounded: back-pressure)",
+            ),
         ],
-        {"points": points, "runs": runs},
+        {"points": points, "runs": runs, "peak_rss_mb": peak},
     )
 
 
@@ -928,12 +972,14 @@ SCENARIOS: dict[str, ScenarioFn] = {
     "fanout100_inline": lambda home, sizes: fanout(home, sizes, "inline"),
     "fanout100_process": lambda home, sizes: fanout(home, sizes, "process"),
     "metrics_100k": metrics,
+    "metrics_batched": lambda home, sizes: metrics(home, sizes, batched=True),
     "artifact_200mb": artifact,
     "artifact_200mb_s3": lambda home, sizes: __import__("s3_bench").artifact_s3(home, sizes),
     "import_time": import_time,
     "run_record_read": run_record_read,
     "search_10k": search,
     "list_page_10k": list_page,
+    "reads": lambda home, sizes: read_bench.reads(home, sizes),
     "growth": lambda home, sizes: __import__("growth_bench").growth(home, sizes),
     "scheduler": lambda home, sizes: scheduler_bench.scheduler(home, sizes),
     "pg_million": lambda home, sizes: scale_bench.pg_million(home, sizes),
