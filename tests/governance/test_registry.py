@@ -11,6 +11,7 @@ import pipetrail as pt
 from pipetrail.client import Run
 from pipetrail.errors import IntegrityError, NotFoundError, UsageError
 from pipetrail.governance import registry
+from pipetrail.provenance.environment import current_user
 from pipetrail.runtime.loader import load_pipeline_file
 from pipetrail.workspace import Workspace
 from tests.conftest import FlowWriter
@@ -63,7 +64,8 @@ def test_register_and_load_by_alias_version_and_latest(workspace: Workspace, flo
     assert v1.run.pathspec == first.pathspec and v1.task.pathspec == f"{first.pathspec}/train/0"
     assert v1.hash == first["train"].task.outputs["model"].hash  # type: ignore[union-attr]
     assert v1.metrics == {"auc": pytest.approx(0.9)}
-    registry.promote(workspace.store, "churn", 1, "production", actor="ana", reason=None)
+    assert v1.promote("production", reason="first") is None, "no policy: moved at once"
+    assert v1.aliases == ("production",)
     assert pt.load_model("churn@production", workspace=workspace) == {"weights": [0.1, 0.2]}
     assert pt.load_model("churn/2", workspace=workspace) == {"weights": [0.2, 0.4]}
     assert pt.load_model("churn", workspace=workspace) == {"weights": [0.2, 0.4]}, "latest"
@@ -116,6 +118,10 @@ def test_the_approval_flow_with_two_users(workspace: Workspace, flow: Path) -> N
     store = workspace.store
     pt.register_model("churn", _run(workspace, flow), step="train", workspace=workspace)
     registry.set_policy(store, "churn", "production", 1, actor="admin")
+    opened = pt.ModelVersion("churn/1", workspace=workspace).promote("production", reason="x")
+    assert opened is not None and opened.required == 1 and opened.status == "pending"
+    withdrawn = registry.decide(store, opened.id, "withdrawn", actor=current_user(), comment=None)
+    assert withdrawn.status == "withdrawn" and opened.requested_by == current_user()
     done = registry.promote(store, "churn", 1, "production", actor="ana", reason="auc 0.9")
     assert not done.moved and done.request is not None and done.request.required == 1
     request = done.request.id
@@ -134,10 +140,11 @@ def test_the_approval_flow_with_two_users(workspace: Workspace, flow: Path) -> N
     history = [
         (e.action, e.actor, e.message)
         for e in store.governance_events(model="churn")
-        if e.action != "model_registered"
+        if e.action not in ("model_registered", "promotion_withdrawn")
     ]
     assert history == [
         ("policy_set", "admin", None),
+        ("promotion_requested", current_user(), "x"),
         ("promotion_requested", "ana", "auc 0.9"),
         ("promotion_approved", "bo", "checked"),
         ("alias_moved", "bo", "checked"),

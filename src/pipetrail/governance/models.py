@@ -15,7 +15,7 @@ from pipetrail.core.model import ArtifactLink
 from pipetrail.errors import NotFoundError
 from pipetrail.governance import registry
 from pipetrail.governance.identity import acting_user
-from pipetrail.storage.metadata.governance import ModelVersionRecord
+from pipetrail.storage.metadata.governance import ModelVersionRecord, PromotionRequest
 
 if TYPE_CHECKING:
     from pipetrail.client import Artifact, Run, Task
@@ -152,6 +152,21 @@ class ModelVersion:
             self._reader.registry,
             verify=True,
         )
+
+    def promote(self, alias: str, *, reason: str | None = None) -> PromotionRequest | None:
+        """Point ``alias`` at this version, as ``pipetrail models promote`` does.
+
+        Returns None when the alias moved at once (it has no policy), else the request that
+        approvers decide on (``pipetrail models approve ID``).
+
+        Raises:
+            UsageError: the producing run did not complete, a bad alias, or it points here.
+        """
+        store = self._reader.store
+        actor = acting_user(store, os.environ.get("PIPETRAIL_TOKEN"))
+        done = registry.promote(store, self.name, self.version, alias, actor=actor, reason=reason)
+        self._record = store.get_model_version(self.name, self.version)
+        return done.request
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ModelVersion) and other._record.id == self._record.id
