@@ -74,6 +74,7 @@ def render_html(document: dict[str, Any]) -> str:
         doc=document,
         svg=lineage_svg(document["lineage"], highlight=document["subject"]["artifact_hash"]),
         colours=run_colours(document["lineage"]["runs"]),
+        anchors={s["pathspec"]: s["anchor"] for r in document["runs"] for s in r["steps"]},
         environments=list(environments.values()),
         pipetrail_version=pipetrail_version,
     )
