@@ -38,11 +38,13 @@ __all__ = [
     "SEARCH_TIMEOUT_OPTION",
     "WRITE_OPTION",
     "Prepared",
+    "begin_sqlite",
     "for_update",
     "insert_ignore",
     "insert_many_fast",
     "insert_once",
     "like_match",
+    "listen_for_begin",
     "make_engine",
     "migration_lock",
     "regex_match",
@@ -103,8 +105,9 @@ def make_engine(url: str, *, pool_size: int = 1) -> Engine:
         hint = " (install pipetrail[postgres])" if backend == "postgresql" else ""
         raise ConfigError(f"no driver for database URL {url!r}{hint}: {exc}") from None
     if backend == "sqlite":
+        # BEGIN is issued by SqlSession's connections (begin_sqlite), not by an engine-wide
+        # "begin" listener: any engine listener puts every statement through event dispatch.
         event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "begin", _sqlite_begin)
     elif backend == "postgresql":
         event.listen(engine, "before_cursor_execute", _pg_search_timeout)
         event.listen(engine, "handle_error", _pg_search_stopped)
@@ -134,14 +137,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.create_function("regexp", 2, _sqlite_regexp, deterministic=True)
 
 
+def begin_sqlite(conn: Connection, *, write: bool) -> None:
+    """Start SQLite's transaction on ``conn`` (the driver leaves it in autocommit mode).
+
+    Writers take the lock up front (IMMEDIATE), so concurrent writers queue on busy_timeout
+    instead of failing with "database is locked" when a read transaction upgrades. Readers stay
+    DEFERRED (one snapshot for all their statements) and never wait for writers in WAL mode.
+    Does nothing on other databases.
+    """
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+def listen_for_begin(conn: Connection) -> None:
+    """Make every transaction SQLAlchemy begins on ``conn`` (Alembic's) a real SQLite one."""
+    if conn.dialect.name == "sqlite":
+        event.listen(conn, "begin", _sqlite_begin)
+
+
 def _sqlite_begin(conn: Connection) -> None:
-    # Writers take the lock up front (IMMEDIATE), so concurrent writers queue on busy_timeout
-    # instead of failing with "database is locked" when a read transaction upgrades. Readers
-    # stay DEFERRED and never wait for writers in WAL mode.
-    if conn.get_execution_options().get(WRITE_OPTION):
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-    else:
-        conn.exec_driver_sql("BEGIN")
+    begin_sqlite(conn, write=bool(conn.get_execution_options().get(WRITE_OPTION)))
 
 
 def _sqlite_regexp(pattern: str | None, value: str | None) -> bool | None:

@@ -8,7 +8,12 @@ from sqlalchemy import Engine, inspect, text
 from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from pipetrail.errors import MigrationError, StoreError
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, migration_lock, short
+from pipetrail.storage.metadata.sql.engine import (
+    WRITE_OPTION,
+    listen_for_begin,
+    migration_lock,
+    short,
+)
 
 __all__ = ["HEAD_REVISION", "current_revision", "upgrade"]
 
@@ -51,6 +56,7 @@ def upgrade(engine: Engine) -> None:
         config = Config()
         config.set_main_option("script_location", str(_SCRIPTS))
         with engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
+            listen_for_begin(conn)
             with migration_lock(conn):
                 config.attributes["connection"] = conn
                 command.upgrade(config, "head")

@@ -15,7 +15,13 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlch
 
 from pipetrail.errors import LeaseLostError, StoreError
 from pipetrail.storage.metadata.sql import migrate
-from pipetrail.storage.metadata.sql.engine import WRITE_OPTION, for_update, make_engine, short
+from pipetrail.storage.metadata.sql.engine import (
+    WRITE_OPTION,
+    begin_sqlite,
+    for_update,
+    make_engine,
+    short,
+)
 from pipetrail.storage.metadata.sql.tables import pipeline_run
 
 __all__ = ["SqlSession", "now", "patient"]
@@ -141,6 +147,7 @@ class SqlSession:
         try:
             with self.engine.connect().execution_options(**{WRITE_OPTION: True}) as conn:
                 with conn.begin():
+                    begin_sqlite(conn, write=True)
                     yield conn
         except SQLAlchemyError as exc:
             raise StoreError(
@@ -151,6 +158,7 @@ class SqlSession:
     def _read(self) -> Iterator[Connection]:
         try:
             with self.engine.connect() as conn:
+                begin_sqlite(conn, write=False)
                 yield conn
         except SQLAlchemyError as exc:
             raise StoreError(
