@@ -2,54 +2,70 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
-from pipetrail.client import (
-    Pipeline,
-    Run,
-    Step,
-    Task,
-    list_runs,
-    namespace,
-    search_runs,
-)
-from pipetrail.dsl import step
 from pipetrail.errors import (
     DefinitionError,
     ParameterError,
     PipetrailError,
     StepTimeoutError,
 )
-from pipetrail.runtime.context import (
-    current,
-    log_artifact,
-    log_input,
-    log_metric,
-    log_metrics,
-    set_tag,
-)
-from pipetrail.schedules import Trigger, apply_triggers, create_trigger, triggers
-from pipetrail.workspace import cancel, open_workspace, retry, run
 
+# Not ``typing.TYPE_CHECKING``: importing typing alone costs more than the rest of this module.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from pipetrail.client import compare, lineage
+    from typing import Any
+
+    from pipetrail.client import (
+        Pipeline,
+        Run,
+        Step,
+        Task,
+        compare,
+        lineage,
+        list_runs,
+        namespace,
+        search_runs,
+    )
+    from pipetrail.dsl import step
     from pipetrail.governance.models import ModelVersion, load_model, register_model
+    from pipetrail.runtime.context import (
+        current,
+        log_artifact,
+        log_input,
+        log_metric,
+        log_metrics,
+        set_tag,
+    )
+    from pipetrail.schedules import Trigger, apply_triggers, create_trigger, triggers
+    from pipetrail.workspace import cancel, open_workspace, retry, run
 
 __version__ = "0.1.0"
 
 
-#: Loaded on first use (they cost import time): name → the module that defines it.
+#: The public names, each loaded on first use from the module that defines it: ``import
+#: pipetrail`` costs a few milliseconds, and a script pays only for what it touches.
 _LAZY = {
-    "compare": "pipetrail.client",
-    "lineage": "pipetrail.client",
-    "ModelVersion": "pipetrail.governance.models",
-    "load_model": "pipetrail.governance.models",
-    "register_model": "pipetrail.governance.models",
+    **dict.fromkeys(
+        ("Pipeline", "Run", "Step", "Task", "compare", "lineage", "list_runs", "namespace"),
+        "pipetrail.client",
+    ),
+    "search_runs": "pipetrail.client",
+    "step": "pipetrail.dsl",
+    **dict.fromkeys(
+        ("ModelVersion", "load_model", "register_model"), "pipetrail.governance.models"
+    ),
+    **dict.fromkeys(
+        ("current", "log_artifact", "log_input", "log_metric", "log_metrics", "set_tag"),
+        "pipetrail.runtime.context",
+    ),
+    **dict.fromkeys(
+        ("Trigger", "apply_triggers", "create_trigger", "triggers"), "pipetrail.schedules"
+    ),
+    **dict.fromkeys(("cancel", "open_workspace", "retry", "run"), "pipetrail.workspace"),
 }
 
 
 def __getattr__(name: str) -> Any:
-    """``pt.compare``, ``pt.lineage`` and the model registry load on first use."""
+    """Every public name but the errors loads on first use (PEP 562)."""
     if name in _LAZY:
         import importlib
 
@@ -57,6 +73,10 @@ def __getattr__(name: str) -> Any:
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 
 __all__ = [
