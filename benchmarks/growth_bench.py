@@ -5,8 +5,9 @@ seeded with 10 runs and one with 100,000 (``--quick``: 2,000; ``PIPETRAIL_GROWTH
 overrides) through benchmarks/seed.py (``import_runs``, the store's bulk API). In each it
 times the per-step overhead of the 20-step no-op chain (inline), ``pt.Run(pathspec)`` with
 params and metrics, and listing a pipeline's 100 newest runs with ``islice(pt.Pipeline(name),
-100)``. Figures are the ratios large/small: per-step and ``pt.Run`` should stay flat, listing
-grow at most logarithmically (ratio below log(large) / log(small)).
+100)``. The two stores are measured in alternation, round after round, so a change in the
+machine's load hits both alike. Figures are the ratios large/small: per-step and ``pt.Run``
+should stay flat, listing grow at most logarithmically (ratio below log(large) / log(small)).
 """
 
 from __future__ import annotations
@@ -16,12 +17,17 @@ import os
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from scenarios import Figure, Outcome, Sizes
+
+    from pipetrail.client import Reader
+    from pipetrail.dsl import Pipeline
+    from pipetrail.workspace import Workspace
 
 __all__ = ["growth"]
 
@@ -40,9 +46,18 @@ def growth(home: Path, sizes: Sizes) -> Outcome:
 
     quick = sizes.search_runs < 10_000
     large = int(os.environ.get("PIPETRAIL_GROWTH_RUNS", QUICK_LARGE if quick else FULL_LARGE))
-    repeats = 5 if quick else 30
-    measured = {n: _measure(home / f"store-{n}", n, sizes, repeats) for n in (SMALL, large)}
-    small, big = measured[SMALL], measured[large]
+    rounds, reads = (2, 3) if quick else (sizes.chain_repeats, 6)
+    stores: list[_Store] = []
+    try:
+        for count in (SMALL, large):
+            stores.append(_Store.seeded(home / f"store-{count}", count, sizes))
+        for _ in range(rounds):
+            for store in stores:
+                store.sample(reads)
+    finally:
+        for store in stores:
+            store.ws.close()
+    small, big = (s.figures() for s in stores)
     log_limit = math.log(large) / math.log(SMALL)
     figures: list[Figure] = [
         Figure(
@@ -52,19 +67,20 @@ def growth(home: Path, sizes: Sizes) -> Outcome:
             note=f"{large:,} runs into SQLite via import_runs (benchmarks/seed.py), 1 process",
         )
     ]
+    of = f"median of {rounds} rounds alternating the stores"
     cases = (
-        ("per_step", "ms", FLAT, "20-step no-op chain, inline: wall / steps, median of runs 2.."),
-        ("run_read", "ms", FLAT, "pt.Run(pathspec) + params + metrics, warm median"),
-        ("list_100", "ms", log_limit, f"islice(pt.Pipeline({LISTED!r}), 100), warm median"),
+        ("per_step", FLAT, f"20-step no-op chain, inline: wall / steps, 1 run a round, {of}"),
+        ("run_read", FLAT, f"pt.Run(pathspec) + params + metrics, {reads} a round, {of}"),
+        ("list_100", log_limit, f"islice(pt.Pipeline({LISTED!r}), 100), {reads} a round, {of}"),
     )
-    for name, unit, limit, note in cases:
+    for name, limit, note in cases:
         small_note, big_note = f"{note}; {SMALL} runs", f"{note}; {large:,} runs"
         if name == "list_100":  # a small store's pipeline has fewer than 100 runs to list
             small_note += f" (lists {small['listed']})"
             big_note += f" (lists {big['listed']})"
         figures += [
-            Figure(f"growth.{name}_{SMALL}", small[name], unit, note=small_note),
-            Figure(f"growth.{name}_{large}", big[name], unit, note=big_note),
+            Figure(f"growth.{name}_{SMALL}", small[name], "ms", note=small_note),
+            Figure(f"growth.{name}_{large}", big[name], "ms", note=big_note),
             Figure(
                 f"growth.{name}_ratio",
                 big[name] / small[name],
@@ -75,60 +91,84 @@ def growth(home: Path, sizes: Sizes) -> Outcome:
                 + (" (flat)" if limit == FLAT else " (at most log growth)"),
             ),
         ]
-    return Outcome(figures, {"large": large, "repeats": repeats, "measured": measured})
+    measured = {s.count: {**s.figures(), "samples": s.samples} for s in stores}
+    return Outcome(
+        figures, {"large": large, "rounds": rounds, "reads": reads, "measured": measured}
+    )
 
 
-def _measure(home: Path, count: int, sizes: Sizes, repeats: int) -> dict[str, Any]:
-    import flowgen
-    import seed
-    from scenarios import VerificationError, _load, _timed_run, _workspace
+@dataclass
+class _Store:
+    """One seeded store and what the rounds measured in it (ms samples per figure)."""
 
-    import pipetrail as pt
+    count: int
+    ws: Workspace
+    reader: Reader
+    chain: Pipeline
+    pathspec: str
+    steps: int
+    seed_rate: float
+    listed: int = 0
+    samples: dict[str, list[float]] = field(
+        default_factory=lambda: {"per_step": [], "run_read": [], "list_100": []}
+    )
 
-    ws = _workspace(home)
-    try:
+    @classmethod
+    def seeded(cls, home: Path, count: int, sizes: Sizes) -> _Store:
+        """A fresh store of ``count`` seeded runs, its chain run once (untimed) and reads warm."""
+        import flowgen
+        import seed
+        from scenarios import VerificationError, _load, _timed_run, _workspace
+
+        import pipetrail as pt
+
+        ws = _workspace(home)
         seeded = seed.seed(ws.store, count)
         if seeded.runs != count:
+            ws.close()
             raise VerificationError(f"seeded {seeded.runs} runs of {count}")
-        reader = ws.reader()
         chain = _load(flowgen.write_chain(home / "flows", sizes.chain_steps), "chain")
-        walls = [_timed_run(chain, ws, "inline")[1] for _ in range(sizes.chain_repeats + 1)]
+        _timed_run(chain, ws, "inline")  # the first run pays the one-time imports
         middle = ws.store.get_run(seeded.first_id + count // 2)
-
-        def run_read() -> tuple[Any, Any]:
-            run = pt.Run(middle.pathspec, reader=reader)
-            return run.params, run.metrics
-
-        params, metrics = run_read()
+        pt.namespace(None)  # the seeded runs are several users': list everyone's
+        store = cls(count, ws, ws.reader(), chain, middle.pathspec, sizes.chain_steps, seeded.rate)
+        params, metrics = store.run_read()
         if len(params) != 5 or (middle.status != "initial" and len(metrics) != 5):
             raise VerificationError(f"{middle.pathspec}: params {params}, metrics {metrics}")
-
-        pt.namespace(None)  # the seeded runs are several users': list everyone's
-
-        def listing() -> list[tuple[int, str]]:
-            return [(r.id, r.status) for r in islice(pt.Pipeline(LISTED, reader=reader), 100)]
-
-        listed = listing()
+        listed = store.listing()
         ids = [i for i, _ in listed]
         if not listed or ids != sorted(ids, reverse=True):
             raise VerificationError(f"listing {LISTED} gave {ids[:5]}... (newest first expected)")
-        return {
-            "seed_rate": seeded.rate,
-            "per_step": statistics.median(walls[1:]) / sizes.chain_steps * 1000,
-            "run_read": _median_ms(run_read, repeats),
-            "list_100": _median_ms(listing, repeats),
-            "listed": len(listed),
-            "chain_walls_s": walls,
-        }
-    finally:
-        ws.close()
+        store.listed = len(listed)
+        return store
+
+    def run_read(self) -> tuple[Any, Any]:
+        import pipetrail as pt
+
+        run = pt.Run(self.pathspec, reader=self.reader)
+        return run.params, run.metrics
+
+    def listing(self) -> list[tuple[int, str]]:
+        import pipetrail as pt
+
+        return [(r.id, r.status) for r in islice(pt.Pipeline(LISTED, reader=self.reader), 100)]
+
+    def sample(self, reads: int) -> None:
+        """One round: a chain run, then of each read one untimed call and ``reads`` timed."""
+        from scenarios import _timed_run
+
+        wall = _timed_run(self.chain, self.ws, "inline")[1]
+        self.samples["per_step"].append(wall / self.steps * 1000)
+        for name, fn in (("run_read", self.run_read), ("list_100", self.listing)):
+            fn()  # the first read after a run pays for what the run left (caches, garbage)
+            self.samples[name] += [_ms(fn) for _ in range(reads)]
+
+    def figures(self) -> dict[str, Any]:
+        medians = {name: statistics.median(v) for name, v in self.samples.items()}
+        return {"seed_rate": self.seed_rate, "listed": self.listed, **medians}
 
 
-def _median_ms(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm: compiles the statements
-    walls = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        walls.append((time.perf_counter() - started) * 1000)
-    return statistics.median(walls)
+def _ms(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return (time.perf_counter() - started) * 1000
