@@ -57,7 +57,8 @@ class _Decoded:
         try:
             return fields[self.name]
         except KeyError:
-            value = fields[self.name] = self.decode(fields.pop(self.raw))
+            # The stored form stays: two threads reading a shared record both find it.
+            value = fields[self.name] = self.decode(fields[self.raw])
             return value
 
     def __set__(self, record: object, value: Any) -> None:
@@ -105,11 +106,11 @@ for _name, _decode in _LAZY.items():
 
 _FIELDS = tuple(RunRecord.__dataclass_fields__)
 
-#: The ``pipeline_run`` columns a record is built from, in this order; those decoded later
-#: are selected as the driver returns them.
-_COLUMNS = (
+#: The ``pipeline_run`` columns a record is built from, in this order: first those copied as
+#: they are into its fields (the ones decoded later as the driver returns them), then those it
+#: is built from otherwise.
+_COPIED = (
     "id",
-    "status",
     "created_at",
     "started_at",
     "finished_at",
@@ -132,23 +133,16 @@ _COLUMNS = (
     "sla_due_at",
     "sla_state",
     "sla_missed_at",
-    "version_id",
-    "trigger_name",
-    "scheduled_at",
-    "upstream_run_id",
 )
+_COLUMNS = (*_COPIED, "status", "version_id", "trigger_name", "scheduled_at", "upstream_run_id")
 RUN_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
     type_coerce(pipeline_run.c[name], NullType()).label(name)
     if name in _LAZY or name == "scheduled_at"
     else pipeline_run.c[name]
     for name in _COLUMNS
 )
-#: Record field → position in a row of RUN_COLUMNS (raw fields under their stored name).
-_STORED = {
-    (f"_stored_{name}" if name in _LAZY else name): i
-    for i, name in enumerate(_COLUMNS)
-    if name not in ("version_id", "trigger_name", "scheduled_at", "upstream_run_id", "status")
-}
+#: The record's ``__dict__`` keys of the copied columns (raw fields under their stored name).
+_KEYS = tuple(f"_stored_{name}" if name in _LAZY else name for name in _COPIED)
 _STATUS = {s.value: s for s in RunStatus}
 
 
@@ -161,38 +155,31 @@ def build_records(
     """Records from rows of :data:`RUN_COLUMNS` followed by the pipeline's name, the version and
     the environment's hash; tags by run id, decoded DAGs by version id, and the pathspecs of
     upstream runs."""
-    new = object.__new__
-    positions = tuple(_STORED.items())
-    status_at = _COLUMNS.index("status")
-    version_at = _COLUMNS.index("version_id")
-    trigger_at = _COLUMNS.index("trigger_name")
-    scheduled_at = _COLUMNS.index("scheduled_at")
-    upstream_at = _COLUMNS.index("upstream_run_id")
+    new, set_fields, keys = object.__new__, object.__setattr__, _KEYS
+    status_at = len(_COPIED)
+    end = status_at + 8  # (a row may bring more after: get_run's DAG)
+    empty: tuple[list[str], list[str]] = ([], [])
     records: list[RunRecord] = []
-    extra = len(_COLUMNS)
     for row in rows:
-        record = new(StoredRunRecord)
-        fields = record.__dict__
-        for name, at in positions:
-            fields[name] = row[at]
-        run_tags = tags.get(row[0])
-        trigger = row[trigger_at]
-        fields.update(
-            pipeline=row[extra],
-            version=row[extra + 1],
-            environment_hash=row[extra + 2],
-            status=_STATUS[row[status_at]],
-            user_tags=tuple(run_tags[0]) if run_tags else (),
-            system_tags=tuple(run_tags[1]) if run_tags else (),
-            dag=dags[row[version_at]],
-            cause=None
+        # zip stops at the last copied column: one dict built in C per record.
+        fields = dict(zip(keys, row, strict=False))
+        status, version_id, trigger, scheduled, upstream_id, name, version, env_hash = row[
+            status_at:end
+        ]
+        user_tags, system_tags = tags.get(row[0], empty)
+        fields["pipeline"] = name
+        fields["version"] = version
+        fields["environment_hash"] = env_hash
+        fields["status"] = _STATUS[status]
+        fields["user_tags"] = tuple(user_tags)
+        fields["system_tags"] = tuple(system_tags)
+        fields["dag"] = dags[version_id]
+        fields["cause"] = (
+            None
             if trigger is None
-            else RunCause(
-                trigger,
-                _time(row[scheduled_at]),  # type: ignore[arg-type]
-                row[upstream_at],
-                upstream.get(row[upstream_at]),
-            ),
+            else RunCause(trigger, _time(scheduled), upstream_id, upstream.get(upstream_id))  # type: ignore[arg-type]
         )
+        record = new(StoredRunRecord)
+        set_fields(record, "__dict__", fields)
         records.append(record)
     return records

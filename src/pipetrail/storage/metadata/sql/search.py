@@ -154,8 +154,11 @@ def search_plan(
             clauses.append(case((missing, 1), else_=0).asc())
         clauses.extend(rank.asc() for rank in ranks)
         clauses.extend(v.desc() if key.descending else v.asc() for v in values)
-    clauses.append(pipeline_run.c.id.desc())
     inner = frozenset(aliases[name] for name in required)
+    # Newest first among equals: on an inner-joined metric's run_id (the run's id) SQLite
+    # takes the (name, value, run_id) index's order whole instead of sorting equal values.
+    joined = next((table for table, _ in joins if table in inner), None)
+    clauses.append((pipeline_run.c.id if joined is None else joined.c.run_id).desc())
     return conditions, SearchOrder(tuple(joins), tuple(clauses), inner)
 
 
