@@ -326,7 +326,8 @@ def run(
             max_parallel=max_parallel,
         )
     )
-    return client.Run(record.pathspec, reader=ws.reader())
+    # The record as the run ended, not read again.
+    return client.Run._of(record, ws.reader())
 
 
 def retry(

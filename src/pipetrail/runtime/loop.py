@@ -45,6 +45,12 @@ class RunLoop(RunControls):
         self.dag = request.pipeline.dag
         self.observer = engine.observer
         self.steps = {name: StepState(self.spec.step(name)) for name in self.dag.order}
+        # Kept as the run goes, so one pass of the loop costs what the steps in play cost,
+        # not what every step of a wide pipeline costs: the attempts in flight, the steps
+        # still waiting for their upstream, and those whose tasks are being run (dag order).
+        self._running: dict[Future[TaskOutcome], tuple[StepState, TaskState]] = {}
+        self._waiting: list[str] = list(self.dag.order)
+        self._active: list[str] = []
         self.failures: list[tuple[str, str]] = []
         self._params_blob = pickle.dumps(dict(request.params))
         self._init_controls(request, self.spec)
@@ -175,9 +181,7 @@ class RunLoop(RunControls):
                 return
             self._activate_ready_steps()
             self._submit_ready(executor, limit)
-            running = {
-                t.future: (s, t) for s in self.steps.values() for t in s.tasks.values() if t.future
-            }
+            running = self._running
             if not running:
                 if all(s.state == "done" for s in self.steps.values()):
                     return
@@ -185,28 +189,37 @@ class RunLoop(RunControls):
                 continue
             done, _ = wait(list(running), timeout=self._tick(), return_when=FIRST_COMPLETED)
             for future in done:
-                step, task = running[future]
+                step, task = running.pop(future)
                 task.future = None
                 self._record(step, task, future)
 
     def _tick(self) -> float:
         now = time.monotonic()
         nearest = CONTROL_SECONDS
-        for step in self.steps.values():
+        for step in self._in_play():
             for task in step.tasks.values():
                 if task.status is TaskStatus.INITIAL and step.state == "active" and task.ready_at:
                     nearest = min(nearest, max(task.ready_at - now, 0.0))
         return nearest
 
     def _activate_ready_steps(self) -> None:
-        for name in self.dag.order:
+        waiting = []
+        for name in self._waiting:
             step = self.steps[name]
             if step.state != "waiting":
                 continue
-            ups = [self.steps[u] for u in self.dag.upstream(name)]
-            if any(u.state != "done" for u in ups):
+            if any(self.steps[u].state != "done" for u in self.dag.upstream(name)):
+                waiting.append(name)
                 continue
             self._activate(name, step)
+            if step.state == "active":
+                self._active.append(name)
+        self._waiting = waiting
+
+    def _in_play(self) -> list[StepState]:
+        """The active steps, in dag order (those done meanwhile are dropped here)."""
+        self._active = [n for n in self._active if self.steps[n].state == "active"]
+        return [self.steps[n] for n in self._active]
 
     def _activate(self, name: str, step: StepState) -> None:
         """All upstream steps are done: skip, reuse, or create this step's tasks."""
@@ -371,14 +384,9 @@ class RunLoop(RunControls):
             ) from None
 
     def _submit_ready(self, executor: Executor, limit: int) -> None:
-        in_flight = sum(
-            1 for s in self.steps.values() for t in s.tasks.values() if t.future is not None
-        )
+        in_flight = len(self._running)
         now = time.monotonic()
-        for name in self.dag.order:
-            step = self.steps[name]
-            if step.state != "active":
-                continue
+        for step in self._in_play():
             step_running = sum(1 for t in step.tasks.values() if t.future is not None)
             for index in sorted(step.tasks):
                 task = step.tasks[index]
@@ -423,6 +431,7 @@ class RunLoop(RunControls):
         task.submitted = time.monotonic()
         self.observer.task_changed(spec.name, task.attempt, TaskStatus.RUNNING)
         task.future = executor.submit(payload)
+        self._running[task.future] = (step, task)
 
     # -- results -------------------------------------------------------------------------------
 

@@ -63,7 +63,9 @@ _POINT = struct.Struct("<IBIdqdB")  # length, kind, name id, value, step, timest
 _POINT_BODY = _POINT.size - _LENGTH.size
 _POINT_STEP, _POINT_NO_STEP = 5, 6
 _COMMIT = 0xA5
-_INITIAL_SIZE = 1 << 20
+# 64 KiB (about 2,000 points) to start, doubled as it fills: a bigger first allocation costs
+# more than a step that logs a handful of points takes to run.
+_INITIAL_SIZE = 1 << 16
 #: Most bytes of one stream put into one log chunk.
 _CHUNK_BYTES = 1 << 20
 

@@ -429,7 +429,7 @@ class Prepared:
             names = list(compiled.positiontup) if compiled.positional else None
             processors = {}
             for name, bind in compiled.binds.items():
-                processor = bind.type.bind_processor(dialect)
+                processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
                 if processor is not None:
                     processors[name] = processor
             known = self._compiled[dialect.name] = (str(compiled), names, processors)
@@ -437,12 +437,17 @@ class Prepared:
 
     def _rows(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
         sql, names, processors = self._for(conn)
-        out: list[Any] = []
-        for row in rows:
-            if processors:
-                row = {k: processors[k](v) if k in processors else v for k, v in row.items()}
-            out.append(tuple(row[n] for n in names) if names is not None else row)
-        return sql, out
+        if names is None:  # a driver with named parameters (psycopg)
+            if not processors:
+                return sql, list(rows)
+            return sql, [
+                {k: processors[k](v) if k in processors else v for k, v in row.items()}
+                for row in rows
+            ]
+        plan = [(n, processors.get(n)) for n in names]
+        if not processors:
+            return sql, [tuple([row[n] for n in names]) for row in rows]
+        return sql, [tuple([row[n] if p is None else p(row[n]) for n, p in plan]) for row in rows]
 
     def run(self, conn: Connection, row: Mapping[str, Any]) -> int:
         """Execute with one row of parameters; the rows it changed."""
@@ -451,6 +456,20 @@ class Prepared:
         try:
             cursor.execute(sql, params[0])
             return int(cursor.rowcount)
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+
+    def scalar(self, conn: Connection, row: Mapping[str, Any]) -> Any:
+        """The first column of the first row a query returns (None if none), as the driver
+        gives it: for integer and text columns, which no result processor changes."""
+        sql, params = self._rows(conn, [row])
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params[0])
+            found = cursor.fetchone()
+            return None if found is None else found[0]
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, case, func, select
@@ -58,8 +59,11 @@ class MetricRows(SqlSession):
         with self._write() as conn:
             self._insert_metrics(conn, rows)
 
-    def _insert_metrics(self, conn: Connection, rows: Sequence[MetricRow]) -> None:
-        for run_id in {r.run_id for r in rows}:
+    def _insert_metrics(
+        self, conn: Connection, rows: Sequence[MetricRow], *, fenced: AbstractSet[int] = frozenset()
+    ) -> None:
+        """``fenced``: runs whose lease this transaction checked already."""
+        for run_id in {r.run_id for r in rows} - fenced:
             self._check_lease(conn, run_id)
         # MetricRow is already a tuple in this column order, with epoch-float timestamps.
         columns = ("run_id", "block_run_id", "name", "value", "step", "timestamp")

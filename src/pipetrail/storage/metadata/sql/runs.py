@@ -39,7 +39,7 @@ from pipetrail.storage.metadata.base import (
     RunSummary,
     VersionStats,
 )
-from pipetrail.storage.metadata.sql.engine import for_update, upsert
+from pipetrail.storage.metadata.sql.engine import Prepared, for_update, upsert
 from pipetrail.storage.metadata.sql.run_records import RUN_COLUMNS, build_records
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_plan
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
@@ -90,6 +90,64 @@ def _run_rows(*extra: Any) -> Select[Any]:
 
 
 _GET_RUN = _run_rows(pipeline_version.c.dag).where(pipeline_run.c.id == bindparam("run_id"))
+
+# The statements every run writes, compiled once and run on the driver's cursor.
+_RUN_INSERT_COLUMNS = (
+    "pipeline_id",
+    "version_id",
+    "status",
+    "created_at",
+    "user",
+    "host",
+    "trigger",
+    "origin_run_id",
+    "params",
+    "param_types",
+    "variables",
+    "git",
+    "code_key",
+    "environment_id",
+    "runner_host",
+    "runner_pid",
+    "timeout_s",
+    "heartbeat_at",
+    "lease",
+    "trigger_name",
+    "scheduled_at",
+    "upstream_run_id",
+    "sla_due_at",
+)
+_INSERT_RUN = Prepared(
+    insert(pipeline_run)
+    .values({c: bindparam(c) for c in _RUN_INSERT_COLUMNS})
+    .returning(pipeline_run.c.id)
+)
+_INSERT_PARAM = Prepared(
+    insert(run_param).values(
+        {c: bindparam(c) for c in ("run_id", "key", "type", "value_num", "value_text")}
+    )
+)
+_INSERT_TAG = Prepared(
+    insert(run_tag).values({c: bindparam(c) for c in ("run_id", "tag", "system")})
+)
+_RUN_EVENT_COLUMNS = ("run_id", "block_run_id", "kind", "status", "previous", "at", "message")
+_INSERT_RUN_EVENT = Prepared(
+    insert(run_event).values({c: bindparam(c) for c in _RUN_EVENT_COLUMNS})
+)
+
+
+def _run_event(
+    run_id: int, status: str, previous: str | None, at: datetime, message: str | None
+) -> dict[str, Any]:
+    return {
+        "run_id": run_id,
+        "block_run_id": None,
+        "kind": "status",
+        "status": status,
+        "previous": previous,
+        "at": at,
+        "message": message,
+    }
 
 
 class RunRows(SqlSession):
@@ -145,50 +203,50 @@ class RunRows(SqlSession):
                     cached,
                     lambda: self._environment_id(conn, env_hash, env_data, now),
                 )
-            run_id = conn.execute(
-                insert(pipeline_run)
-                .values(
-                    pipeline_id=pipeline_id,
-                    version_id=version_id,
-                    status=RunStatus.INITIAL.value,
-                    created_at=now,
-                    user=new.user,
-                    host=new.host,
-                    trigger=new.trigger,
-                    origin_run_id=new.origin_run_id,
-                    params=new.params,
-                    param_types=new.param_types,
-                    variables=new.variables,
-                    git=new.git,
-                    code_key=new.code_key,
-                    environment_id=env_id,
-                    runner_host=new.host,
-                    runner_pid=new.runner_pid,
-                    timeout_s=new.timeout_s,
-                    heartbeat_at=now,
-                    trigger_name=new.cause.trigger if new.cause else None,
-                    scheduled_at=new.cause.scheduled_at if new.cause else None,
-                    upstream_run_id=new.cause.upstream_run_id if new.cause else None,
-                    sla_due_at=new.sla_due_at,
+            run_id = int(
+                _INSERT_RUN.scalar(
+                    conn,
+                    {
+                        "pipeline_id": pipeline_id,
+                        "version_id": version_id,
+                        "status": RunStatus.INITIAL.value,
+                        "created_at": now,
+                        "user": new.user,
+                        "host": new.host,
+                        "trigger": new.trigger,
+                        "origin_run_id": new.origin_run_id,
+                        "params": new.params,
+                        "param_types": new.param_types,
+                        "variables": new.variables,
+                        "git": new.git,
+                        "code_key": new.code_key,
+                        "environment_id": env_id,
+                        "runner_host": new.host,
+                        "runner_pid": new.runner_pid,
+                        "timeout_s": new.timeout_s,
+                        "heartbeat_at": now,
+                        "lease": 1,
+                        "trigger_name": new.cause.trigger if new.cause else None,
+                        "scheduled_at": new.cause.scheduled_at if new.cause else None,
+                        "upstream_run_id": new.cause.upstream_run_id if new.cause else None,
+                        "sla_due_at": new.sla_due_at,
+                    },
                 )
-                .returning(pipeline_run.c.id)
-            ).scalar_one()
+            )
             if new.tick_trigger_id is not None and new.cause is not None:
                 self._link_tick(conn, new.tick_trigger_id, new.cause.scheduled_at, run_id)
-            param_rows = [_param_row(run_id, k, v) for k, v in _flat_params(new.params)]
-            if param_rows:
-                conn.execute(insert(run_param), param_rows)
+            _INSERT_PARAM.run_many(
+                conn, [_param_row(run_id, k, v) for k, v in _flat_params(new.params)]
+            )
             tag_rows = [{"run_id": run_id, "tag": t, "system": True} for t in new.system_tags]
             tag_rows += [
                 {"run_id": run_id, "tag": t, "system": False}
                 for t in dict.fromkeys(new.user_tags)
                 if t not in new.system_tags
             ]
-            if tag_rows:
-                conn.execute(insert(run_tag), tag_rows)
-            conn.execute(
-                insert(run_event),
-                {"run_id": run_id, "status": RunStatus.INITIAL.value, "at": now},
+            _INSERT_TAG.run_many(conn, tag_rows)
+            _INSERT_RUN_EVENT.run(
+                conn, _run_event(run_id, RunStatus.INITIAL.value, None, now, None)
             )
             tally(conn, {(pipeline_id, RunStatus.INITIAL.value): (1, 0.0, 0)})
         return self.get_run(run_id)
@@ -261,16 +319,27 @@ class RunRows(SqlSession):
     ) -> RunRecord:
         """Move a run to ``status`` (checked against the state machine) and record the event."""
         with self._write() as conn:
-            query = select(pipeline_run.c.status, pipeline_run.c.lease).where(
-                pipeline_run.c.id == run_id
-            )
+            query = select(
+                pipeline_run.c.status,
+                pipeline_run.c.lease,
+                pipeline_run.c.pipeline_id,
+                pipeline_run.c.started_at,
+            ).where(pipeline_run.c.id == run_id)
             if for_update(conn):
                 query = query.with_for_update()
             row = conn.execute(query).first()
             if row is None:
                 raise NotFoundError(f"no run with id {run_id} in the store")
             self._check_lease(conn, run_id, row.lease)
-            self._set_status(conn, run_id, RunStatus(row.status), status, error, message)
+            self._set_status(
+                conn,
+                run_id,
+                RunStatus(row.status),
+                status,
+                error,
+                message,
+                known=(row.pipeline_id, row.started_at),
+            )
         return self.get_run(run_id)
 
     def _set_status(
@@ -281,41 +350,39 @@ class RunRows(SqlSession):
         status: RunStatus,
         error: str | None,
         message: str | None,
+        *,
+        known: tuple[int, datetime | None] | None = None,
     ) -> None:
+        """``known``: the run's pipeline id and start, when the caller has read them already."""
         check_run_transition(current, status)
         at = _now()
         values: dict[str, Any] = {"status": status.value, "heartbeat_at": at}
         if status is RunStatus.RUNNING:
             values["started_at"] = at
-        row = conn.execute(
-            select(pipeline_run.c.pipeline_id, pipeline_run.c.started_at).where(
-                pipeline_run.c.id == run_id
-            )
-        ).one()
+        if known is None:
+            row = conn.execute(
+                select(pipeline_run.c.pipeline_id, pipeline_run.c.started_at).where(
+                    pipeline_run.c.id == run_id
+                )
+            ).one()
+            known = (row.pipeline_id, row.started_at)
+        pipeline_id, started = known
         deltas: dict[tuple[int, str], tuple[int, float, int]] = {
-            (row.pipeline_id, current.value): (-1, 0.0, 0),
-            (row.pipeline_id, status.value): (1, 0.0, 0),
+            (pipeline_id, current.value): (-1, 0.0, 0),
+            (pipeline_id, status.value): (1, 0.0, 0),
         }
         if status in RUN_TERMINAL:
-            started = row.started_at
             values["finished_at"] = at
             values["duration_s"] = (at - (started or at)).total_seconds()
-            deltas[(row.pipeline_id, status.value)] = (1, values["duration_s"], 1)
+            deltas[(pipeline_id, status.value)] = (1, values["duration_s"], 1)
             if started is None:
                 values["started_at"] = at
         if error is not None:
             values["error"] = error
         conn.execute(update(pipeline_run).where(pipeline_run.c.id == run_id).values(**values))
         tally(conn, deltas)
-        conn.execute(
-            insert(run_event),
-            {
-                "run_id": run_id,
-                "status": status.value,
-                "previous": current.value,
-                "at": at,
-                "message": message or error,
-            },
+        _INSERT_RUN_EVENT.run(
+            conn, _run_event(run_id, status.value, current.value, at, message or error)
         )
 
     @patient("write")
@@ -779,7 +846,15 @@ class RunRows(SqlSession):
             for same, most in groups:
                 if not self._slot_free(conn, run_id, same, most):
                     return False
-            self._set_status(conn, run_id, RunStatus.INITIAL, RunStatus.RUNNING, None, None)
+            self._set_status(
+                conn,
+                run_id,
+                RunStatus.INITIAL,
+                RunStatus.RUNNING,
+                None,
+                None,
+                known=(row.pipeline_id, None),
+            )
         return True
 
     def _slot_free(self, conn: Connection, run_id: int, same: Any, limit: int) -> bool:

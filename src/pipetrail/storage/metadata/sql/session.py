@@ -10,13 +10,14 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import ParamSpec, TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
 from pipetrail.errors import LeaseLostError, StoreError
 from pipetrail.storage.metadata.sql import migrate
 from pipetrail.storage.metadata.sql.engine import (
     WRITE_OPTION,
+    Prepared,
     begin_sqlite,
     for_update,
     make_engine,
@@ -68,6 +69,11 @@ def patient(kind: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
         return wrapper
 
     return decorate
+
+
+_LEASE_OF = select(pipeline_run.c.lease).where(pipeline_run.c.id == bindparam("run_id"))
+_LEASE = Prepared(_LEASE_OF)
+_LEASE_LOCKED = Prepared(_LEASE_OF.with_for_update(read=True, key_share=True))
 
 
 class SqlSession:
@@ -128,13 +134,11 @@ class SqlSession:
         if held is None:
             return
         if current is None or for_update(conn):
-            query = select(pipeline_run.c.lease).where(pipeline_run.c.id == run_id)
-            if for_update(conn):
-                # A key-share lock until this write commits: taking the run (mark_lost, FOR
-                # UPDATE) waits for it, and a write that starts later sees the new lease. Row
-                # updates such as the heartbeat do not conflict with it.
-                query = query.with_for_update(read=True, key_share=True)
-            current = conn.execute(query).scalar_one_or_none()
+            # On PostgreSQL with a key-share lock until this write commits: taking the run
+            # (mark_lost, FOR UPDATE) waits for it, and a write that starts later sees the new
+            # lease. Row updates such as the heartbeat do not conflict with it.
+            query = _LEASE_LOCKED if for_update(conn) else _LEASE
+            current = query.scalar(conn, {"run_id": run_id})
         if current != held:
             raise LeaseLostError(
                 f"run {run_id} was taken from this process (reaped as lost, lease {held} is now "

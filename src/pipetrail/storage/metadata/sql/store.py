@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from sqlalchemy import delete, update
+from sqlalchemy import bindparam, delete, update
 
 from pipetrail.storage.metadata.base import SpoolBatch
 from pipetrail.storage.metadata.sql.bulk import BulkRows
-from pipetrail.storage.metadata.sql.engine import upsert
+from pipetrail.storage.metadata.sql.engine import Prepared, upsert
 from pipetrail.storage.metadata.sql.metrics import MetricRows
 from pipetrail.storage.metadata.sql.models import ModelRows
 from pipetrail.storage.metadata.sql.retention import RetentionRows
@@ -18,6 +18,12 @@ from pipetrail.storage.metadata.sql.triggers import TriggerRows
 from pipetrail.storage.metadata.sql.watch import WatchRows
 
 __all__ = ["SqlMetadataStore"]
+
+_SPOOL_OFFSET = Prepared(
+    update(block_run)
+    .where(block_run.c.id == bindparam("task_id"))
+    .values(spool_offset=bindparam("offset"))
+)
 
 
 class SqlMetadataStore(
@@ -43,13 +49,9 @@ class SqlMetadataStore(
         with self._write() as conn:
             self._check_lease(conn, batch.run_id)
             if batch.metrics:
-                self._insert_metrics(conn, batch.metrics)
+                self._insert_metrics(conn, batch.metrics, fenced={batch.run_id})
             if batch.offset is not None:
-                conn.execute(
-                    update(block_run)
-                    .where(block_run.c.id == batch.task_id)
-                    .values(spool_offset=batch.offset)
-                )
+                _SPOOL_OFFSET.run(conn, {"task_id": batch.task_id, "offset": batch.offset})
             rows = [
                 {
                     "block_run_id": batch.task_id,
