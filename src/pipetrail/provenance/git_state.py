@@ -86,7 +86,7 @@ def _watched(directory: Path) -> tuple[str, ...] | None:
         return None
     if inside.returncode != 0 or inside.stdout.strip() != "true":
         resolved = directory.resolve()
-        return ("",) + tuple(str(p) for p in (resolved, *resolved.parents))
+        return ("", *(str(p) for p in (resolved, *resolved.parents)))
     try:
         listed = subprocess.run(
             ["git", "-C", str(directory), "rev-parse", "--show-toplevel", "--absolute-git-dir"],
