@@ -32,10 +32,12 @@ def _workspace(asked: str | None) -> Any:
     return workspace
 
 
-def _actor(workspace: Any) -> str:
-    from pipetrail.governance.identity import acting_user
+def _actor(workspace: Any, action: str) -> str:
+    """The acting user; once the store has tokens, PIPETRAIL_TOKEN must be an admin's (deleting
+    records is an admin action, on the CLI as over REST)."""
+    from pipetrail.governance.identity import authorize
 
-    return acting_user(workspace.store, os.environ.get("PIPETRAIL_TOKEN"))
+    return authorize(workspace.store, os.environ.get("PIPETRAIL_TOKEN"), "admin", action=action)
 
 
 @click.command("delete")
@@ -85,7 +87,7 @@ def runs_delete(
 
     rule = _rule(run_refs, older_than, statuses, pipeline, keep_last)
     workspace = _workspace(None if rule is not None else asked_runs(run_refs))
-    actor = _actor(workspace)
+    actor = _actor(workspace, "deleting runs")
     if rule is None:
         ids = [_run_id(workspace, ref) for ref in run_refs]
         message = None
@@ -230,7 +232,11 @@ def gc_command(dry_run: bool, grace: str, as_json: bool) -> None:
         raise UsageError(f"--grace must not be negative, got {grace!r}")
     workspace = _workspace(None)
     report = collect_garbage(
-        workspace.store, workspace.cas, actor=_actor(workspace), grace_s=grace_s, dry_run=dry_run
+        workspace.store,
+        workspace.cas,
+        actor=_actor(workspace, "collecting garbage"),
+        grace_s=grace_s,
+        dry_run=dry_run,
     )
     if as_json:
         click.echo(json.dumps({**report.as_dict(), "keys": list(report.keys)}, indent=2))
