@@ -164,16 +164,18 @@ def checked_definition(
             f"use at most {MAX_NAME}"
         )
     definition = definition_from(fields, base_dir=base_dir, where=where)
+    source = "" if where == "trigger" else f"{where}: "
     try:
         definition = check_pipeline(definition, from_text=from_text)
+    except UsageError as exc:
+        raise UsageError(f"{source}trigger {definition.name!r}: {exc}") from None
+    try:
         # Checked now; returned as written: storing validates again, and an interval without
         # a start keeps its stored anchor there (applying the same file twice changes nothing).
         validate(definition, now=datetime.now(UTC))
-        return definition
     except UsageError as exc:
-        named = f"trigger {definition.name!r}"
-        prefix = named if where == "trigger" else f"{where}: {named}"
-        raise UsageError(f"{prefix}: {exc}") from None
+        raise UsageError(f"{source}{exc}") from None  # it names the trigger
+    return definition
 
 
 def load_trigger_file(path: str | Path) -> list[TriggerDefinition]:

@@ -71,6 +71,24 @@ def test_pause_resume_and_delete(workspace: Workspace) -> None:
             call()
 
 
+def test_a_trigger_is_active_from_the_callers_clock(workspace: Workspace) -> None:
+    """Created, resumed or rescheduled ``at`` a time: its fresh start is then, not the store's
+    now (the scheduler and the service share one clock, whatever the wall clock says)."""
+    store = workspace.store
+    created = store.create_trigger(_definition(), at=AT)
+    assert created.created_at == created.updated_at == created.active_since == AT
+    later = AT + timedelta(hours=1)
+    store.set_trigger_paused("nightly", True, at=later)
+    assert store.get_trigger("nightly").active_since == AT  # pausing is no fresh start
+    resumed = store.set_trigger_paused("nightly", False, at=later)
+    assert resumed.active_since == resumed.updated_at == later
+    same = store.update_trigger(_definition(sla_s=60.0), at=AT + timedelta(hours=2))
+    assert same.active_since == later  # not a change of schedule
+    moved = store.update_trigger(_definition(cron="0 3 * * *"), at=AT + timedelta(hours=3))
+    assert moved.active_since == AT + timedelta(hours=3)
+    assert store.create_trigger(_definition("now")).active_since > AT  # default: the store's now
+
+
 def test_a_tick_is_claimed_once_and_settled(workspace: Workspace) -> None:
     store = workspace.store
     trig = store.create_trigger(_definition())

@@ -142,25 +142,36 @@ def test_missed_ticks_follow_the_triggers_catchup(
 
 
 def test_ticks_before_a_trigger_became_active_created_or_resumed_are_not_missed_ones(
-    workspace: Workspace, flow: Path, launcher: InProcessLauncher
+    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
 ) -> None:
-    now = datetime.now(UTC)
-    clock = Clock(now)
-    fields = {**_every(flow, catchup="all"), "start": (now - timedelta(seconds=55)).isoformat()}
+    # Both start 55 s before they are created: ticks at T0 - 55 s, - 45 s, … + 5 s, + 15 s, …
+    fields = {**_every(flow, catchup="all"), "start": (T0 - timedelta(seconds=55)).isoformat()}
     _create(workspace, clock, **fields)
     _create(workspace, clock, **{**fields, "name": "control"})
-    workspace.store.set_trigger_paused("often", True)
-    workspace.store.set_trigger_paused("often", False)  # resumed: a fresh start
-    # Created just now too, but never paused: its ticks from the start on are due.
-    workspace.store.update_trigger(workspace.store.get_trigger("control").definition)
-    clock.at = datetime.now(UTC) + timedelta(milliseconds=1)
+    service = TriggerService(workspace.store, clock=clock)
+    # Active from the clock's "now", not the wall clock's (T0 is years ago).
+    assert service.get("often").active_since == service.get("often").created_at == T0
     scheduler = _scheduler(workspace, launcher, clock)
+    clock.at = T0 + timedelta(milliseconds=1)
     scheduler.run_pass()
-    assert _runs(workspace, "often") == []
-    assert _runs(workspace, "control") == []  # created now: its past ticks are not missed
-    clock.at += timedelta(seconds=10)  # the next tick is due: each runs once
+    assert _runs(workspace, "often") == _runs(workspace, "control") == []  # created now
+    clock.at = T0 + timedelta(seconds=5, milliseconds=1)
     scheduler.run_pass()
-    assert len(_runs(workspace, "often")) == len(_runs(workspace, "control")) == 1
+    clock.at = T0 + timedelta(seconds=6)
+    service.pause("often")  # sleeps through + 15 s, + 25 s, + 35 s
+    clock.at = T0 + timedelta(seconds=36)
+    assert service.resume("often").active_since == clock.at  # resumed: a fresh start
+    # The same definition again: not a change of schedule, so no fresh start.
+    service.update(service.get("control").definition)
+    assert service.get("control").active_since == T0
+    scheduler.run_pass()
+    clock.at = T0 + timedelta(seconds=45, milliseconds=1)
+    scheduler.run_pass()
+    ticks = {
+        name: [(r.cause.scheduled_at - T0).total_seconds() for r in _runs(workspace, name)]
+        for name in ("often", "control")
+    }
+    assert ticks == {"often": [5, 45], "control": [5, 15, 25, 35, 45]}
 
 
 def test_overlap_skip_records_why_and_wait_records_the_run_waiting(
@@ -245,19 +256,24 @@ def test_an_always_on_trigger_starts_the_next_run_when_the_last_ends(
 
 
 def test_sla_missed_while_running_and_met_in_time(
-    workspace: Workspace, flow: Path, clock: Clock, launcher: InProcessLauncher
+    workspace: Workspace, flow: Path, launcher: InProcessLauncher
 ) -> None:
-    _create(workspace, clock, **_every(flow, "slow", sla="30s"))
-    _create(workspace, clock, **_every(flow, "fast", sla="30s"))
+    # A run's own times are the wall clock's (the runtime records them): to compare a real
+    # run's end with its SLA, the test's clock starts at the wall clock's now.
+    t0 = datetime.now(UTC)
+    clock = Clock(t0)
+    start = (t0 + timedelta(seconds=10)).isoformat()
+    _create(workspace, clock, **_every(flow, "slow", sla="120s", start=start))
+    _create(workspace, clock, **_every(flow, "fast", sla="120s", start=start))
     scheduler = _scheduler(workspace, launcher, clock)
     launcher.hold = True
-    clock.at = T0 + timedelta(seconds=10, milliseconds=1)
+    clock.at = t0 + timedelta(seconds=10, milliseconds=1)
     scheduler.run_pass()  # both record their run; "slow" will stay unfinished
     fast = _runs(workspace, "fast")[0]
     workspace.engine(executor="inline").execute(fast, _request_of(workspace, fast))
-    clock.at = T0 + timedelta(seconds=39)
+    clock.at = t0 + timedelta(seconds=129)
     assert scheduler.run_pass().sla_missed == 0
-    clock.at = T0 + timedelta(seconds=40, milliseconds=1)
+    clock.at = t0 + timedelta(seconds=130, milliseconds=1)
     launcher.hold = True
     report = scheduler.run_pass()
     assert report.sla_missed == 1

@@ -109,8 +109,10 @@ def test_an_after_trigger_fires_on_completion_by_default() -> None:
 
 BAD = [
     ("malformed cron", _d("cron", cron="0 2 * *"), "malformed cron expression '0 2 * *'"),
-    ("cron out of range", _d("cron", cron="61 2 * * *"), "malformed cron expression '61 2 * * *'"),
-    ("six fields", _d("cron", cron="0 0 2 * * *"), "expected five fields"),
+    ("cron out of range", _d("cron", cron="61 2 * * *"), "'61 2 * * *': minute '61' is not 0-59"),
+    ("cron hour", _d("cron", cron="0 25 * * *"), "hour '25' is not 0-23"),
+    ("cron month", _d("cron", cron="0 0 * 13 *"), "month '13' is not 1-12"),
+    ("six fields", _d("cron", cron="0 0 2 * * *"), "6 fields; expected five fields"),
     (
         "unknown zone",
         _d("cron", cron="0 2 * * *", timezone="Mars/Olympus"),
@@ -145,6 +147,7 @@ def test_bad_definitions_are_refused(
     with pytest.raises(UsageError) as info:
         validate(definition, now=NOW)
     assert message in str(info.value), what
+    assert str(info.value).startswith(f"trigger {definition.name!r}: "), what
     assert "\n" not in str(info.value)
 
 
@@ -176,3 +179,31 @@ def test_a_daily_cron_runs_once_on_the_night_the_clocks_go_back() -> None:
     assert "10-25 00:30" in hourly and "10-25 01:30" in hourly
     ny = (datetime(2026, 10, 31, 12, tzinfo=UTC), datetime(2026, 11, 2, 12, tzinfo=UTC))
     assert ticks("30 1 * * *", "America/New_York", *ny) == ["11-01 05:30", "11-02 06:30"]
+
+
+DESCRIBED = [
+    (
+        "daily",
+        _d("cron", cron="0 2 * * *", timezone="Europe/Paris"),
+        "every day at 02:00 (Europe/Paris)",
+    ),
+    ("weekdays", _d("cron", cron="30 6 * * 1-5"), "every weekday at 06:30 (UTC)"),
+    ("every 10 minutes", _d("cron", cron="*/10 * * * *"), "every 10 minutes (UTC)"),
+    ("other cron", _d("cron", cron="0 0 1,15 * *"), "cron '0 0 1,15 * *' (UTC)"),
+    ("interval", _d("interval", interval_s=600.0), "every 10m"),
+    ("once", _d("once", once_at=_at("2026-12-24T18:00:00Z")), "once, at 2026-12-24T18:00:00+00:00"),
+    ("after", _d("after", after_pipeline="etl", after_on="failed"), "after each failed run of etl"),
+    (
+        "after any",
+        _d("after", after_pipeline="etl", after_on="any"),
+        "after each run of etl (completed, failed or cancelled)",
+    ),
+    ("api", _d("api"), "when called over the API"),
+]
+
+
+@pytest.mark.parametrize(("what", "definition", "words"), DESCRIBED, ids=[d[0] for d in DESCRIBED])
+def test_a_schedule_in_words(what: str, definition: TriggerDefinition, words: str) -> None:
+    from pipetrail.scheduling.triggers import describe
+
+    assert describe(definition) == words, what

@@ -88,9 +88,14 @@ class ApplyReport:
 class TriggerService:
     """Create, change, inspect and queue triggers in one store.
 
+    Every time the service decides or records (a trigger active from now, a resumed or
+    changed schedule starting afresh, a once-at in the past, a backfill window that has
+    passed) is its ``clock``'s: give it the scheduler's clock and both agree on "now", whatever
+    the wall clock says (tests, simulations).
+
     Args:
         store: the metadata store.
-        clock: the current time (tests pass their own).
+        clock: the current time (default: the wall clock, in UTC).
     """
 
     def __init__(self, store: MetadataStore, *, clock: Callable[[], datetime] = _utcnow) -> None:
@@ -105,7 +110,8 @@ class TriggerService:
         Raises:
             UsageError: a bad schedule field, or the name exists.
         """
-        return self.store.create_trigger(validate(definition, now=self.clock()))
+        at = self.clock()
+        return self.store.create_trigger(validate(definition, now=at), at=at)
 
     def update(self, definition: TriggerDefinition) -> TriggerRecord:
         """Replace the definition of an existing trigger (its pause state stays).
@@ -115,8 +121,9 @@ class TriggerService:
             UsageError: a bad schedule field.
         """
         current = self.get(definition.name)
-        checked = validate(_keep_start(definition, current.definition), now=self.clock())
-        return self.store.update_trigger(checked)
+        at = self.clock()
+        checked = validate(_keep_start(definition, current.definition), now=at)
+        return self.store.update_trigger(checked, at=at)
 
     def get(self, name: str) -> TriggerRecord:
         """Raises NotFoundError naming the trigger when there is none of that name."""
@@ -126,10 +133,10 @@ class TriggerService:
         return self.store.list_triggers()
 
     def pause(self, name: str) -> TriggerRecord:
-        return self.store.set_trigger_paused(name, True)
+        return self.store.set_trigger_paused(name, True, at=self.clock())
 
     def resume(self, name: str) -> TriggerRecord:
-        return self.store.set_trigger_paused(name, False)
+        return self.store.set_trigger_paused(name, False, at=self.clock())
 
     def delete(self, name: str) -> None:
         self.store.delete_trigger(name)
@@ -174,9 +181,9 @@ class TriggerService:
             return report
         for action, d in plan:
             if action == "create":
-                self.store.create_trigger(d)
+                self.store.create_trigger(d, at=now)
             else:
-                self.store.update_trigger(d)
+                self.store.update_trigger(d, at=now)
         if prune:
             for name in report.missing:
                 self.store.delete_trigger(name)
@@ -251,8 +258,11 @@ class TriggerService:
         return self.store.list_runs(RunQuery(trigger=name, limit=limit))
 
     def scheduler_running(self) -> bool:
-        """Whether a scheduler has been heard from lately (ticks fire only when one runs)."""
-        since = self.clock() - timedelta(seconds=SCHEDULER_ALIVE_S)
+        """Whether a scheduler has been heard from lately (ticks fire only when one runs).
+
+        By the wall clock, not ``clock``: heartbeats are real moments of real processes.
+        """
+        since = _utcnow() - timedelta(seconds=SCHEDULER_ALIVE_S)
         return bool(self.store.schedulers(alive_since=since))
 
     # -- queueing ------------------------------------------------------------------------------

@@ -70,16 +70,23 @@ def validate(definition: TriggerDefinition, *, now: datetime) -> TriggerDefiniti
     scheduler restarts.
 
     Raises:
-        UsageError: one line naming the bad value and what is expected.
+        UsageError: one line naming the trigger, the bad value and what is expected.
     """
-    d = definition
-    if not d.name.strip():
+    if not definition.name.strip():
         raise UsageError("a trigger needs a name, got an empty one")
+    try:
+        return _checked(definition, now)
+    except UsageError as exc:
+        raise UsageError(f"trigger {definition.name!r}: {exc}") from None
+
+
+def _checked(definition: TriggerDefinition, now: datetime) -> TriggerDefinition:
+    d = definition
     if d.kind not in KINDS:
         raise UsageError(f"unknown trigger kind {d.kind!r}; expected one of {', '.join(KINDS)}")
     for name, kinds in _FIELDS.items():
         if getattr(d, name) is not None and d.kind not in kinds:
-            raise UsageError(f"{name} does not apply to a {d.kind} trigger {d.name!r}")
+            raise UsageError(f"{name} does not apply to a {d.kind} trigger")
     if d.catchup not in CATCHUP:
         raise UsageError(f"catchup {d.catchup!r} is not one of {', '.join(CATCHUP)}")
     if d.overlap not in OVERLAP:
@@ -94,19 +101,17 @@ def validate(definition: TriggerDefinition, *, now: datetime) -> TriggerDefiniti
     elif d.kind == "interval":
         if d.interval_s is None or not math.isfinite(d.interval_s) or d.interval_s <= 0:
             raise UsageError(
-                f"the interval of trigger {d.name!r} must be a positive duration such as '10m', "
-                f"got {d.interval_s!r}"
+                f"the interval must be a positive duration such as '10m', got {d.interval_s!r}"
             )
         if d.start_at is None:
             d = dataclasses.replace(d, start_at=now)
         if d.end_at is not None and d.start_at is not None and d.end_at <= d.start_at:
             raise UsageError(
-                f"end {d.end_at.isoformat()!r} of trigger {d.name!r} is not after its start "
-                f"{d.start_at.isoformat()!r}"
+                f"end {d.end_at.isoformat()!r} is not after its start {d.start_at.isoformat()!r}"
             )
     elif d.kind == "once":
         if d.once_at is None:
-            raise UsageError(f"a once trigger {d.name!r} needs its time, e.g. 2026-12-24T18:00Z")
+            raise UsageError("a once trigger needs its time, e.g. 2026-12-24T18:00Z")
         if d.once_at <= now:
             raise UsageError(
                 f"once-at {d.once_at.isoformat()!r} is in the past (now is "
@@ -114,10 +119,11 @@ def validate(definition: TriggerDefinition, *, now: datetime) -> TriggerDefiniti
             )
     elif d.kind == "after":
         if not d.after_pipeline:
-            raise UsageError(f"an after trigger {d.name!r} needs the upstream pipeline's name")
+            raise UsageError("an after trigger needs the upstream pipeline's name")
         if d.after_pipeline == d.pipeline_name:
             raise UsageError(
-                f"trigger {d.name!r} runs {d.pipeline_name!r} after itself; name another pipeline"
+                f"it runs {d.pipeline_name!r} after itself (after {d.after_pipeline!r}); name "
+                "another pipeline to follow"
             )
         if d.after_on is None:
             d = dataclasses.replace(d, after_on="completed")
@@ -141,18 +147,36 @@ def _check_computable(d: TriggerDefinition, now: datetime) -> None:
             "cron": "give a cron that matches a real date",
             "interval": "give an interval of at least 1s and a start before the year 9999",
         }.get(d.kind, "give an earlier time")
-        raise UsageError(
-            f"the schedule of trigger {d.name!r} has no computable next ticks ({exc}); {fix}"
-        ) from None
+        raise UsageError(f"the schedule has no computable next ticks ({exc}); {fix}") from None
+
+
+#: The five cron fields, with the values each takes.
+_CRON_FIELDS = (
+    ("minute", "0-59"),
+    ("hour", "0-23"),
+    ("day-of-month", "1-31"),
+    ("month", "1-12 or jan-dec"),
+    ("day-of-week", "0-7 or sun-sat"),
+)
 
 
 def _check_cron(expression: str | None) -> None:
     fields = (expression or "").split()
-    if len(fields) != 5 or not croniter.is_valid(" ".join(fields)):
-        raise UsageError(
-            f"malformed cron expression {expression!r}; expected five fields "
-            "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
-        )
+    if len(fields) == 5 and croniter.is_valid(" ".join(fields)):
+        return
+    wrong = ""
+    if len(fields) == 5:
+        for i, (what, values) in enumerate(_CRON_FIELDS):
+            alone = " ".join(f if j == i else "*" for j, f in enumerate(fields))
+            if not croniter.is_valid(alone):
+                wrong = f": {what} {fields[i]!r} is not {values}"
+                break
+    else:
+        wrong = f": {len(fields)} field{'' if len(fields) == 1 else 's'}"
+    raise UsageError(
+        f"malformed cron expression {expression!r}{wrong}; expected five fields "
+        "(minute hour day-of-month month day-of-week), e.g. '0 2 * * *'"
+    )
 
 
 def next_fire_time(definition: TriggerDefinition, after: datetime) -> datetime | None:
@@ -243,6 +267,8 @@ def describe(definition: TriggerDefinition) -> str:
     if d.kind == "always_on":
         return "always on: a new run as soon as the previous one ends"
     if d.kind == "after":
+        if d.after_on == "any":
+            return f"after each run of {d.after_pipeline} (completed, failed or cancelled)"
         return f"after each {d.after_on or 'completed'} run of {d.after_pipeline}"
     return "when called over the API"
 

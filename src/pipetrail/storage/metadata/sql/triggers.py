@@ -78,13 +78,17 @@ class TriggerRows(SqlSession):
     """The trigger half of the metadata store."""
 
     @patient("write")
-    def create_trigger(self, definition: TriggerDefinition) -> TriggerRecord:
-        """Store a new trigger, active (not paused).
+    def create_trigger(
+        self, definition: TriggerDefinition, *, at: datetime | None = None
+    ) -> TriggerRecord:
+        """Store a new trigger, active (not paused) from ``at`` (default: now).
+
+        ``at`` is the caller's clock (a scheduler's, a test's): its ticks are due from then.
 
         Raises:
             UsageError: a trigger with this name exists.
         """
-        at = now()
+        at = at or now()
         values = {c: getattr(definition, c) for c in _SCHEDULE}
         row = {
             "name": definition.name,
@@ -125,15 +129,18 @@ class TriggerRows(SqlSession):
         return [_record(r) for r in rows]
 
     @patient("write")
-    def update_trigger(self, definition: TriggerDefinition) -> TriggerRecord:
+    def update_trigger(
+        self, definition: TriggerDefinition, *, at: datetime | None = None
+    ) -> TriggerRecord:
         """Replace the definition of the trigger of that name (its ticks and runs stay).
 
-        A change of schedule counts as a fresh start: ticks before it are not missed ones.
+        A change of schedule counts as a fresh start at ``at`` (default: now): ticks before it
+        are not missed ones.
 
         Raises:
             NotFoundError: no such trigger.
         """
-        at = now()
+        at = at or now()
         values: dict[str, Any] = {c: getattr(definition, c) for c in _SCHEDULE}
         values["tags"] = list(definition.tags)
         with self._write() as conn:
@@ -148,15 +155,18 @@ class TriggerRows(SqlSession):
         return self.get_trigger(definition.name)
 
     @patient("write")
-    def set_trigger_paused(self, name: str, paused: bool) -> TriggerRecord:
+    def set_trigger_paused(
+        self, name: str, paused: bool, *, at: datetime | None = None
+    ) -> TriggerRecord:
         """Pause or resume a trigger; a paused trigger claims no ticks.
 
-        Resuming counts as a fresh start: the ticks it slept through are not missed ones.
+        Resuming counts as a fresh start at ``at`` (default: now): the ticks it slept through
+        are not missed ones.
 
         Raises:
             NotFoundError: no such trigger.
         """
-        at = now()
+        at = at or now()
         values: dict[str, Any] = {"paused": paused, "updated_at": at}
         with self._write() as conn:
             row = conn.execute(select(trigger.c.paused).where(trigger.c.name == name)).first()
