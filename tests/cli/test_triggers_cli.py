@@ -138,7 +138,7 @@ def test_create_list_show_on_postgresql(tmp_path: Path, pg_url: str) -> None:
     ("options", "named"),
     [
         (["--cron", "0 2 * *"], "'0 2 * *'"),
-        (["--cron", "61 * * * *"], "61 * * * *"),
+        (["--cron", "61 * * * *"], "minute '61' is not 0-59"),
         (["--cron", "0 2 * * *", "--timezone", "Mars/Olympus"], "'Mars/Olympus'"),
         (["--every", "0s"], "0s"),
         (["--once-at", "2020-01-01T00:00:00Z"], "2020-01-01"),
