@@ -86,7 +86,8 @@ def test_a_trigger_is_active_from_the_callers_clock(workspace: Workspace) -> Non
     assert same.active_since == later  # not a change of schedule
     moved = store.update_trigger(_definition(cron="0 3 * * *"), at=AT + timedelta(hours=3))
     assert moved.active_since == AT + timedelta(hours=3)
-    assert store.create_trigger(_definition("now")).active_since > AT  # default: the store's now
+    fresh = store.create_trigger(_definition("now")).active_since
+    assert fresh is not None and fresh > AT  # default: the store's now
 
 
 def test_a_tick_is_claimed_once_and_settled(workspace: Workspace) -> None:
