@@ -345,6 +345,67 @@ def test_gc_never_removes_what_a_running_task_wrote_and_has_not_linked_yet(
         GATE.clear()
 
 
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_gc_keeps_an_old_unreferenced_object_a_running_task_stores_again(
+    where: str, request: pytest.FixtureRequest
+) -> None:
+    ws: Workspace = request.getfixturevalue(
+        "sqlite_workspace" if where == "local" else "s3_workspace"
+    )
+    results: dict[str, Any] = {}
+
+    def start() -> None:
+        GATE.update(gate=threading.Event(), stored=threading.Event(), tag="same again")
+        thread = threading.Thread(
+            target=lambda: results.update(
+                run=pt.run(FLOW, {"rows": 6}, executor="inline", workspace=ws)
+            )
+        )
+        thread.start()
+        assert GATE["stored"].wait(30), "the task never stored its value"
+        results["thread"] = thread
+
+    def finish() -> pt.Run:
+        GATE["gate"].set()
+        results["thread"].join(30)
+        run: pt.Run = results["run"]
+        return run
+
+    try:
+        start()
+        first = finish()
+        key = GATE["key"]
+        delete_runs(ws.store, [first.id], actor="ana")
+        assert key not in ws.store.referenced_keys(), "its only run is deleted: garbage"
+        stray = ws.cas.put_bytes(b"garbage that nobody stores again").key
+        if where == "local":
+            old = time.time() - 7200
+            for aged in (key, stray):
+                os.utime(ws.cas.path_of(aged), (old, old))
+            cutoff = time.time() - 3600
+        else:
+            # An S3 object's time cannot be set back and is read to the second: let it age.
+            stored = time.time()
+            time.sleep(2.5)
+            cutoff = stored + 1.2
+        # The object's time is before the cutoff, the new put after it, however long gc takes.
+        at_cutoff = cutoff + 3600
+
+        start()  # stores the same value again: its key is stored, so nothing is uploaded
+        assert GATE["key"] == key and key not in ws.store.referenced_keys()
+        during = collect_garbage(ws.store, ws.cas, actor="ana", clock=lambda: at_cutoff)
+        assert key not in during.keys, "an old object a running task stored again was removed"
+        assert stray in during.keys and not ws.cas.exists(stray), "old garbage still goes"
+        second = finish()
+        assert second.successful
+        link = next(k for k in ws.store.links(second.id) if k.name == "inflight")
+        assert link.artifact.key == key and ws.cas.verify(key) == link.artifact.size
+    finally:
+        if "gate" in GATE:
+            GATE["gate"].set()
+        GATE.clear()
+
+
 def test_the_workspace_scheduler_applies_the_retention_setting(tmp_path: Path) -> None:
     settings = Settings.for_home(
         tmp_path / "home", retention=({"older_than": "30d", "status": ["cancelled"]},)

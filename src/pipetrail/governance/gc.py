@@ -12,11 +12,12 @@ that appears later is never a candidate, and each candidate's age is checked aga
 before it is removed. Keep the grace (default one hour) longer than any task takes between
 storing a value and ending.
 
-One case the age cannot see: a task that stores content identical to garbage finds it stored
-and writes nothing, so the object keeps its old time. Closing that needs the artifact store to
-refresh an object's time when a put finds it stored (a follow-up for its put paths); until
-then a value whose only earlier copy belonged to deleted runs can lose its object if a gc
-runs between that put and the end of its task.
+A task that stores content identical to garbage finds it stored and writes nothing, so the
+object's own time is old. The artifact store's put claims such an object instead (it sets a
+local file's time to now, or writes a claim beside a remote object), and removal goes through
+:meth:`ContentAddressedStore.delete_unclaimed`, which moves each object aside before it reads
+its time and claims and puts back one claimed meanwhile. So an object stored again within the
+grace stays, whenever the put happens during the collection.
 """
 
 from __future__ import annotations
@@ -116,24 +117,37 @@ def collect_garbage(
     if candidates:
         # Read again just before removing: a link recorded since the first read keeps its object.
         referenced = store.referenced_keys()
+    unreferenced: dict[str, int] = {}
     for key, size in candidates:
         if key in referenced:
             in_use += 1
-            continue
-        modified_at = cas.modified(key)
-        if modified_at is None:
-            continue  # someone else removed it
-        if clock() - modified_at < grace_s:
-            young.append((key, size))  # written again since the listing (a write healed it)
-            continue
-        if dry_run or cas.delete(key):
-            removed.append((key, size))
+        else:
+            unreferenced[key] = size
+    if dry_run:
+        for key, size in unreferenced.items():
+            modified_at = cas.modified(key)
+            if modified_at is None:
+                continue  # someone else removed it
+            if clock() - modified_at < grace_s:
+                young.append((key, size))  # written again since the listing (a write healed it)
+            else:
+                removed.append((key, size))
+    elif unreferenced:
+        # Stored again or claimed since the listing (a task re-storing the same content): kept.
+        gone = set(cas.delete_unclaimed(unreferenced, before=clock() - grace_s))
+        for key, size in unreferenced.items():
+            if key in gone:
+                removed.append((key, size))
+            elif cas.exists(key):
+                young.append((key, size))
     temporaries = 0
     temporary_bytes = 0
     for name, size, modified in list(cas.temporaries()):
         if now - modified >= grace_s and (dry_run or cas.delete_temporary(name)):
             temporaries += 1
             temporary_bytes += size
+    if not dry_run:
+        cas.expire_claims(now - grace_s)
     rows = store.collect_rows({k for k, _ in young}, dry_run=dry_run)
     report = GcReport(
         dry_run=dry_run,

@@ -7,6 +7,7 @@ import io
 import os
 import re
 import tempfile
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
@@ -31,7 +32,13 @@ from pipetrail.storage.artifacts.digests import (
     digest_tree,
 )
 from pipetrail.storage.artifacts.folder import FolderWriter, write_views
-from pipetrail.storage.artifacts.remote import Spool, bucket_missing, reason
+from pipetrail.storage.artifacts.remote import (
+    Spool,
+    bucket_missing,
+    list_claims,
+    modified_at,
+    reason,
+)
 
 if TYPE_CHECKING:
     from _typeshed import ReadableBuffer
@@ -48,6 +55,9 @@ _VERIFY_READ = 1024 * 1024
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
+# Claims of content found already stored in a remote store (see _claim_remote); two levels
+# deep and named by more than a key, so no listing takes one for an object.
+_CLAIMS_DIR = "claims"
 
 
 @dataclass(frozen=True)
@@ -104,6 +114,9 @@ class ContentAddressedStore:
                 # Each store has its own filesystem object, so no listing another user of
                 # fsspec cached in this process can hide content that was written since.
                 options.setdefault("skip_instance_cache", True)
+                # Nor may a listing of its own (gc lists the store) answer a later check of one
+                # object: s3fs would say an object another process removed since is there.
+                options.setdefault("use_listings_cache", False)
             fs, root = fsspec.core.url_to_fs(url, **options)
         except (ValueError, ImportError, TypeError) as exc:
             raise ConfigError(f"cannot open artifact store {url!r}: {exc}") from exc
@@ -288,10 +301,10 @@ class ContentAddressedStore:
         views = [byte_view(buffer) for buffer in buffers]
         key, size = digest_buffers(views)
         if not self._local:
-            if self._remote_size(self._path(key), f"store artifact {key!r} ({size} bytes)") == size:
+            if self._claim_remote(key, size):
                 return PutResult(key=key, size=size, existed=True)
             return self._put_remote(lambda out: write_views(out, views, "a local spool file"))
-        if self._folder.holds(self._path(key), size):
+        if self._folder.claim(self._path(key), size):
             return PutResult(key=key, size=size, existed=True)
         tmp, _ = self._folder.write(lambda target, tmp: write_views(target, views, tmp))
         return self._link(tmp, key, size)
@@ -356,16 +369,33 @@ class ContentAddressedStore:
                 raise
             key, size = writer.hexdigest(), writer.size
             final = self._path(key)
-            action = f"store artifact {key!r} ({size} bytes)"
-            if self._remote_size(final, action) == size:
+            if self._claim_remote(key, size):
                 return PutResult(key=key, size=size, existed=True)
-            with self._remote(action):
+            with self._remote(f"store artifact {key!r} ({size} bytes)"):
                 if spool.file is None:
                     self._fs.pipe_file(final, bytes(spool.buffer))
                 else:
                     spool.file.flush()
                     self._fs.put_file(spool.file.name, final)
         return PutResult(key=key, size=size, existed=False)
+
+    def _claim_remote(self, key: str, size: int) -> bool:
+        """Whether ``key`` holds ``size`` bytes in a remote store; if so, claim it.
+
+        A claim is a new empty object under ``claims/<key>/``, written *before* the object is
+        checked once more, while garbage collection removes an object first and only then looks
+        for its claims (:meth:`delete_unclaimed`). Whichever comes second sees the other: the
+        writer finds the object gone and uploads it, or the collection finds the claim and puts
+        the object back. An object's own time cannot serve: S3 has no touch, and a copy onto
+        itself costs as much as the object is large.
+        """
+        path = self._path(key)
+        action = f"store artifact {key!r} ({size} bytes)"
+        if self._remote_size(path, action) != size:
+            return False
+        with self._remote(action):
+            self._fs.pipe_file(f"{self._root}/{_CLAIMS_DIR}/{key}/{uuid.uuid4().hex}", b"")
+        return self._remote_size(path, action) == size
 
     def _stream_verified(self, key: str, sink: Callable[[bytes], object]) -> int:
         hasher = new_hasher()
@@ -448,7 +478,7 @@ class ContentAddressedStore:
             for path, info in found.items():
                 key = "".join(str(path).rstrip("/").rsplit("/", 2)[-2:])
                 if _is_key(key) and info.get("type") == "file":
-                    yield key, int(info["size"]), _modified(info)
+                    yield key, int(info["size"]), modified_at(info)
             return
         try:
             shards = [e for e in os.scandir(self._root) if len(e.name) == 2 and e.is_dir()]
@@ -464,9 +494,17 @@ class ContentAddressedStore:
             raise ArtifactError(f"could not list artifacts in {self._root!r}: {exc}") from exc
 
     def temporaries(self) -> Iterator[tuple[str, int, float]]:
-        """Temporary files of writes to a local folder (in progress, or left by a crash), as
-        ``(name, size, last modified)``; none elsewhere (remote writes spool locally)."""
+        """Temporary files of writes to a local folder (in progress, or left by a crash), and
+        objects a garbage collection moved aside (left by a crash), as ``(name, size, last
+        modified)``. Remote writes spool locally, so a remote store has only the latter."""
         if not self._local:
+            with self._remote("list the store's temporary objects"):
+                top = f"{self._root}/{_TMP_DIR}"
+                found = self._fs.find(top, detail=True) if self._fs.exists(top) else {}
+            for path, info in found.items():
+                name = str(path).rstrip("/").rsplit("/", 1)[-1]
+                if info.get("type") == "file" and name.startswith("gc-"):
+                    yield name, int(info["size"]), modified_at(info)
             return
         try:
             for entry in os.scandir(f"{self._root}/{_TMP_DIR}"):
@@ -485,7 +523,7 @@ class ContentAddressedStore:
         if not self._local:
             with self._remote(f"check artifact {key!r}"):
                 try:
-                    return _modified(self._fs.info(path))
+                    return modified_at(self._fs.info(path))
                 except FileNotFoundError:
                     return None
         try:
@@ -518,10 +556,100 @@ class ContentAddressedStore:
             raise ArtifactError(f"could not delete artifact {key!r} at {path!r}: {exc}") from exc
         return True
 
+    def delete_unclaimed(self, keys: Iterable[str], *, before: float) -> list[str]:
+        """Remove the objects under ``keys`` that nobody wrote or claimed since ``before``.
+
+        A put that finds its content already stored claims it (a local file's modification
+        time is set to now; a remote object gets a claim, see :meth:`_claim_remote`), so an
+        object a running task has just stored again is not removed even if its first copy is
+        old. Safe against such a put at any moment: each object is first moved aside (a rename
+        in a local folder, a server-side copy elsewhere), and only then are its time and claims
+        read; one claimed meanwhile is put back.
+
+        Args:
+            keys: Keys of the objects to remove, if unclaimed.
+            before: Seconds since the epoch; a write or claim at or after it keeps the object.
+
+        Returns:
+            The keys whose objects were removed.
+
+        Raises:
+            NotFoundError: a key is malformed.
+            ArtifactError: The store failed.
+        """
+        keys = list(keys)
+        for key in keys:
+            self._path(key)  # every key checked before anything is removed
+        if not self._local:
+            return self._delete_unclaimed_remote(keys, before)
+        return [k for k in keys if self._folder.remove_unclaimed(self._path(k), before, k)]
+
+    def _delete_unclaimed_remote(self, keys: list[str], before: float) -> list[str]:
+        claimed = self._claims(before)
+        aside: dict[str, str] = {}
+        with self._remote("remove unreferenced artifacts"):
+            for key in keys:
+                if key in claimed:
+                    continue
+                path = self._path(key)
+                try:
+                    if modified_at(self._fs.info(path)) >= before:
+                        continue  # written again since the caller listed it
+                except FileNotFoundError:
+                    continue  # someone else removed it
+                copy = f"{self._root}/{_TMP_DIR}/gc-{uuid.uuid4().hex}"
+                self._fs.copy(path, copy)
+                aside[key] = copy
+            if aside:
+                self._fs.rm([self._path(key) for key in aside])
+            # Only now, with the objects gone, are claims read again: a put that claimed one
+            # before it went wrote its claim first, so it is in this listing.
+            claimed = self._claims(before)
+            for key, copy in aside.items():
+                if key in claimed:
+                    self._fs.copy(copy, self._path(key))
+            if aside:
+                self._fs.rm(list(aside.values()))
+        return [key for key in aside if key not in claimed]
+
+    def _claims(self, before: float) -> set[str]:
+        """Keys claimed at or after ``before`` in a remote store."""
+        found = self._claim_listing()
+        return {key for key, _, modified in found if modified >= before}
+
+    def _claim_listing(self) -> list[tuple[str, str, float]]:
+        """Every claim in a remote store as ``(key, path, time)``."""
+        found = list_claims(self._fs, f"{self._root}/{_CLAIMS_DIR}")
+        return [(key, path, at) for key, path, at in found if _is_key(key)]
+
+    def expire_claims(self, before: float) -> int:
+        """Remove the claims (see :meth:`_claim_remote`) made before ``before``; how many.
+
+        Each claim is an object of its own, never rewritten, so one made since is never removed.
+        Local folders keep none (a claim there is a file's modification time).
+
+        Raises:
+            ArtifactError: The store failed.
+        """
+        if self._local:
+            return 0
+        with self._remote("remove old artifact claims"):
+            old = [path for _, path, modified in self._claim_listing() if modified < before]
+            if old:
+                self._fs.rm(old)
+        return len(old)
+
     def delete_temporary(self, name: str) -> bool:
         """Remove the temporary file ``name`` of :meth:`temporaries`; False when it is gone."""
-        if not self._local or "/" in name or name in ("", ".", ".."):
+        if "/" in name or name in ("", ".", ".."):
             return False
+        if not self._local:
+            with self._remote(f"delete {self._root}/{_TMP_DIR}/{name}"):
+                try:
+                    self._fs.rm_file(f"{self._root}/{_TMP_DIR}/{name}")
+                except FileNotFoundError:
+                    return False
+            return True
         try:
             os.unlink(f"{self._root}/{_TMP_DIR}/{name}")
         except FileNotFoundError:
@@ -546,22 +674,3 @@ def _copy(source: io.BufferedReader, name: str, out: BinaryIO) -> None:
 
 def _is_key(key: object) -> bool:
     return isinstance(key, str) and _KEY.fullmatch(key) is not None
-
-
-def _modified(info: Mapping[str, Any]) -> float:
-    """Last-modified time of an fsspec ``info`` entry (s3fs: ``LastModified``; others:
-    ``mtime`` or ``created``), in seconds since the epoch. When none is given it is now: an
-    object of unknown age counts as new, which garbage collection never removes."""
-    import time
-    from datetime import datetime
-
-    for name in ("LastModified", "mtime", "last_modified", "updated", "created"):
-        value = info.get(name)
-        if isinstance(value, datetime):
-            return value.timestamp()
-        if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return time.time()

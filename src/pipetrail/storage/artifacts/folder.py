@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import uuid
 from collections.abc import Callable, Iterable
@@ -49,6 +50,29 @@ class FolderWriter:
             raise ArtifactError(f"could not check artifact file {path!r}: {exc}") from exc
         return S_ISREG(info.st_mode) and info.st_size == size
 
+    def claim(self, path: str, size: int) -> bool:
+        """Whether a file of ``size`` bytes is at ``path``; if so its modification time is now.
+
+        The new time is what keeps the file from garbage collection, which removes only
+        content unclaimed for a while: a writer that finds its content already stored claims
+        it this way instead of writing it. The time is set first, so a file that a collection
+        has just moved aside is not claimed (the caller writes it afresh). A file this process
+        may not touch is not claimed either, so the caller writes a fresh copy over it.
+
+        Raises:
+            ArtifactError: ``path`` could not be checked.
+        """
+        try:
+            os.utime(path)
+            info = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            return False
+        except OSError as exc:
+            if exc.errno == errno.EROFS:
+                return False
+            raise ArtifactError(f"could not check artifact file {path!r}: {exc}") from exc
+        return S_ISREG(info.st_mode) and info.st_size == size
+
     def write(self, fill: Callable[[IO[bytes], str], _T]) -> tuple[str, _T]:
         """A new, complete temporary file, and what ``fill`` returned.
 
@@ -86,7 +110,8 @@ class FolderWriter:
 
     def commit(self, tmp: str, path: str, size: int) -> bool:
         """Move the complete file ``tmp`` to ``path`` unless a file of ``size`` bytes is already
-        there; True when it was (``tmp`` is then removed).
+        there; True when it was (``tmp`` is then removed and that file claimed, see
+        :meth:`claim`).
 
         Raises:
             OSError: The move failed; ``tmp`` is left for the caller to discard.
@@ -97,18 +122,57 @@ class FolderWriter:
             os.link(tmp, path)
             existed = False
         except FileExistsError:
-            existed = os.path.getsize(path) == size
-            if not existed:
-                os.replace(tmp, path)  # heal a truncated file left by a crash before fsync
+            if not self.claim(path, size):
+                # Heal a truncated file left by a crash before fsync; or the file was just
+                # moved aside by garbage collection, or is not ours to claim: a fresh copy.
+                os.replace(tmp, path)
                 return False
+            existed = True
         except OSError:
             # No hard links on this filesystem: a rename is just as atomic.
-            if not (os.path.isfile(path) and os.path.getsize(path) == size):
+            if not self.claim(path, size):
                 os.replace(tmp, path)
                 return False
             existed = True
         os.unlink(tmp)
         return existed
+
+    def remove_unclaimed(self, path: str, before: float, name: str) -> bool:
+        """Remove the file at ``path`` unless it was written or claimed (:meth:`claim`) at or
+        after ``before`` (seconds since the epoch); True when it was removed.
+
+        The file is first moved aside into the temporary folder and its time read only there: a
+        claim before the move shows in that time, and one after it finds no file (its writer
+        then writes the content afresh). A claimed file is linked back, unless a fresh copy is
+        there already. ``name`` says what the file is, for errors.
+
+        Raises:
+            ArtifactError: The file could not be moved, or put back.
+        """
+        aside = f"{self._tmp_dir}/gc-{uuid.uuid4().hex}"
+        try:
+            os.makedirs(self._tmp_dir, exist_ok=True)
+            os.rename(path, aside)
+        except FileNotFoundError:
+            return False  # someone else removed it
+        except OSError as exc:
+            raise ArtifactError(f"could not remove artifact {name!r} at {path!r}: {exc}") from exc
+        try:
+            try:
+                claimed = os.stat(aside).st_mtime >= before
+            except FileNotFoundError:
+                return False  # a collection at the same time took it for a leftover
+            if not claimed:
+                os.unlink(aside)
+                return True
+            with contextlib.suppress(FileExistsError):  # a writer found it gone and wrote it
+                os.link(aside, path)
+            os.unlink(aside)
+        except OSError as exc:
+            raise ArtifactError(
+                f"could not put artifact {name!r} back from {aside!r} at {path!r}: {exc}"
+            ) from exc
+        return False
 
     def discard(self, tmp: str) -> None:
         """Remove ``tmp`` if it is there, never raising."""

@@ -5,12 +5,16 @@ from __future__ import annotations
 import contextlib
 import io
 import tempfile
-from typing import IO, TYPE_CHECKING
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import fsspec
     from _typeshed import ReadableBuffer
 
-__all__ = ["Spool", "bucket_missing", "reason"]
+__all__ = ["Spool", "bucket_missing", "list_claims", "modified_at", "reason"]
 
 # Exception class names (anywhere in the MRO) that mean the endpoint could not be reached:
 # botocore's, aiohttp's and the builtin's, named so that none of them is imported here.
@@ -89,6 +93,36 @@ def reason(exc: BaseException, action: str) -> str:
     else:
         why = f"{type(exc).__name__}: {detail}"
     return f"could not {action}: {why}"
+
+
+def list_claims(fs: fsspec.AbstractFileSystem, top: str) -> list[tuple[str, str, float]]:
+    """The claims under ``top`` (``top/<key>/<unique name>``, empty objects) as ``(key, path,
+    time)``; the key is not checked."""
+    try:
+        found = fs.find(top, detail=True)
+    except FileNotFoundError:
+        return []
+    return [
+        (str(path).rstrip("/").rsplit("/", 2)[-2], str(path), modified_at(info))
+        for path, info in found.items()
+        if info.get("type") == "file" and str(path).count("/") > top.count("/") + 1
+    ]
+
+
+def modified_at(info: Mapping[str, Any]) -> float:
+    """Last-modified time of an fsspec ``info`` entry (s3fs: ``LastModified``; others:
+    ``mtime`` or ``created``), in seconds since the epoch. When none is given it is now: an
+    object of unknown age counts as new, which garbage collection never removes."""
+    for name in ("LastModified", "mtime", "last_modified", "updated", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return time.time()
 
 
 def _close_quietly(fileobj: IO[bytes]) -> None:
