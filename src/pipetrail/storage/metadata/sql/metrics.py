@@ -84,13 +84,18 @@ class MetricRows(SqlSession):
     @patient("read")
     def latest_metrics_of(self, run_ids: Sequence[int]) -> dict[int, dict[str, float]]:
         """The latest value of each metric of many runs, by run id, in one query per 1,000
-        runs (a page of runs reads its metrics at once, not one query per run)."""
+        runs (a page of runs reads its metrics at once, not one query per run).
+
+        The rows are the driver's tuples: a SQLAlchemy ``Row`` for each of a page's thousands
+        of (run, name, value) rows cost more than the query.
+        """
+        # Imported here: this function's edit stays its own (the write side above is shared).
+        from pipetrail.storage.metadata.sql.run_records import chunks, driver_rows
+
         found: dict[int, dict[str, float]] = {run_id: {} for run_id in run_ids}
-        ids = list(found)
         with self._read() as conn:
-            for start in range(0, len(ids), _IN_CHUNK):
-                chunk = ids[start : start + _IN_CHUNK]
-                for run_id, name, value in conn.execute(_LATEST_OF, {"ids": chunk}).all():
+            for chunk in chunks(list(found)):
+                for run_id, name, value in driver_rows(conn, _LATEST_OF, {"ids": chunk}):
                     found[run_id][name] = value
         return found
 

@@ -40,7 +40,7 @@ from pipetrail.storage.metadata.base import (
     VersionStats,
 )
 from pipetrail.storage.metadata.sql.engine import Prepared, for_update, upsert
-from pipetrail.storage.metadata.sql.run_records import RUN_COLUMNS, build_records
+from pipetrail.storage.metadata.sql.run_records import RUN_COLUMNS, driver_rows, records_of
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_plan
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
@@ -60,20 +60,8 @@ from pipetrail.storage.metadata.sql.tables import (
 __all__ = ["RunRows"]
 
 _ENDED = frozenset(s.value for s in RUN_TERMINAL)
-#: Where a row of ``RUN_COLUMNS`` has the version and the upstream run.
+#: Where a row of ``RUN_COLUMNS`` has the version.
 _VERSION_AT = [c.name for c in RUN_COLUMNS].index("version_id")
-_UPSTREAM_AT = [c.name for c in RUN_COLUMNS].index("upstream_run_id")
-#: Most ids bound in one ``IN (…)`` (SQLite allows 32,766 parameters in a statement).
-_IN_CHUNK = 1000
-#: The read path's fixed statements, built once (their compiled forms are cached).
-_TAGS_OF = (
-    select(run_tag.c.run_id, run_tag.c.tag, run_tag.c.system)
-    .where(run_tag.c.run_id.in_(bindparam("ids", expanding=True)))
-    .order_by(run_tag.c.tag)
-)
-_DAGS_OF = select(pipeline_version.c.id, pipeline_version.c.dag).where(
-    pipeline_version.c.id.in_(bindparam("ids", expanding=True))
-)
 
 
 def _run_rows(*extra: Any) -> Select[Any]:
@@ -640,41 +628,15 @@ class RunRows(SqlSession):
         stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
         if limit is not None:
             stmt = stmt.limit(limit)
-        # Plain tuples, decoded by the records when a field is read (run_records.py).
-        rows = conn.execute(stmt).all()
-        if not rows:
-            return []
-        return self._records(conn, rows)
+        # The driver's tuples, decoded by the records when a field is read (run_records.py).
+        return self._records(conn, driver_rows(conn, stmt))
 
     def _records(
         self, conn: Connection, rows: Sequence[Any], dags: dict[int, Any] | None = None
     ) -> list[RunRecord]:
         """Records of rows of ``_run_rows()`` with their tags, DAGs (unless given) and the
         pathspecs of their upstream runs: a query for each, whatever the number of rows."""
-        ids = [r[0] for r in rows]
-        tags: dict[int, tuple[list[str], list[str]]] = {}
-        for chunk in _chunks(ids):
-            for run_id, tag, system in conn.execute(_TAGS_OF, {"ids": chunk}).all():
-                found = tags.get(run_id)
-                if found is None:
-                    found = tags[run_id] = ([], [])
-                found[1 if system else 0].append(tag)
-        # One decoded DAG per version, not per run: thousands of runs share a handful.
-        if dags is None:
-            version_ids = list({r[_VERSION_AT] for r in rows})
-            dags = dict(conn.execute(_DAGS_OF, {"ids": version_ids}).all())
-        upstream = self._pathspecs(conn, {r[_UPSTREAM_AT] for r in rows} - {None})
-        return build_records(rows, tags, dags, upstream)
-
-    def _pathspecs(self, conn: Connection, run_ids: set[int]) -> dict[int, str]:
-        if not run_ids:
-            return {}
-        rows = conn.execute(
-            select(pipeline_run.c.id, pipeline.c.name)
-            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
-            .where(pipeline_run.c.id.in_(run_ids))
-        )
-        return {r.id: f"{r.name}/{r.id}" for r in rows}
+        return records_of(conn, rows, dags)
 
     @patient("read")
     def get_environment(self, env_hash: str) -> dict[str, Any]:
@@ -993,11 +955,6 @@ def _conditions(query: RunQuery, *, planned: bool = True) -> list[Any]:
             pipeline_run.c.id.in_(select(run_tag.c.run_id).where(run_tag.c.tag == tag))
         )
     return conditions
-
-
-def _chunks(ids: Sequence[int]) -> Iterator[Sequence[int]]:
-    for start in range(0, len(ids), _IN_CHUNK):
-        yield ids[start : start + _IN_CHUNK]
 
 
 def _only_pipeline_and_status(query: RunQuery) -> bool:
