@@ -17,7 +17,7 @@ import pytest
 import pipetrail as pt
 from pipetrail.config import Settings, load_settings
 from pipetrail.core.status import RunStatus, TaskStatus
-from pipetrail.errors import ConfigError
+from pipetrail.errors import ConfigError, UsageError
 from pipetrail.governance.gc import collect_garbage
 from pipetrail.governance.retention import (
     RetentionRule,
@@ -27,6 +27,7 @@ from pipetrail.governance.retention import (
     retention_job,
     select_runs,
 )
+from pipetrail.provenance.environment import current_user
 from pipetrail.scheduling.launcher import LaunchOrder
 from pipetrail.scheduling.scheduler import Scheduler
 from pipetrail.storage.artifacts.serializers import load_from_store
@@ -214,6 +215,48 @@ def test_the_scheduler_applies_the_rules_once_per_period_of_all_schedulers(
     assert {r.id for r in ws.store.list_runs(_all())} == {young}
     deleted = ws.store.governance_events(action="run_deleted")
     assert sorted(e.run_id or 0 for e in deleted) == sorted([*old, again])
+
+
+def _keeps(ws: Workspace, run_id: int) -> list[tuple[str, str]]:
+    return [
+        (e.action, e.actor)
+        for e in ws.store.governance_events(run_id=run_id)
+        if e.action in ("run_kept", "run_unkept")
+    ]
+
+
+def test_keeping_a_run_and_unkeeping_it_are_governance_events(
+    sqlite_workspace: Workspace,
+) -> None:
+    ws = sqlite_workspace
+    run = pt.run(OTHER, {"rows": 1}, executor="inline", workspace=ws).id
+    ws.store.change_tags(run, add=["keep", "x"], actor="ana")
+    ws.store.change_tags(run, add=["keep"], actor="ana")  # kept already: no change, no event
+    ws.store.change_tags(run, remove=["keep"], add=["y"], actor="bo")
+    ws.store.change_tags(run, remove=["keep"], actor="bo")  # not kept: nothing to record
+    ws.store.change_tags(run, add=["z"], actor="bo")  # another tag: no governance event
+    assert _keeps(ws, run) == [("run_kept", "ana"), ("run_unkept", "bo")]
+    kept = ws.store.governance_events(run_id=run, action="run_kept")[0]
+    assert kept.message == f"kept run gc-other/{run}: tag 'keep' added, so no deletion removes it"
+    assert kept.detail == {"pathspec": f"gc-other/{run}", "status": "completed", "tag": "keep"}
+    assert set(ws.store.get_run(run).user_tags) == {"x", "y", "z"}
+    tags = [(e.actor, e.message) for e in ws.store.events(run) if e.kind == "tags"]
+    assert tags == [
+        ("ana", "+keep +x"),
+        ("ana", "+keep"),
+        ("bo", "+y -keep"),
+        ("bo", "-keep"),
+        ("bo", "+z"),
+    ]
+
+    # A refused change writes nothing: no tag, no event.
+    system = sorted(ws.store.get_run(run).system_tags)[0]
+    with pytest.raises(UsageError, match="cannot remove system tag"):
+        ws.store.change_tags(run, add=["keep"], remove=[system], actor="ana")
+    assert "keep" not in ws.store.get_run(run).user_tags and len(_keeps(ws, run)) == 2
+    # Without an actor (Run.add_tag from Python) the local user is named.
+    ws.store.change_tags(run, add=["keep"])
+    assert _keeps(ws, run)[-1] == ("run_kept", current_user())
 
 
 # -- garbage collection ------------------------------------------------------------------------

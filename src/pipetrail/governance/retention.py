@@ -29,7 +29,7 @@ from typing import Any
 from pipetrail.core.status import RUN_TERMINAL, RunStatus
 from pipetrail.errors import ConfigError, DefinitionError
 from pipetrail.storage.metadata.base import MetadataStore, RunQuery
-from pipetrail.storage.metadata.retention import DeletedRun, RunFacts
+from pipetrail.storage.metadata.retention import KEEP_TAG, DeletedRun, RunFacts
 
 __all__ = [
     "KEEP_TAG",
@@ -45,8 +45,6 @@ __all__ = [
     "select_runs",
 ]
 
-#: The user tag that protects a run from deletion (by hand or by a rule).
-KEEP_TAG = "keep"
 #: What a rule's actor is in the record when the scheduler applies it.
 RETENTION_ACTOR = "retention"
 #: Most runs one rule deletes in one scheduler pass.

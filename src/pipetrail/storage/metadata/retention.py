@@ -14,12 +14,18 @@ from datetime import datetime
 from typing import Protocol
 
 __all__ = [
+    "KEEP_TAG",
     "DeletedRun",
     "RetentionStore",
     "RowsCollected",
     "RunFacts",
     "VersionUse",
 ]
+
+
+#: The user tag that protects a run from deletion (by hand or by a rule); a change of it is a
+#: governance event.
+KEEP_TAG = "keep"
 
 
 @dataclass(frozen=True)

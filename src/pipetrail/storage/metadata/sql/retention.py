@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import getpass
+import os
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, delete, exists, insert, or_, select, update
 
 from pipetrail.core.status import RunStatus
-from pipetrail.errors import NotFoundError
-from pipetrail.storage.metadata.retention import DeletedRun, RowsCollected, RunFacts, VersionUse
-from pipetrail.storage.metadata.sql.engine import for_update, insert_once
+from pipetrail.errors import NotFoundError, UsageError
+from pipetrail.storage.metadata.retention import (
+    KEEP_TAG,
+    DeletedRun,
+    RowsCollected,
+    RunFacts,
+    VersionUse,
+)
+from pipetrail.storage.metadata.sql.engine import for_update, insert_once, upsert
 from pipetrail.storage.metadata.sql.runs import tally
 from pipetrail.storage.metadata.sql.session import SqlSession, now, patient
 from pipetrail.storage.metadata.sql.tables import (
@@ -102,6 +110,106 @@ class RetentionRows(SqlSession):
                     )
                 )
         return DeletedRun(facts, deleted=not dry_run, cleared=cleared)
+
+    @patient("write")
+    def change_kept_tags(
+        self,
+        run_id: int,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        actor: str | None = None,
+    ) -> None:
+        """``change_tags`` for a change that names the protected tag :data:`KEEP_TAG`.
+
+        As ``change_tags`` (removals, then additions, a ``tags`` run event with ``actor``), and
+        when the run gains or loses ``keep``, a ``run_kept`` or ``run_unkept`` governance
+        event (who, when, which run), all in one transaction. Without ``actor`` the local user
+        is named: the protection of a run is never changed by nobody.
+
+        Raises:
+            NotFoundError: no such run.
+            UsageError: removing a system tag.
+        """
+        adding, removing = list(dict.fromkeys(add)), list(dict.fromkeys(remove))
+        with self._write() as conn:
+            lock = select(pipeline_run.c.status).where(pipeline_run.c.id == run_id)
+            if for_update(conn):
+                lock = lock.with_for_update()  # a deletion at the same time reads keep after this
+            status = conn.execute(lock).scalar_one_or_none()
+            if status is None:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            rows = conn.execute(
+                select(run_tag.c.tag, run_tag.c.system).where(run_tag.c.run_id == run_id)
+            ).all()
+            system = {tag for tag, is_system in rows if is_system}
+            kept = any(tag == KEEP_TAG and not is_system for tag, is_system in rows)
+            forbidden = [t for t in removing if t in system]
+            if forbidden:
+                raise UsageError(
+                    f"cannot remove system tag {forbidden[0]!r} of run {run_id}: system tags "
+                    "are set by pipetrail and never change"
+                )
+            had = {tag for tag, is_system in rows if not is_system}
+            removed = [t for t in removing if t in had]
+            if removing:
+                conn.execute(
+                    delete(run_tag).where(
+                        run_tag.c.run_id == run_id,
+                        run_tag.c.tag.in_(removing),
+                        run_tag.c.system.is_(False),
+                    )
+                )
+            added = [t for t in adding if t not in system]
+            tags = [{"run_id": run_id, "tag": t, "system": False} for t in added]
+            upsert(conn, run_tag, tags, ["run_id", "tag"])
+            at = now()
+            if actor is not None and (added or removing):
+                change = [f"+{t}" for t in added] + [f"-{t}" for t in removing]
+                conn.execute(
+                    insert(run_event),
+                    {
+                        "run_id": run_id,
+                        "kind": "tags",
+                        "status": status,
+                        "at": at,
+                        "message": " ".join(change),
+                        "actor": actor,
+                    },
+                )
+            after = (kept and KEEP_TAG not in removed) or KEEP_TAG in added
+            if after != kept:
+                self._keep_event(conn, run_id, actor or _local_user(), kept=after, at=at)
+
+    def _keep_event(
+        self,
+        conn: Connection,
+        run_id: int,
+        actor: str,
+        *,
+        kept: bool,
+        at: datetime,
+    ) -> None:
+        run = conn.execute(
+            select(pipeline_run.c.status, pipeline.c.name)
+            .join(pipeline, pipeline.c.id == pipeline_run.c.pipeline_id)
+            .where(pipeline_run.c.id == run_id)
+        ).one()
+        pathspec = f"{run.name}/{run_id}"
+        if kept:
+            message = f"kept run {pathspec}: tag {KEEP_TAG!r} added, so no deletion removes it"
+        else:
+            message = f"unkept run {pathspec}: tag {KEEP_TAG!r} removed"
+        conn.execute(
+            insert(governance_event).values(
+                at=at,
+                actor=actor,
+                action="run_kept" if kept else "run_unkept",
+                run_id=run_id,
+                message=message,
+                detail={"pathspec": pathspec, "status": run.status, "tag": KEEP_TAG},
+            )
+        )
 
     def _facts(self, conn: Connection, run_id: int) -> RunFacts:
         run = conn.execute(
@@ -381,3 +489,11 @@ class RetentionRows(SqlSession):
                 .values(at=now)
             ).rowcount
         return bool(claimed)
+
+
+def _local_user() -> str:
+    """Who runs this process, for a change made through the store without an actor."""
+    try:
+        return getpass.getuser()
+    except Exception:  # no such user in the password database, no USER variable
+        return os.environ.get("USER") or "unknown"

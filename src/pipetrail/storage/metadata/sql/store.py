@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sqlalchemy import bindparam, delete, update
 
+from pipetrail.core.model import RunRecord
 from pipetrail.storage.metadata.base import SpoolBatch
+from pipetrail.storage.metadata.retention import KEEP_TAG
 from pipetrail.storage.metadata.sql.bulk import BulkRows
 from pipetrail.storage.metadata.sql.engine import Prepared, upsert
 from pipetrail.storage.metadata.sql.metrics import MetricRows
@@ -66,6 +70,25 @@ class SqlMetadataStore(
             self._links(conn, batch.run_id, batch.task_id, batch.links, now())
             tags = [{"run_id": batch.run_id, "tag": t, "system": False} for t in batch.tags]
             upsert(conn, run_tag, tags, ["run_id", "tag"])
+
+    def change_tags(
+        self,
+        run_id: int,
+        *,
+        add: Iterable[str] = (),
+        remove: Iterable[str] = (),
+        actor: str | None = None,
+    ) -> RunRecord:
+        """Remove then add user tags of a run, in one transaction; see ``RunRows.change_tags``.
+
+        A change that names the protected tag ``keep`` goes through ``change_kept_tags``,
+        which also writes a governance event when the run gains or loses it.
+        """
+        add, remove = tuple(add), tuple(remove)
+        if KEEP_TAG in add or KEEP_TAG in remove:
+            self.change_kept_tags(run_id, add=add, remove=remove, actor=actor)
+            return self.get_run(run_id)
+        return super().change_tags(run_id, add=add, remove=remove, actor=actor)
 
     def delete_everything(self) -> None:
         """Drop every row: for tests that share a database between cases."""
