@@ -225,10 +225,8 @@ def _keeps(ws: Workspace, run_id: int) -> list[tuple[str, str]]:
     ]
 
 
-def test_keeping_a_run_and_unkeeping_it_are_governance_events(
-    sqlite_workspace: Workspace,
-) -> None:
-    ws = sqlite_workspace
+def test_keeping_a_run_and_unkeeping_it_are_governance_events(workspace: Workspace) -> None:
+    ws = workspace
     run = pt.run(OTHER, {"rows": 1}, executor="inline", workspace=ws).id
     ws.store.change_tags(run, add=["keep", "x"], actor="ana")
     ws.store.change_tags(run, add=["keep"], actor="ana")  # kept already: no change, no event
