@@ -133,6 +133,16 @@ def test_runs_commands_act_as_the_token_owner(cli: Cli) -> None:
     assert "not a token of this store" in refused(
         cli, "runs", "tag", "1", "--add", "x", token="guess"
     )
+    # Protecting a run from deletion, and lifting that, are governance events by the owner.
+    ok(cli, "runs", "tag", "1", "--add", "keep", token=erin)
+    ok(cli, "runs", "tag", "1", "--remove", "keep", token=erin)
+    ws = Workspace(Settings.for_home(cli.home))
+    try:
+        events = ws.store.governance_events(run_id=1)
+    finally:
+        ws.close()
+    kept = [(e.action, e.actor) for e in events if e.action.startswith("run_")]
+    assert kept == [("run_kept", "erin"), ("run_unkept", "erin")]
 
 
 def _get(url: str, token: str | None) -> int:
