@@ -232,3 +232,42 @@ def test_a_rejection_closes_the_request(
     assert "is rejected already" in error_of(late, 422)["message"]
     models = client.get("/api/models", headers=_as(tokens["eve"])).json()["models"]
     assert models[0]["aliases"] == {}
+
+
+def test_an_alias_is_removed_over_rest_and_a_guarded_one_only_by_an_admin(
+    governed: tuple[TestClient, dict[str, str]], run: Run
+) -> None:
+    client, tokens = governed
+    eve, ada = _as(tokens["eve"]), _as(tokens["ada"])
+    body = {"run": run.pathspec, "step": "train"}
+    client.post("/api/models/churn/versions", json=body, headers=eve)
+    for alias in ("staging", "production"):
+        moved = client.post(
+            "/api/models/churn/promotions", json={"version": 1, "alias": alias}, headers=eve
+        )
+        assert moved.status_code == 200, moved.text
+    client.put("/api/models/churn/policies/production", json={"approvers": 1}, headers=ada)
+
+    gone = client.delete("/api/models/churn/aliases/staging?reason=retired", headers=eve)
+    assert gone.status_code == 200, gone.text
+    assert gone.json()["model"]["aliases"] == {"production": 1}
+    missing = client.delete("/api/models/churn/aliases/staging", headers=eve)
+    assert "has no alias 'staging'" in error_of(missing, 404)["message"]
+
+    refused = client.delete("/api/models/churn/aliases/production", headers=eve)
+    assert error_of(refused, 403)["message"] == (
+        "removing churn@production, which has a policy, needs the admin role; token 'eve' has "
+        "the editor role"
+    )
+    before = client.get("/api/models/churn/events", headers=eve).json()["events"]
+    assert client.get("/api/models/churn", headers=eve).json()["model"]["aliases"] == {
+        "production": 1
+    }
+    done = client.delete("/api/models/churn/aliases/production", headers=ada)
+    assert done.status_code == 200 and done.json()["model"]["aliases"] == {}
+    log = client.get("/api/models/churn/events", headers=eve).json()["events"]
+    assert len(log) == len(before) + 1, "the refusal wrote nothing"
+    removals = [
+        (e["actor"], e["alias"], e["message"]) for e in log if e["action"] == "alias_removed"
+    ]
+    assert removals == [("eve", "staging", "retired"), ("ada", "production", None)]

@@ -170,6 +170,7 @@ def test_a_refused_action_writes_nothing(governed: Governed, flow_file: FlowWrit
         ("approver", "DELETE", "/api/tokens/vera", None),
         ("editor", "DELETE", f"/api/runs/{run.id}", None),
         ("approver", "POST", "/api/gc", {}),
+        ("viewer", "DELETE", "/api/models/churn/aliases/production", None),
     ]
     for role, method, url, body in attempts:
         response = governed.client.request(method, url, headers=governed.headers(role), json=body)

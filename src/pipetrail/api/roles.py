@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pipetrail.storage.metadata.governance import Role
 
 __all__ = [
+    "GUARDED_ALIAS_ROLES",
     "PUBLIC",
     "READ_METHODS",
     "ROUTE_ROLES",
@@ -54,6 +55,8 @@ ROUTE_ROLES: dict[tuple[str, str], Need] = {
     # The model registry: register a version, ask for (or, without a policy, make) a promotion.
     ("POST", "/api/models/{name}/versions"): "editor",
     ("POST", "/api/models/{name}/promotions"): "editor",
+    # Removing an alias: an editor's, unless it has a policy (GUARDED_ALIAS_ROLES).
+    ("DELETE", "/api/models/{name}/aliases/{alias}"): "editor",
     ("POST", "/api/promotions/{request_id}/withdraw"): "editor",
     # Deciding a promotion.
     ("POST", "/api/promotions/{request_id}/approve"): "approver",
@@ -66,6 +69,14 @@ ROUTE_ROLES: dict[tuple[str, str], Need] = {
     ("DELETE", "/api/runs/{run_id}"): "admin",
     ("POST", "/api/runs/delete"): "admin",
     ("POST", "/api/gc"): "admin",
+}
+
+
+#: Routes that need more than their entry above when the alias they name has a policy (moving
+#: or removing it is then governed): the handler checks this once it knows the alias. Moving a
+#: guarded alias goes through a promotion request instead, so only removal is here.
+GUARDED_ALIAS_ROLES: dict[tuple[str, str], Role] = {
+    ("DELETE", "/api/models/{name}/aliases/{alias}"): "admin",
 }
 
 

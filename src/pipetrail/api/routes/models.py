@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, Path, Query, Response
+from fastapi import APIRouter, Body, Path, Query, Request, Response
 
-from pipetrail.api.deps import Actor, Context
-from pipetrail.api.errors import ERROR_RESPONSES
+from pipetrail.api.deps import NO_NUL, Actor, Context
+from pipetrail.api.errors import ERROR_RESPONSES, ApiError
 from pipetrail.api.model_schemas import (
     AliasName,
     DecisionIn,
@@ -34,8 +34,10 @@ from pipetrail.api.model_schemas import (
     VersionList,
     VersionOut,
 )
+from pipetrail.api.roles import GUARDED_ALIAS_ROLES
 from pipetrail.core.bounds import MAX_ID
 from pipetrail.governance import registry, views
+from pipetrail.governance.identity import role_allows
 
 __all__ = ["router"]
 
@@ -168,6 +170,40 @@ def promote(
     else:
         response.headers["Location"] = f"/api/promotions/{done.request.id}"
     return PromotionOutcome.model_validate(views.promotion_json(done))
+
+
+_ALIAS_PATH = "/api/models/{name}/aliases/{alias}"
+
+
+@router.delete(
+    _ALIAS_PATH.removeprefix("/api"), response_model=ModelEnvelope, summary="Remove an alias"
+)
+def remove_alias(
+    ctx: Context,
+    name: Name,
+    alias: Alias,
+    actor: Actor,
+    request: Request,
+    reason: Annotated[
+        str | None,
+        Query(max_length=10_000, pattern=NO_NUL, description="Why (kept in the record)."),
+    ] = None,
+) -> ModelEnvelope:
+    """Remove the alias; the versions stay, and the removal is an event with who and why. An
+    alias with a policy is an admin's to remove (403 for any other role)."""
+    store = ctx.workspace.store
+    if registry.guarded(store, name, alias):
+        needed = GUARDED_ALIAS_ROLES[("DELETE", _ALIAS_PATH)]
+        role = getattr(request.state, "role", None)
+        if role is not None and not role_allows(role, needed):
+            raise ApiError(
+                403,
+                "ForbiddenError",
+                f"removing {name}@{alias}, which has a policy, needs the {needed} role; "
+                f"token {actor!r} has the {role} role",
+            )
+    registry.remove_alias(store, name, alias, actor=actor, reason=reason)
+    return _model(ctx, name)
 
 
 @router.get("/promotions", response_model=RequestList, summary="List promotion requests")
