@@ -9,6 +9,7 @@ a PostgreSQL store without statistics yet, ``EXISTS`` under ``or``/``not`` plann
 
 from __future__ import annotations
 
+import functools
 import operator
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -109,12 +110,27 @@ def search_plan(
 ) -> tuple[list[ColumnElement[bool]], SearchOrder]:
     """WHERE conditions for filter ``node`` and the ORDER BY for ``keys``, planned together.
 
+    Plans are kept (the last 256): a dashboard or a script runs the same searches again, and
+    planning one cost as much as fetching a page of its runs. They are keyed by the ``repr``
+    of the filter and the keys, which tells ``1`` from ``1.0`` and ``true`` (equal in Python,
+    not in a search: ``params.x = 1`` is a number, ``params.x = true`` a boolean).
+
     When the filter requires a metric the order sorts by (``metrics.accuracy > 0.9 … order by
     metrics.accuracy desc``), that metric's row is inner-joined and the filter's comparisons
     on it are made on the joined row: no run misses it, so the ORDER BY is the bare value and
     PostgreSQL walks the ``(name, value, run_id)`` index in order and stops at the limit,
     instead of sorting every matching run.
     """
+    ordered = tuple(keys)
+    conditions, order = _plan(repr(node), repr(ordered), node, ordered)
+    return list(conditions), order
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(
+    node_text: str, keys_text: str, node: Condition | None, keys: tuple[OrderKey, ...]
+) -> tuple[tuple[ColumnElement[bool], ...], SearchOrder]:
+    """:func:`search_plan` of ``node`` and ``keys`` (their reprs make the cache key exact)."""
     items: list[Condition] = []
     if node is not None:
         items = list(node.items) if isinstance(node, And) else [node]
@@ -132,7 +148,7 @@ def search_plan(
             conditions.append(on_alias)
             required.add(item.field.name)  # type: ignore[union-attr]
     if not keys:
-        return conditions, SearchOrder()
+        return tuple(conditions), SearchOrder()
     joins: list[tuple[FromClause, ColumnElement[bool]]] = []
     clauses: list[ColumnElement[Any]] = []
     for index, key in enumerate(keys):
@@ -159,7 +175,7 @@ def search_plan(
     # takes the (name, value, run_id) index's order whole instead of sorting equal values.
     joined = next((table for table, _ in joins if table in inner), None)
     clauses.append((pipeline_run.c.id if joined is None else joined.c.run_id).desc())
-    return conditions, SearchOrder(tuple(joins), tuple(clauses), inner)
+    return tuple(conditions), SearchOrder(tuple(joins), tuple(clauses), inner)
 
 
 def _on_alias(item: Condition, aliases: Mapping[str, FromClause]) -> ColumnElement[bool] | None:
