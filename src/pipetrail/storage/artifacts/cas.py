@@ -7,7 +7,6 @@ import io
 import os
 import re
 import tempfile
-import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
@@ -23,6 +22,7 @@ from pipetrail.errors import (
     NotFoundError,
     PipetrailError,
 )
+from pipetrail.storage.artifacts.claims import RemoteClaims
 from pipetrail.storage.artifacts.digests import (
     CHUNK_SIZE,
     HashingWriter,
@@ -35,7 +35,6 @@ from pipetrail.storage.artifacts.folder import FolderWriter, write_views
 from pipetrail.storage.artifacts.remote import (
     Spool,
     bucket_missing,
-    list_claims,
     modified_at,
     reason,
 )
@@ -55,9 +54,6 @@ _VERIFY_READ = 1024 * 1024
 
 _KEY = re.compile(r"[0-9a-f]{64}")
 _TMP_DIR = "tmp"
-# Claims of content found already stored in a remote store (see _claim_remote); two levels
-# deep and named by more than a key, so no listing takes one for an object.
-_CLAIMS_DIR = "claims"
 
 
 @dataclass(frozen=True)
@@ -126,6 +122,7 @@ class ContentAddressedStore:
         self._local = isinstance(fs, LocalFileSystem)
         self._folder = FolderWriter(f"{self._root}/{_TMP_DIR}", fsync=fsync)
         self._spool_dir = None if spool_dir is None else os.fspath(spool_dir)
+        self._claims = RemoteClaims(fs, self._root, f"{self._root}/{_TMP_DIR}")
 
     @staticmethod
     def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -380,21 +377,14 @@ class ContentAddressedStore:
         return PutResult(key=key, size=size, existed=False)
 
     def _claim_remote(self, key: str, size: int) -> bool:
-        """Whether ``key`` holds ``size`` bytes in a remote store; if so, claim it.
-
-        A claim is a new empty object under ``claims/<key>/``, written *before* the object is
-        checked once more, while garbage collection removes an object first and only then looks
-        for its claims (:meth:`delete_unclaimed`). Whichever comes second sees the other: the
-        writer finds the object gone and uploads it, or the collection finds the claim and puts
-        the object back. An object's own time cannot serve: S3 has no touch, and a copy onto
-        itself costs as much as the object is large.
-        """
+        """Whether ``key`` holds ``size`` bytes in a remote store; if so, claim it: the claim
+        is written *before* the object is checked once more (see ``claims.py`` for why)."""
         path = self._path(key)
         action = f"store artifact {key!r} ({size} bytes)"
         if self._remote_size(path, action) != size:
             return False
         with self._remote(action):
-            self._fs.pipe_file(f"{self._root}/{_CLAIMS_DIR}/{key}/{uuid.uuid4().hex}", b"")
+            self._claims.claim(key)
         return self._remote_size(path, action) == size
 
     def _stream_verified(self, key: str, sink: Callable[[bytes], object]) -> int:
@@ -560,7 +550,7 @@ class ContentAddressedStore:
         """Remove the objects under ``keys`` that nobody wrote or claimed since ``before``.
 
         A put that finds its content already stored claims it (a local file's modification
-        time is set to now; a remote object gets a claim, see :meth:`_claim_remote`), so an
+        time is set to now; a remote object gets a claim, see ``claims.py``), so an
         object a running task has just stored again is not removed even if its first copy is
         old. Safe against such a put at any moment: each object is first moved aside (a rename
         in a local folder, a server-side copy elsewhere), and only then are its time and claims
@@ -581,49 +571,12 @@ class ContentAddressedStore:
         for key in keys:
             self._path(key)  # every key checked before anything is removed
         if not self._local:
-            return self._delete_unclaimed_remote(keys, before)
+            with self._remote("remove unreferenced artifacts"):
+                return self._claims.remove_unclaimed({k: self._path(k) for k in keys}, before)
         return [k for k in keys if self._folder.remove_unclaimed(self._path(k), before, k)]
 
-    def _delete_unclaimed_remote(self, keys: list[str], before: float) -> list[str]:
-        claimed = self._claims(before)
-        aside: dict[str, str] = {}
-        with self._remote("remove unreferenced artifacts"):
-            for key in keys:
-                if key in claimed:
-                    continue
-                path = self._path(key)
-                try:
-                    if modified_at(self._fs.info(path)) >= before:
-                        continue  # written again since the caller listed it
-                except FileNotFoundError:
-                    continue  # someone else removed it
-                copy = f"{self._root}/{_TMP_DIR}/gc-{uuid.uuid4().hex}"
-                self._fs.copy(path, copy)
-                aside[key] = copy
-            if aside:
-                self._fs.rm([self._path(key) for key in aside])
-            # Only now, with the objects gone, are claims read again: a put that claimed one
-            # before it went wrote its claim first, so it is in this listing.
-            claimed = self._claims(before)
-            for key, copy in aside.items():
-                if key in claimed:
-                    self._fs.copy(copy, self._path(key))
-            if aside:
-                self._fs.rm(list(aside.values()))
-        return [key for key in aside if key not in claimed]
-
-    def _claims(self, before: float) -> set[str]:
-        """Keys claimed at or after ``before`` in a remote store."""
-        found = self._claim_listing()
-        return {key for key, _, modified in found if modified >= before}
-
-    def _claim_listing(self) -> list[tuple[str, str, float]]:
-        """Every claim in a remote store as ``(key, path, time)``."""
-        found = list_claims(self._fs, f"{self._root}/{_CLAIMS_DIR}")
-        return [(key, path, at) for key, path, at in found if _is_key(key)]
-
     def expire_claims(self, before: float) -> int:
-        """Remove the claims (see :meth:`_claim_remote`) made before ``before``; how many.
+        """Remove the claims (see ``claims.py``) made before ``before``; how many.
 
         Each claim is an object of its own, never rewritten, so one made since is never removed.
         Local folders keep none (a claim there is a file's modification time).
@@ -634,10 +587,7 @@ class ContentAddressedStore:
         if self._local:
             return 0
         with self._remote("remove old artifact claims"):
-            old = [path for _, path, modified in self._claim_listing() if modified < before]
-            if old:
-                self._fs.rm(old)
-        return len(old)
+            return self._claims.expire(before)
 
     def delete_temporary(self, name: str) -> bool:
         """Remove the temporary file ``name`` of :meth:`temporaries`; False when it is gone."""

@@ -11,10 +11,9 @@ from datetime import datetime
 from typing import IO, TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    import fsspec
     from _typeshed import ReadableBuffer
 
-__all__ = ["Spool", "bucket_missing", "list_claims", "modified_at", "reason"]
+__all__ = ["Spool", "bucket_missing", "modified_at", "reason"]
 
 # Exception class names (anywhere in the MRO) that mean the endpoint could not be reached:
 # botocore's, aiohttp's and the builtin's, named so that none of them is imported here.
@@ -93,20 +92,6 @@ def reason(exc: BaseException, action: str) -> str:
     else:
         why = f"{type(exc).__name__}: {detail}"
     return f"could not {action}: {why}"
-
-
-def list_claims(fs: fsspec.AbstractFileSystem, top: str) -> list[tuple[str, str, float]]:
-    """The claims under ``top`` (``top/<key>/<unique name>``, empty objects) as ``(key, path,
-    time)``; the key is not checked."""
-    try:
-        found = fs.find(top, detail=True)
-    except FileNotFoundError:
-        return []
-    return [
-        (str(path).rstrip("/").rsplit("/", 2)[-2], str(path), modified_at(info))
-        for path, info in found.items()
-        if info.get("type") == "file" and str(path).count("/") > top.count("/") + 1
-    ]
 
 
 def modified_at(info: Mapping[str, Any]) -> float:
