@@ -76,6 +76,11 @@ class Workspace:
         return default_registry()
 
     def services(self) -> TaskServices:
+        """The stores this process's tasks write to: one set per workspace, made on first use."""
+        return self._services
+
+    @functools.cached_property
+    def _services(self) -> TaskServices:
         from pipetrail.runtime.task import TaskServices
 
         return TaskServices(

@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -85,7 +84,6 @@ class RunLauncher:
 
     def _drive(self, run: RunRecord, request: RunRequest, executor: str | None) -> None:
         workspace: Workspace | None = None
-        before = set(threading.enumerate())
         try:
             workspace = Workspace(self.settings)
             workspace.engine(executor=executor).execute(run, request)
@@ -94,7 +92,6 @@ class RunLauncher:
             self._fail(workspace, run, exc)
         finally:
             if workspace is not None:
-                _join_control_threads(before)
                 workspace.close()
 
     def _fail(self, workspace: Workspace | None, run: RunRecord, exc: BaseException) -> None:
@@ -132,24 +129,6 @@ class RunLauncher:
             except PipetrailError:
                 continue
         self.wait(wait_s)
-
-
-def _join_control_threads(before: set[threading.Thread], timeout_s: float = 1.0) -> None:
-    """Let the run's control thread finish its last store call before the store is closed.
-
-    The run loop stops its control thread (heartbeat, cancel checks) without joining it; closing
-    the store under it would leave a database connection open. The thread is found by name among
-    those started since the run began (others found belong to runs still going: the wait is
-    bounded).
-    """
-    deadline = time.monotonic() + timeout_s
-    for thread in threading.enumerate():
-        if thread in before or thread.name != "pipetrail-control":
-            continue
-        try:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        except RuntimeError:  # another run's thread, listed while it is still starting
-            continue
 
 
 def trigger(

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from pipetrail.core.model import PipelineSpec, RunRecord
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from pipetrail.runtime.executors.base import Executor
     from pipetrail.runtime.task import TaskServices
 
-__all__ = ["CONTROL_SECONDS", "HEARTBEAT_SECONDS", "RunControls"]
+__all__ = ["CONTROL_SECONDS", "HEARTBEAT_SECONDS", "RunControls", "watching"]
 
 #: How often the runner writes its heartbeat; a run is lost when it stops (runtime.recovery).
 HEARTBEAT_SECONDS = 5.0
@@ -46,6 +47,9 @@ class RunControls:
 
     def _init_controls(self, request: RunRequest, spec: PipelineSpec) -> None:
         self._stop = threading.Event()
+        #: Held while the control thread looks at this run (see _control_tick).
+        self._tick_lock = threading.Lock()
+        self._last_beat = time.monotonic()
         self._interrupt_lock = threading.Lock()
         self._cancel_reason: str | None = None
         self._cancel_status = RunStatus.CANCELLED
@@ -71,16 +75,20 @@ class RunControls:
             run_id=self.run.id,
         ) from self._lost
 
-    def _control(self) -> None:
-        """Runs beside the loop: heartbeat, cancel requests (they reach the loop within 1 s)."""
-        # A store that is away makes this thread skip a beat, not wait: the loop itself waits.
-        self.store.limit_patience(2.0)
-        last_beat = time.monotonic()
-        while not self._stop.wait(CONTROL_SECONDS):
+    def _control_tick(self) -> None:
+        """One look at the run, from the process's control thread: heartbeat, cancel, timeout.
+
+        Cancel requests reach the loop within a second. A store that is away makes the tick
+        skip a beat, not wait: the loop itself waits.
+        """
+        with self._tick_lock:
+            if self._stop.is_set() or self._lost is not None:
+                return
+            self.store.limit_patience(2.0)
             try:
-                if time.monotonic() - last_beat >= HEARTBEAT_SECONDS:
+                if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
                     self.store.heartbeat(self.run.id)
-                    last_beat = time.monotonic()
+                    self._last_beat = time.monotonic()
                 if self._cancel_reason is None:
                     self._check_run_timeout()
                 if self._cancel_reason is None:
@@ -91,9 +99,8 @@ class RunControls:
             except LeaseLostError as lost:
                 self._lost = lost
                 self._request_stop(str(lost), RunStatus.FAILED)
-                return
             except Exception:  # the store is away; the next tick tries again
-                continue
+                return
 
     def _request_stop(self, reason: str, status: RunStatus) -> None:
         with self._interrupt_lock:
@@ -157,3 +164,67 @@ class RunControls:
                 self.observer.task_changed(step.spec.name, task.attempt, TaskStatus.CANCELLED)
             if step.state != "done":
                 step.state, step.result = "done", TaskStatus.CANCELLED
+
+
+class _ControlThread:
+    """The one thread of a process that looks after every run the process drives.
+
+    Each run it watches gets a tick every ``CONTROL_SECONDS``, the first one that long after
+    the run began: a run that ends sooner costs no thread at all. The thread waits without
+    polling while no run is watched.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._runs: dict[int, tuple[float, RunControls]] = {}
+        self._thread: threading.Thread | None = None
+
+    def add(self, run: RunControls) -> None:
+        with self._lock:
+            self._runs[id(run)] = (time.monotonic() + CONTROL_SECONDS, run)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._serve, name="pipetrail-control", daemon=True
+                )
+                self._thread.start()
+            self._lock.notify()
+
+    def remove(self, run: RunControls) -> None:
+        """Stop watching ``run``; once this returns, no tick of it touches the store."""
+        with self._lock:
+            self._runs.pop(id(run), None)
+        # A tick in flight holds the run's lock: wait it out (bounded by the store's patience).
+        if run._tick_lock.acquire(timeout=CONTROL_SECONDS + 5.0):
+            run._tick_lock.release()
+
+    def _serve(self) -> None:
+        while True:
+            with self._lock:
+                while not self._runs:
+                    self._lock.wait()
+                now = time.monotonic()
+                due = [run for at, run in self._runs.values() if at <= now]
+                for run in due:
+                    self._runs[id(run)] = (now + CONTROL_SECONDS, run)
+                nearest = min(at for at, _ in self._runs.values())
+            for run in due:
+                run._control_tick()
+            with self._lock:
+                wait = nearest - time.monotonic()
+                if wait > 0:
+                    self._lock.wait(wait)
+
+
+_CONTROL = _ControlThread()
+
+
+@contextlib.contextmanager
+def watching(run: RunControls) -> Iterator[None]:
+    """Have the process's control thread look after ``run`` while the block runs."""
+    _CONTROL.add(run)
+    try:
+        yield
+    finally:
+        with run._interrupt_lock:
+            run._stop.set()
+        _CONTROL.remove(run)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pickle
-import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from typing import TYPE_CHECKING, Any
@@ -16,7 +15,7 @@ from pipetrail.errors import (
     StepTimeoutError,
     TaskCancelledError,
 )
-from pipetrail.runtime.controls import CONTROL_SECONDS, RunControls
+from pipetrail.runtime.controls import CONTROL_SECONDS, RunControls, watching
 from pipetrail.runtime.planner import retry_delay
 from pipetrail.runtime.run_state import StepState, TaskState
 from pipetrail.runtime.spool import salvage
@@ -58,18 +57,13 @@ class RunLoop(RunControls):
     # -- the whole run -------------------------------------------------------------------------
 
     def drive(self) -> RunRecord:
-        control = threading.Thread(target=self._control, name="pipetrail-control", daemon=True)
-        control.start()
-        try:
-            return self._drive()
-        except BaseException as exc:
-            self._fail_if_open(exc)
-            raise
-        finally:
-            with self._interrupt_lock:
-                self._stop.set()
-            # Nothing of this run touches the store once drive() has returned.
-            control.join(timeout=CONTROL_SECONDS + 5.0)
+        # Nothing of this run touches the store once drive() has returned.
+        with watching(self):
+            try:
+                return self._drive()
+            except BaseException as exc:
+                self._fail_if_open(exc)
+                raise
 
     def _fail_if_open(self, exc: BaseException) -> None:
         """Leave no run open behind an error; if the store itself is gone, recovery will."""
@@ -85,12 +79,19 @@ class RunLoop(RunControls):
 
     def _drive(self) -> RunRecord:
         keys = [(name, 0, 0) for name in self.dag.order]
-        created = self.store.create_tasks(self.run.id, keys)
+        created, started = self.store.start_run(
+            self.run.id,
+            keys,
+            self.spec.max_concurrent_runs,
+            trigger_limit=self.request.trigger_limit,
+        )
         for name, step in self.steps.items():
             step.tasks[0] = TaskState(0, created[(name, 0, 0)])
-        if not self._wait_for_slot():
-            return self._finish(RunStatus.CANCELLED, self._cancel_reason)
-        self.run = self.store.get_run(self.run.id)
+        if started is None:
+            if not self._wait_for_slot():
+                return self._finish(RunStatus.CANCELLED, self._cancel_reason)
+            started = self.store.get_run(self.run.id)
+        self.run = started
         self.observer.run_started(self.run, self.spec)
         if self._run_timeout:
             self._run_deadline = time.monotonic() + self._run_timeout

@@ -29,6 +29,9 @@ _log = logging.getLogger(__name__)
 
 #: Seconds a deferred task runs before it is marked running in the store.
 DEFAULT_DELAY_S = 0.2
+#: Seconds the marker's thread waits with nothing to mark before it ends (the next start
+#: makes another): a workspace closed and forgotten leaves no thread behind for long.
+IDLE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,9 @@ class StartMarker:
                     while self._due and self._due[0][1] not in self._pending:
                         heapq.heappop(self._due)
                     if not self._due:
-                        self._lock.wait()
+                        if not self._lock.wait(IDLE_S) and not self._due:
+                            self._thread = None
+                            return
                         continue
                     wait = self._due[0][0] - time.monotonic()
                     if wait <= 0:

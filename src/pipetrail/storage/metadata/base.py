@@ -479,6 +479,14 @@ class MetadataStore(RegistryStore, TokenStore, RetentionStore, Protocol):
     def claim_slot(
         self, run_id: int, limit: int | None, *, trigger_limit: int | None = None
     ) -> bool: ...
+    def start_run(
+        self,
+        run_id: int,
+        steps: Sequence[tuple[str, int, int]],
+        limit: int | None,
+        *,
+        trigger_limit: int | None = None,
+    ) -> tuple[dict[tuple[str, int, int], int], RunRecord | None]: ...
     def unfinished_runs(self) -> list[RunRecord]: ...
     def mark_lost(
         self, run_id: int, reason: str, *, stale_before: datetime | None = None

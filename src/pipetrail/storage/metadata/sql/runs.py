@@ -237,7 +237,7 @@ class RunRows(SqlSession):
                 conn, _run_event(run_id, RunStatus.INITIAL.value, None, now, None)
             )
             tally(conn, {(pipeline_id, RunStatus.INITIAL.value): (1, 0.0, 0)})
-        return self.get_run(run_id)
+            return self._record_of(conn, run_id)
 
     def _link_tick(
         self, conn: Connection, trigger_id: int, scheduled_at: datetime, run_id: int
@@ -328,7 +328,7 @@ class RunRows(SqlSession):
                 message,
                 known=(row.pipeline_id, row.started_at),
             )
-        return self.get_run(run_id)
+            return self._record_of(conn, run_id)
 
     def _set_status(
         self,
@@ -509,11 +509,16 @@ class RunRows(SqlSession):
     @patient("read")
     def get_run(self, run_id: int) -> RunRecord:
         with self._read() as conn:
-            # A statement built once, that brings the run's DAG with its row.
-            rows = conn.execute(_GET_RUN, {"run_id": run_id}).all()
-            if not rows:
-                raise NotFoundError(f"no run with id {run_id} in the store")
-            return self._records(conn, rows, {rows[0][_VERSION_AT]: rows[0][-1]})[0]
+            return self._record_of(conn, run_id)
+
+    def _record_of(self, conn: Connection, run_id: int) -> RunRecord:
+        """The run as ``conn`` sees it: a write returns what it wrote without a second
+        transaction."""
+        # A statement built once, that brings the run's DAG with its row.
+        rows = conn.execute(_GET_RUN, {"run_id": run_id}).all()
+        if not rows:
+            raise NotFoundError(f"no run with id {run_id} in the store")
+        return self._records(conn, rows, {rows[0][_VERSION_AT]: rows[0][-1]})[0]
 
     @patient("read")
     def list_runs(self, query: RunQuery) -> list[RunRecord]:
@@ -775,48 +780,54 @@ class RunRows(SqlSession):
         run starts at once.
         """
         with self._write() as conn:
-            run = select(
-                pipeline_run.c.pipeline_id,
-                pipeline_run.c.status,
-                pipeline_run.c.lease,
-                pipeline_run.c.trigger_name,
-            ).where(pipeline_run.c.id == run_id)
-            row = conn.execute(run).one()
-            groups = []
-            if limit is not None:
-                groups.append((pipeline_run.c.pipeline_id == row.pipeline_id, limit))
-            if trigger_limit is not None and row.trigger_name is not None:
-                groups.append((pipeline_run.c.trigger_name == row.trigger_name, trigger_limit))
-            if for_update(conn):
-                if groups:
-                    # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so
-                    # two runners never both count the same free slot. NO KEY UPDATE: it does
-                    # not block the key-share locks of foreign keys (a new run, a run_stats row
-                    # of the pipeline), so a writer holding a run's row never waits on a claim.
-                    conn.execute(
-                        select(pipeline.c.id)
-                        .where(pipeline.c.id == row.pipeline_id)
-                        .with_for_update(key_share=True)
-                    )
-                # Then the run's own row, read again under its lock: a reaper on another host
-                # may have failed it (and moved its lease on) since the read above, and the
-                # claim must not turn that back into running. Locks in one order: pipeline, run.
-                row = conn.execute(run.with_for_update()).one()
-            self._check_lease(conn, run_id, row.lease)
-            if row.status != RunStatus.INITIAL.value:
+            return self._claim(conn, run_id, limit, trigger_limit)
+
+    def _claim(
+        self, conn: Connection, run_id: int, limit: int | None, trigger_limit: int | None
+    ) -> bool:
+        """claim_slot's work, in the caller's transaction."""
+        run = select(
+            pipeline_run.c.pipeline_id,
+            pipeline_run.c.status,
+            pipeline_run.c.lease,
+            pipeline_run.c.trigger_name,
+        ).where(pipeline_run.c.id == run_id)
+        row = conn.execute(run).one()
+        groups = []
+        if limit is not None:
+            groups.append((pipeline_run.c.pipeline_id == row.pipeline_id, limit))
+        if trigger_limit is not None and row.trigger_name is not None:
+            groups.append((pipeline_run.c.trigger_name == row.trigger_name, trigger_limit))
+        if for_update(conn):
+            if groups:
+                # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so
+                # two runners never both count the same free slot. NO KEY UPDATE: it does
+                # not block the key-share locks of foreign keys (a new run, a run_stats row
+                # of the pipeline), so a writer holding a run's row never waits on a claim.
+                conn.execute(
+                    select(pipeline.c.id)
+                    .where(pipeline.c.id == row.pipeline_id)
+                    .with_for_update(key_share=True)
+                )
+            # Then the run's own row, read again under its lock: a reaper on another host
+            # may have failed it (and moved its lease on) since the read above, and the
+            # claim must not turn that back into running. Locks in one order: pipeline, run.
+            row = conn.execute(run.with_for_update()).one()
+        self._check_lease(conn, run_id, row.lease)
+        if row.status != RunStatus.INITIAL.value:
+            return False
+        for same, most in groups:
+            if not self._slot_free(conn, run_id, same, most):
                 return False
-            for same, most in groups:
-                if not self._slot_free(conn, run_id, same, most):
-                    return False
-            self._set_status(
-                conn,
-                run_id,
-                RunStatus.INITIAL,
-                RunStatus.RUNNING,
-                None,
-                None,
-                known=(row.pipeline_id, None),
-            )
+        self._set_status(
+            conn,
+            run_id,
+            RunStatus.INITIAL,
+            RunStatus.RUNNING,
+            None,
+            None,
+            known=(row.pipeline_id, None),
+        )
         return True
 
     def _slot_free(self, conn: Connection, run_id: int, same: Any, limit: int) -> bool:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 from sqlalchemy import bindparam, delete, update
 
@@ -41,6 +41,26 @@ class SqlMetadataStore(
         write_patience_s: how long writes keep retrying while the store is unreachable.
         read_patience_s: the same for reads.
     """
+
+    @patient("write")
+    def start_run(
+        self,
+        run_id: int,
+        steps: Sequence[tuple[str, int, int]],
+        limit: int | None,
+        *,
+        trigger_limit: int | None = None,
+    ) -> tuple[dict[tuple[str, int, int], int], RunRecord | None]:
+        """Create a run's first task attempts and take its slot, in one transaction.
+
+        Returns the tasks' ids (as ``create_tasks``) and the run as it started, or None when
+        it has to wait for a slot (``claim_slot`` takes it later, as it does here). A run taken
+        from this runner raises LeaseLostError and nothing is written.
+        """
+        with self._write() as conn:
+            claimed = self._claim(conn, run_id, limit, trigger_limit)
+            ids = self._insert_tasks(conn, run_id, steps) if steps else {}
+            return ids, self._record_of(conn, run_id) if claimed else None
 
     @patient("write")
     def record_spool(self, batch: SpoolBatch) -> None:

@@ -103,10 +103,41 @@ class TaskRows(SqlSession):
         self, run_id: int, steps: Sequence[tuple[str, int, int]]
     ) -> dict[tuple[str, int, int], int]:
         """Create task attempts in ``initial``; ``steps`` are (step, task_index, attempt) keys."""
-        now = _now()
-        ids: dict[tuple[str, int, int], int] = {}
         if not steps:
-            return ids
+            return {}
+        with self._write() as conn:
+            self._check_lease(conn, run_id)
+            return self._insert_tasks(conn, run_id, steps)
+
+    def _insert_tasks(
+        self, conn: Connection, run_id: int, steps: Sequence[tuple[str, int, int]]
+    ) -> dict[tuple[str, int, int], int]:
+        """create_tasks' rows, in the caller's transaction (its lease checked already)."""
+        now = _now()
+        rows = [
+            {
+                "run_id": run_id,
+                "step": step,
+                "task_index": index,
+                "attempt": attempt,
+                "status": TaskStatus.INITIAL.value,
+                "created_at": now,
+            }
+            for step, index, attempt in steps
+        ]
+        # One statement for all rows; ids come back in the order the rows were given.
+        created = conn.execute(
+            insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
+        ).scalars()
+        ids = {key: int(task_id) for key, task_id in zip(steps, created, strict=True)}
+        conn.execute(
+            insert(run_event),
+            [
+                {"run_id": run_id, "block_run_id": i, "status": TaskStatus.INITIAL.value, "at": now}
+                for i in ids.values()
+            ],
+        )
+        return ids
         rows = [
             {
                 "run_id": run_id,
