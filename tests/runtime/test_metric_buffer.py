@@ -50,7 +50,7 @@ def test_back_pressure_bounds_what_is_pending() -> None:
     buffer = MetricBuffer(store.write, interval=60, batch=100)
     for i in range(1000):
         buffer.add(_row(i))
-        assert len(buffer._pending) <= 400
+        assert buffer.pending <= 400
     buffer.close()
     assert [r.step for r in store.written] == list(range(1000))
     assert store.batches >= 3

@@ -9,13 +9,14 @@ point cut short at every byte by the death of its process.
 from __future__ import annotations
 
 import math
+import threading
 from pathlib import Path
 
 import pytest
 
 import pipetrail as pt
 from pipetrail.errors import UsageError
-from pipetrail.runtime.spool import TaskSpool, read_records, tag_event
+from pipetrail.runtime.spool import POINT, TaskSpool, read_records, tag_event
 from pipetrail.storage.metadata.base import MetricRow
 from pipetrail.workspace import Workspace
 
@@ -119,15 +120,74 @@ def test_a_point_cut_short_at_any_byte_is_left_out_and_the_rest_kept(tmp_path: P
     before = _spool_points(tmp_path / "cut", rows[:3])
     whole.close()
     before.close()
-    written = (tmp_path / "whole" / "records").read_bytes()
+    written = (tmp_path / "whole" / "points").read_bytes()
     last = written[before.position : whole.position]
+    points = tmp_path / "cut" / "points"
+    records = tmp_path / "cut" / "records"
     for cut in range(1, len(last)):
-        records = tmp_path / "cut" / "records"
-        data = bytearray(records.read_bytes())
+        data = bytearray(points.read_bytes())
         data[before.position : before.position + len(last)] = last[:cut] + bytes(len(last) - cut)
-        records.write_bytes(bytes(data))
+        points.write_bytes(bytes(data))
         contents = read_records(records, 3, 4)
         assert contents.metrics == rows[:3], f"cut after {cut} bytes"
         assert contents.end == before.position
-    records.write_bytes(written)
+    points.write_bytes(written)
     assert read_records(records, 3, 4).metrics == rows
+
+
+def test_a_slot_never_written_is_skipped_by_salvage_and_waited_for_by_the_drain(
+    tmp_path: Path,
+) -> None:
+    # A thread that took a slot and died (or is still packing it) leaves zeros there: salvage
+    # keeps the points on either side; a live drain stops before it and takes it later.
+    rows = _rows(5, ["loss", "acc"])
+    spool = _spool_points(tmp_path / "3-4", rows)
+    gap = 2 * POINT.size
+    saved = spool._map[gap : gap + POINT.size]
+    spool._map[gap : gap + POINT.size] = bytes(POINT.size)
+    taken, end = spool.take(0, 100)
+    assert (list(taken), end) == ([r._replace(run_id=0, task_id=0) for r in rows[:2]], 2)
+    contents = read_records(tmp_path / "3-4" / "records", 3, 4)
+    assert contents.metrics == rows[:2] + rows[3:]
+    assert contents.end == spool.position
+    spool._map[gap : gap + POINT.size] = saved
+    taken, end = spool.take(2, 100)
+    assert (list(taken), end) == ([r._replace(run_id=0, task_id=0) for r in rows[2:]], 5)
+    spool.close()
+
+
+@pt.step
+def threaded(points: int = 10) -> None:
+    def log(worker: int) -> None:
+        for i in range(points):
+            if i % 3 == 0:
+                pt.log_metrics({f"w{worker}a": float(i), f"w{worker}b": -float(i)}, step=i)
+            else:
+                pt.log_metric(f"w{worker}", float(i), step=i)
+
+    threads = [threading.Thread(target=log, args=(w,)) for w in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_points_logged_by_several_threads_at_once_are_each_stored_once(
+    workspace: Workspace,
+) -> None:
+    points = 12_000  # per thread, past the drain's batch: drains run while they log
+    run = pt.run(
+        pt.Pipeline("spool-threads", [threaded]),
+        {"points": points},
+        executor="inline",
+        workspace=workspace,
+    )
+    assert run.status == "completed", run.error
+    for w in range(4):
+        single = [i for i in range(points) if i % 3]
+        assert [(p.step, p.value) for p in run.metric_history(f"w{w}")] == [
+            (i, float(i)) for i in single
+        ]
+        paired = [i for i in range(points) if i % 3 == 0]
+        assert [p.value for p in run.metric_history(f"w{w}b")] == [-float(i) for i in paired]
+        assert [p.step for p in run.metric_history(f"w{w}a")] == paired

@@ -9,7 +9,7 @@ import numbers
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,12 +49,12 @@ class ArtifactRef:
 class MetricBuffer:
     """A task's recorder: metric points and events to its spool, then to the store in batches.
 
-    ``add`` puts a point in the task's spool (on local disk, so it survives the process) and in
-    memory; the process's drain thread writes pending points, with the log output the task
-    printed meanwhile (``logs``), every ``interval`` seconds or at once when ``batch`` points
-    are pending. The task flushes at its end, so a step that raises still has every point it
-    logged in the store. Past ``4 * batch`` pending points the logging thread writes itself, so
-    a step cannot outrun the store without bound.
+    A point goes into the task's spool (on local disk, so it survives the process) and nowhere
+    else: the process's drain thread reads the points back out of the spool and writes them,
+    with the log output the task printed meanwhile (``logs``), every ``interval`` seconds or at
+    once when ``batch`` points are waiting. The task flushes at its end, so a step that raises
+    still has every point it logged in the store. Before ``4 * batch`` points wait the logging
+    thread writes itself, so a step cannot outrun the store without bound.
 
     Args:
         write: stores one batch (the metadata store's ``record_spool``).
@@ -78,79 +78,90 @@ class MetricBuffer:
         self._write = write
         self._run_id = run_id
         self._task_id = task_id
-        self._spool = spool
+        self._spooled = spool is not None
+        self._spool = spool if spool is not None else TaskSpool(Path(), in_memory=True)
         self._logs = logs
         self.interval = interval
         self._batch = batch
-        self._pending: list[MetricRow] = []
-        self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._closed = False
+        #: Slots of the spool stored so far, and the spool offset that was stored with them.
+        self._stored = 0
         self._stored_offset = 0
-        #: Whether the drain thread was woken for the points pending (once, not per point).
-        self._woken = False
+        self._spool.due = batch - 1
+        self._spool.on_due = self._pressure
+        #: Append one checked point / one checked call's points: the spool's own methods, so a
+        #: point costs no frame of this class.
+        self.point = self._spool.point
+        self.points = self._spool.points
+        #: The names of the last ``log_metrics`` call and their numbers in the spool: a loop
+        #: logging the same dict at every step checks and numbers its names once.
+        self.keyset: tuple[tuple[Any, ...], list[int]] = ((), [])
         #: Set once the run was taken from this process: nothing more is written.
         self.fenced = False
         _drainer.register(self)
 
-    def add(self, row: MetricRow) -> None:
-        with self._lock:
-            self._pending.append(row)
-            if self._spool is not None:
-                self._spool.metric(row)
-            pending = len(self._pending)
-        if pending >= self._batch:
-            self._pressure(pending)
+    @property
+    def pending(self) -> int:
+        """Points logged and not yet stored."""
+        return self._spool.slots() - self._stored
 
-    def extend(self, rows: list[MetricRow]) -> None:
-        with self._lock:
-            self._pending.extend(rows)
-            if self._spool is not None:
-                self._spool.metrics(rows)
-            pending = len(self._pending)
-        if pending >= self._batch:
-            self._pressure(pending)
+    def name_ids(self, names: tuple[str, ...]) -> list[int]:
+        """The spool numbers of checked names (numbered the first time), cached as ``keyset``."""
+        ids = [self._spool.name_id(name) for name in names]
+        self.keyset = (names, ids)  # one assignment: another thread sees old or new, whole
+        return ids
+
+    def add(self, row: MetricRow) -> None:
+        """Append one point given as a row (its run and task are this buffer's)."""
+        self.point(row.name, row.value, row.step, row.timestamp)
+
+    def extend(self, rows: Sequence[MetricRow]) -> None:
+        for row in rows:
+            self.point(row.name, row.value, row.step, row.timestamp)
 
     def event(self, doc: dict[str, Any]) -> None:
         """Spool an event (an artifact logged, a tag set) so it survives the process."""
-        if self._spool is not None:
-            with self._lock:
-                self._spool.event(doc)
+        if self._spooled:
+            self._spool.event(doc)
 
-    def _pressure(self, pending: int) -> None:
-        if pending >= 4 * self._batch:
+    def _pressure(self, slot: int) -> None:
+        # Called by a logging thread once per ``batch`` points: writing itself past 3 batches
+        # waiting, it never lets 4 wait.
+        self._spool.due = slot + self._batch
+        if slot + 1 - self._stored > 3 * self._batch:
             self.flush()
-        elif not self._woken:
-            self._woken = True
+        else:
             _drainer.wake()
 
     def flush(self, *, final: bool = False) -> None:
-        """Write everything pending now (points in the order logged, and new output).
+        """Write everything waiting now (points in the order logged, and new output).
 
-        If the write fails the points go back to the front of the queue, for the next flush.
+        If a write fails its points stay in the spool and its output is given back, for the
+        next flush.
         """
         with self._flush_lock:
-            if self.fenced:
-                return
-            with self._lock:
-                batch, self._pending = self._pending, []
-                offset = self._spool.position if self._spool is not None else None
-                self._woken = False
-            logs = self._logs.take(final=final) if self._logs is not None else []
-            if not batch and not logs and offset in (None, self._stored_offset):
-                return
-            try:
-                self._write(SpoolBatch(self._run_id, self._task_id, batch, offset, logs))
+            while not self.fenced:
+                points, end = self._spool.take(self._stored, _MOST_PER_WRITE)
+                points.run_id, points.task_id = self._run_id, self._task_id
+                offset = end << 5 if self._spooled else None
+                logs = self._logs.take(final=final) if self._logs is not None else []
+                if not len(points) and not logs and offset in (None, self._stored_offset):
+                    return
+                try:
+                    self._write(SpoolBatch(self._run_id, self._task_id, points, offset, logs))
+                except LeaseLostError:
+                    self.fenced = True
+                    raise
+                except BaseException:
+                    if self._logs is not None:
+                        self._logs.restore(logs)
+                    raise
+                self._stored = end
                 self._stored_offset = offset or 0
-            except LeaseLostError:
-                self.fenced = True
-                raise
-            except BaseException:
-                with self._lock:
-                    self._pending[:0] = batch
-                if self._logs is not None:
-                    self._logs.restore(logs)
-                raise
+                self._spool.forget(end)
+                if len(points) < _MOST_PER_WRITE:
+                    return
 
     def close(self) -> None:
         """Write what is left (the output too, to its last byte); raise what a write raised."""
@@ -168,10 +179,14 @@ class MetricBuffer:
     def _drain(self) -> None:
         if self._closed or self.fenced:
             return
-        # A failed write keeps its points pending; the final flush (close) tries again and
-        # raises to the task if the store is still away.
+        # A failed write keeps its points in the spool; the final flush (close) tries again
+        # and raises to the task if the store is still away.
         with contextlib.suppress(Exception):
             self.flush()
+
+
+#: Most points in one write (one transaction): bounds what a drain holds in memory at once.
+_MOST_PER_WRITE = 50_000
 
 
 class _Drainer:
@@ -344,73 +359,76 @@ def log_metric(name: str, value: float, step: int | None = None) -> None:
         UsageError: outside a step, for an empty name or a value that is not a real number.
     """
     context = _active.get() or _context("log_metric")
-    kind = type(value)
     if (
-        (kind is float or kind is int)
+        type(value) is float
         and (step is None or (type(step) is int and -_STEP_LIMIT <= step < _STEP_LIMIT))
         and type(name) is str
         and 0 < len(name) <= 250
         and math.isfinite(value)
     ):
         # The common case, checked inline: this runs once per point logged.
-        row = _new_row(
-            MetricRow, (context.run_id, context.task_id, name, float(value), step, time.time())
-        )
+        context.metrics.point(name, value, step, time.time())
     else:
-        row = _metric_row(context, name, value, step, time.time())
-    context.metrics.add(row)
+        step = _step(name, step)
+        context.metrics.point(_name(name), _value(name, value), step, time.time())
 
 
 def log_metrics(values: Mapping[str, float], step: int | None = None) -> None:
-    """Record one point of each metric in ``values`` at the same ``step`` and time."""
+    """Record one point of each metric in ``values`` at the same ``step`` and time.
+
+    Every point is checked before any is kept: a bad one raises and none of the call's is.
+    """
     context = _active.get() or _context("log_metrics")
-    now = time.time()
-    run_id, task_id = context.run_id, context.task_id
-    plain_step = step is None or (type(step) is int and -_STEP_LIMIT <= step < _STEP_LIMIT)
-    rows: list[MetricRow] = []
-    add = rows.append
-    # Every point is checked before any is kept: a bad one raises and none of the call's is.
-    for name, value in values.items():
-        kind = type(value)
-        if (
-            plain_step
-            and (kind is float or kind is int)
-            and type(name) is str
-            and 0 < len(name) <= 250
-            and math.isfinite(value)
-        ):
-            add(_new_row(MetricRow, (run_id, task_id, name, float(value), step, now)))
-        else:
-            add(_metric_row(context, name, value, step, now))
-    context.metrics.extend(rows)
+    buffer = context.metrics
+    names = tuple(values)
+    numbers = list(values.values())
+    if step is not None and (type(step) is not int or not -_STEP_LIMIT <= step < _STEP_LIMIT):
+        step = _step(names[0] if names else "", step)
+    # The common case in C: only floats, all finite (a sum of finite floats is finite or
+    # overflows; an infinity or a NaN among them makes it infinite or NaN).
+    if not (_FLOATS.issuperset(map(type, numbers)) and math.isfinite(sum(numbers))):
+        numbers = [_value(name, value) for name, value in zip(names, numbers, strict=True)]
+    known, ids = buffer.keyset
+    if names != known:
+        ids = buffer.name_ids(tuple(_name(name) for name in names))
+    buffer.points(ids, numbers, step, time.time())
 
 
 _STEP_LIMIT = 1 << 63
-_new_row = tuple.__new__
+_FLOATS = frozenset([float])
 
 
-def _metric_row(
-    context: StepContext, name: str, value: Any, step: int | None, now: float
-) -> MetricRow:
-    # The common case (a float or int value, an int step) is checked by exact type: this runs
-    # once per point logged, and ABC checks such as numbers.Integral cost more than the rest.
-    kind = type(value)
-    number = float(value) if kind is float or kind is int else _number(name, value)
-    if not math.isfinite(number):
-        raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
-    if step is not None:
-        if type(step) is not int:
-            if isinstance(step, bool) or not isinstance(step, numbers.Integral):
-                raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
-            step = int(step)
-        if not -_STEP_LIMIT <= step < _STEP_LIMIT:
-            raise UsageError(f"metric {name!r}: step must fit in 64 bits, got {step!r}")
+def _name(name: Any) -> str:
     if type(name) is not str or not name or len(name) > 250:
         raise UsageError(
             f"metric name must be a non-empty string of at most 250 characters, got {name!r}"
         )
-    # tuple.__new__ directly: MetricRow's own __new__ is a Python function, a frame per point.
-    return _new_row(MetricRow, (context.run_id, context.task_id, name, number, step, now))
+    return name
+
+
+def _value(name: str, value: Any) -> float:
+    # The common case (a float or int value) is checked by exact type: ABC checks such as
+    # numbers.Real cost more than the rest.
+    kind = type(value)
+    try:
+        number = float(value) if kind is float or kind is int else _number(name, value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise UsageError(f"metric {name!r}: value must be a finite number, got {value!r}")
+    return number
+
+
+def _step(name: str, step: Any) -> int | None:
+    if step is None:
+        return None
+    if type(step) is not int:
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
+            raise UsageError(f"metric {name!r}: step must be an integer, got {step!r}")
+        step = int(step)
+    if not -_STEP_LIMIT <= step < _STEP_LIMIT:
+        raise UsageError(f"metric {name!r}: step must fit in 64 bits, got {step!r}")
+    return int(step)
 
 
 def _number(name: str, value: Any) -> float:
