@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pipetrail as pt
 
@@ -85,3 +87,31 @@ def test_import_loads_no_heavy_library() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_a_fresh_script_reads_runs_with_nothing_but_import_pipetrail(tmp_path: Path) -> None:
+    # The client's handles find the store without the script opening a workspace (the names
+    # load on first use, and the store's default must come with them).
+    code = (
+        "import pipetrail as pt\n"
+        "@pt.step\n"
+        "def one() -> int:\n"
+        "    return 1\n"
+        "run = pt.run(pt.Pipeline('fresh', [one]), executor='inline')\n"
+        "print(run.pathspec)\n"
+    )
+    env = {**os.environ, "PIPETRAIL_HOME": str(tmp_path)}
+    made = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    read = "import pipetrail as pt, sys; r = pt.Run(sys.argv[1]); print(r.status, r['one'].task.data.one)"
+    done = subprocess.run(
+        [sys.executable, "-c", read, made.stdout.strip()],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["completed", "1"]

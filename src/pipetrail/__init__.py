@@ -64,12 +64,21 @@ _LAZY = {
 }
 
 
+#: Modules of what a pipeline file and its steps use: loading them opens no store.
+_DEFINING = frozenset({"pipetrail.dsl", "pipetrail.runtime.context"})
+
+
 def __getattr__(name: str) -> Any:
     """Every public name but the errors loads on first use (PEP 562)."""
     if name in _LAZY:
         import importlib
 
-        value = getattr(importlib.import_module(_LAZY[name]), name)
+        module = _LAZY[name]
+        value = getattr(importlib.import_module(module), name)
+        if module not in _DEFINING:
+            # The client's handles (pt.Run, pt.Pipeline's runs, ...) find the configured
+            # store through the workspace, which installs itself as their default on import.
+            importlib.import_module("pipetrail.workspace")
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
