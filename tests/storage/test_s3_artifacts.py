@@ -118,8 +118,9 @@ def test_content_goes_straight_to_its_key_and_is_stored_once(bucket: Bucket) -> 
     assert (again_small.key, again_large.key) == (first_small.key, first_large.key)
     # Nothing uploaded again; each put of stored content leaves an empty claim, which keeps
     # its object from a garbage collection running at the same time.
-    content = [k for k in bucket.keys() if "/claims/" not in k]
-    claims = [k.split("/")[-2] for k in bucket.keys() if "/claims/" in k]
+    stored = bucket.keys()
+    content = [k for k in stored if "/claims/" not in k]
+    claims = [k.split("/")[-2] for k in stored if "/claims/" in k]
     assert len(content) == 2 and sorted(claims) == sorted([first_small.key, first_large.key])
     assert bucket.store.get_bytes(first_large.key, verify=True) == large
     assert bucket.store.size(first_large.key) == len(large)
