@@ -92,7 +92,14 @@ pipeline = pt.Pipeline("tools", [nap, stubborn, quit])
 
 
 #: Servers that session fixtures of this test worker start (S3, a Dask cluster) are not workers.
-_SERVERS = ("moto_server", "dask scheduler", "dask worker", "distributed.cli")
+_SERVERS = (
+    "moto_server",
+    "dask scheduler",
+    "dask worker",
+    "distributed.cli",
+    "playwright",
+    "chromium",
+)
 
 
 def _workers_alive() -> list[psutil.Process]:
