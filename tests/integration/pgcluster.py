@@ -11,7 +11,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,8 +103,12 @@ class PgCluster:
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop")
 
-    def outage(self, seconds: float) -> tuple[datetime, datetime]:
+    def outage(
+        self, seconds: float, on_down: Callable[[], None] | None = None
+    ) -> tuple[datetime, datetime]:
         """Stop the server (closing every connection), stay down ``seconds``, start again.
+
+        ``on_down`` is called once the server is down (to tell a step it may go on).
 
         Returns:
             When the server was down (stopped) and when it began to start again: nothing
@@ -112,6 +116,8 @@ class PgCluster:
         """
         self.stop("fast")
         down = datetime.now(UTC)
+        if on_down is not None:
+            on_down()
         time.sleep(seconds)
         starting = datetime.now(UTC)
         self.start()
