@@ -138,38 +138,6 @@ class TaskRows(SqlSession):
             ],
         )
         return ids
-        rows = [
-            {
-                "run_id": run_id,
-                "step": step,
-                "task_index": index,
-                "attempt": attempt,
-                "status": TaskStatus.INITIAL.value,
-                "created_at": now,
-            }
-            for step, index, attempt in steps
-        ]
-        with self._write() as conn:
-            self._check_lease(conn, run_id)
-            # One statement for all rows; ids come back in the order the rows were given.
-            created = conn.execute(
-                insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
-            ).scalars()
-            ids = {key: int(task_id) for key, task_id in zip(steps, created, strict=True)}
-            if ids:
-                conn.execute(
-                    insert(run_event),
-                    [
-                        {
-                            "run_id": run_id,
-                            "block_run_id": i,
-                            "status": TaskStatus.INITIAL.value,
-                            "at": now,
-                        }
-                        for i in ids.values()
-                    ],
-                )
-        return ids
 
     @patient("write")
     def set_task_status(
