@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import threading
 import time
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from pipetrail.runtime.task import TaskServices
 
 __all__ = ["CONTROL_SECONDS", "HEARTBEAT_SECONDS", "RunControls", "watching"]
+
+_log = logging.getLogger(__name__)
 
 #: How often the runner writes its heartbeat; a run is lost when it stops (runtime.recovery).
 HEARTBEAT_SECONDS = 5.0
@@ -208,7 +211,10 @@ class _ControlThread:
                     self._runs[id(run)] = (now + CONTROL_SECONDS, run)
                 nearest = min(at for at, _ in self._runs.values())
             for run in due:
-                run._control_tick()
+                try:
+                    run._control_tick()
+                except Exception:  # one run's fault must not stop the others' heartbeats
+                    _log.exception("control tick of run %s failed", run.run.pathspec)
             with self._lock:
                 wait = nearest - time.monotonic()
                 if wait > 0:
