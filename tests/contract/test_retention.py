@@ -31,7 +31,7 @@ from pipetrail.storage.metadata.sql.tables import (
     latest_metric,
     log_chunk,
     metadata,
-    metric,
+    metric_block,
     pipeline_run,
     run_event,
     run_param,
@@ -75,7 +75,7 @@ def _rows_of(ws: Workspace, run_id: int) -> dict[str, int]:
     tasks = select(block_run.c.id).where(block_run.c.run_id == run_id)
     counts = {}
     with ws.store.engine.connect() as conn:
-        for table in (metric, latest_metric, artifact_link, run_event, run_param, run_tag):
+        for table in (metric_block, latest_metric, artifact_link, run_event, run_param, run_tag):
             counts[table.name] = conn.execute(
                 select(func.count()).select_from(table).where(table.c.run_id == run_id)
             ).scalar_one()
@@ -153,7 +153,7 @@ def test_a_run_goes_with_every_row_under_it_and_pointers_at_it_are_emptied(
         [NewAlert("failed:x", "run_failed", "hook", {"run": origin.id}, run_id=origin.id)], NOW
     )
     before = _rows_of(workspace, origin.id)
-    assert all(before[t] > 0 for t in ("metric", "log_chunk", "artifact_link", "block_run"))
+    assert all(before[t] > 0 for t in ("metric_block", "log_chunk", "artifact_link", "block_run"))
     reused = [t for t in store.tasks(retry.id) if t.reused_from_task_id is not None]
     assert reused, "the retry reuses the origin's completed load step"
 

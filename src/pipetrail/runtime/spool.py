@@ -31,7 +31,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from pipetrail.core.model import ArtifactRecord
 from pipetrail.storage.metadata.base import (
@@ -248,7 +248,7 @@ class TaskSpool:
         follows it comes with the next take, so the points come out in slot order, each once.
         """
         end = min(self.slots(), start + limit)
-        columns = MetricColumns(0, 0, [], [], [], [])
+        columns = MetricColumns(0, 0)
         if end <= start:
             return columns, start
         data = self._map[start << _SLOT_SHIFT : end << _SLOT_SHIFT]
@@ -319,22 +319,19 @@ _pack = POINT.pack_into
 
 
 def _columns(data: bytes | bytearray, id_names: Sequence[str], into: MetricColumns) -> None:
-    """Decode whole committed point slots into columns, with no Python work per point (but
-    for points without a step)."""
+    """Whole committed point slots as columns: strided views over the slots' bytes, no Python
+    work per point (the store packs each series' columns straight from them)."""
     if not data:
         return
     view = memoryview(data)
     doubles = view.cast("d")
-    into.values = cast("list[float]", doubles[0::4].tolist())
-    into.times = cast("list[float]", doubles[1::4].tolist())
-    steps = cast("list[int | None]", view.cast("q")[2::4].tolist())
-    flags = data[28 :: POINT.size]
-    if flags.count(0) != len(flags):
-        for i, flag in enumerate(flags):
-            if flag & _NO_STEP:
-                steps[i] = None
-    into.steps = steps
-    into.names = list(map(id_names.__getitem__, view.cast("I")[6::8].tolist()))
+    into.values = doubles[0::4]
+    into.times = doubles[1::4]
+    into.steps = view.cast("q")[2::4]
+    into.ids = view.cast("I")[6::8]
+    into.names = list(id_names)  # a snapshot: other threads may define names meanwhile
+    flags = bytes(data[28 :: POINT.size])
+    into.missing = flags if flags.count(0) != len(flags) else None
 
 
 @dataclass

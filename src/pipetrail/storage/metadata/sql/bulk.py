@@ -24,8 +24,9 @@ from pipetrail.core.status import (
 )
 from pipetrail.errors import InvalidTransitionError, UsageError
 from pipetrail.storage.metadata.base import ImportedRun, ImportedTask, MetricRow
+from pipetrail.storage.metadata.points import MetricColumns
 from pipetrail.storage.metadata.sql.engine import copy_rows, reserve_ids, upsert
-from pipetrail.storage.metadata.sql.metrics import latest_rows
+from pipetrail.storage.metadata.sql.metrics import append_blocks, metric_blocks
 from pipetrail.storage.metadata.sql.runs import RunRows, _flat_params, _param_row, tally
 from pipetrail.storage.metadata.sql.session import now as _now
 from pipetrail.storage.metadata.sql.session import patient
@@ -33,7 +34,6 @@ from pipetrail.storage.metadata.sql.tables import (
     block_run,
     environment,
     latest_metric,
-    metric,
     pipeline_run,
     run_event,
     run_param,
@@ -109,7 +109,6 @@ _LATEST_COLUMNS = (
     "min_value",
     "max_value",
 )
-_METRIC_COLUMNS = ("run_id", "block_run_id", "name", "value", "step", "timestamp")
 
 
 class BulkRows(RunRows):
@@ -183,8 +182,9 @@ class BulkRows(RunRows):
             copy_rows(conn, run_tag, ("run_id", "tag", "system"), tags)
             copy_rows(conn, block_run, _TASK_COLUMNS, tasks)
             copy_rows(conn, run_event, _EVENT_COLUMNS, events)
-            copy_rows(conn, metric, _METRIC_COLUMNS, points)
-            latest = [tuple(r[c] for c in _LATEST_COLUMNS) for r in latest_rows(points)]
+            blocks, newest = metric_blocks(MetricColumns.of_rows(points))
+            append_blocks(conn, blocks)
+            latest = [tuple(r[c] for c in _LATEST_COLUMNS) for r in newest]
             copy_rows(conn, latest_metric, _LATEST_COLUMNS, latest)
         return run_ids
 

@@ -31,7 +31,7 @@ from pipetrail.storage.metadata.sql.tables import (
     governance_event,
     latest_metric,
     log_chunk,
-    metric,
+    metric_block,
     model_alias,
     model_version,
     pipeline,
@@ -345,7 +345,7 @@ class RetentionRows(SqlSession):
         ).one()
         tasks = select(block_run.c.id).where(block_run.c.run_id == run_id)
         conn.execute(delete(latest_metric).where(latest_metric.c.run_id == run_id))
-        conn.execute(delete(metric).where(metric.c.run_id == run_id))
+        conn.execute(delete(metric_block).where(metric_block.c.run_id == run_id))
         conn.execute(delete(log_chunk).where(log_chunk.c.block_run_id.in_(tasks)))
         conn.execute(delete(artifact_link).where(artifact_link.c.run_id == run_id))
         conn.execute(delete(run_event).where(run_event.c.run_id == run_id))

@@ -9,6 +9,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Table,
@@ -29,7 +30,7 @@ __all__ = [
     "latest_metric",
     "log_chunk",
     "metadata",
-    "metric",
+    "metric_block",
     "model_alias",
     "model_policy",
     "model_version",
@@ -236,16 +237,33 @@ run_event = Table(
     Index(None, "run_id", "id"),
 )
 
-metric = Table(
-    "metric",
+# A task's metric points, one block per series (run, task, name) per write: a drain of 10,000
+# points of 10 series writes 10 rows. The points are packed little-endian arrays (float64 values
+# and times, int64 steps, a byte per point that has no step); ``points.py`` packs and reads
+# them, and says how the positions put a write's series back in the order they were logged.
+metric_block = Table(
+    "metric_block",
     metadata,
     Column("id", BigId, primary_key=True, autoincrement=True),
     Column("run_id", Integer, ForeignKey("pipeline_run.id"), nullable=False),
     Column("block_run_id", Integer, ForeignKey("block_run.id"), nullable=False),
     Column("name", String(250), nullable=False),
-    Column("step", BigId),
-    Column("timestamp", EpochTime, nullable=False),
-    Column("value", Float, nullable=False),
+    Column("points", Integer, nullable=False),
+    # Of the block's first and last point as logged (not the least and greatest).
+    Column("first_step", BigId),
+    Column("last_step", BigId),
+    Column("first_time", EpochTime, nullable=False),
+    Column("last_time", EpochTime, nullable=False),
+    # Where the points sit among the write's: first + stride * i, or the positions packed
+    # (uint32) when they follow no stride.
+    Column("first_position", Integer, nullable=False),
+    Column("position_stride", Integer),
+    Column("position_data", LargeBinary),
+    Column("value_data", LargeBinary, nullable=False),
+    # None when no point has a step; step_missing None when every point has one.
+    Column("step_data", LargeBinary),
+    Column("step_missing", LargeBinary),
+    Column("time_data", LargeBinary, nullable=False),
     Index(None, "run_id", "name", "id"),
 )
 
