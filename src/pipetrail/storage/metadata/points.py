@@ -352,20 +352,25 @@ class BlockRead:
 
 
 def unpack_blocks(
-    blocks: Iterable[BlockRead], point: Callable[[str, float, int | None, float], Any]
+    blocks: Iterable[BlockRead],
+    point: Callable[[str, float, int | None, float], Any],
+    *,
+    every_series: bool = True,
 ) -> list[tuple[int, Any]]:
     """(task id, ``point(name, value, step, time)``) of every point of ``blocks`` (in the order
     they were stored), in the order the points were logged.
 
-    Each write's blocks form a group, begun by its block at position 0; groups of different
+    With ``every_series`` (``blocks`` are all of a run's) each write's blocks form a group,
+    begun by its block at position 0, and its series are interleaved back; groups of different
     tasks may interleave (concurrent writers), those of one task never do. A group whose
     positions do not fit together (never written so) still gives every point, block by block.
+    Without it (the blocks of one series) each block is its write's points of that series.
     """
     groups: list[tuple[int, list[BlockRead]]] = []
     open_: dict[int, list[BlockRead]] = {}
     for block in blocks:
         group = open_.get(block.task_id)
-        if group is None or block.first_position == 0:
+        if group is None or block.first_position == 0 or not every_series:
             group = open_[block.task_id] = []
             groups.append((block.task_id, group))
         group.append(block)

@@ -133,7 +133,7 @@ class MetricRows(SqlSession):
         )
         with self._read() as conn:
             rows = conn.execute(query.order_by(metric_block.c.id), params).all()
-        return unpack_blocks(map(BlockRead.of_row, rows), _point)
+        return unpack_blocks(map(BlockRead.of_row, rows), _point, every_series=name is None)
 
     @patient("read")
     def count_metrics(self, run_id: int) -> int:
