@@ -539,7 +539,8 @@ def list_runs(
             order_by=tuple(order_by),
             trigger=trigger,
             sla_missed=sla_missed,
-        )
+        ),
+        lazy=True,
     )
     return RunList(_handles(records, r))
 
@@ -628,7 +629,8 @@ class PipelineHistory:
                     tags=(scope,) if scope else (),
                     limit=size,
                     before_id=before,
-                )
+                ),
+                lazy=True,
             )
             yield from _handles(page, reader)
             if len(page) < size:

@@ -6,11 +6,19 @@ cost more than the query. So the row's columns are selected as the driver return
 on SQLite; ``datetime`` and decoded JSON from psycopg) and a :class:`StoredRunRecord` decodes
 each of those fields the first time it is read, then keeps the value. The rows come straight from
 the driver's cursor (:func:`driver_rows`): a ``Row`` per row cost as much as the record.
+
+A client's listing goes further (:func:`listed_records`): its rows hold only what a listed run
+is mostly read for (:data:`LISTED_COLUMNS`: identity, status and times, user, params, error and
+the columns that change while a run goes on); its tags and what the run recorded when it was
+created (host, trigger, param types, variables, git, code, environment, version, DAG, cause,
+SLA due time) are read the first time one record asks for them, for every record of the
+listing at once (:class:`Listing`): one query per group, not one per run.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -21,7 +29,9 @@ from sqlalchemy.types import NullType
 
 from pipetrail.core.model import RunCause, RunRecord
 from pipetrail.core.status import RunStatus
+from pipetrail.errors import NotFoundError
 from pipetrail.storage.metadata.sql.tables import (
+    environment,
     pipeline,
     pipeline_run,
     pipeline_version,
@@ -30,11 +40,15 @@ from pipetrail.storage.metadata.sql.tables import (
 
 __all__ = [
     "IN_CHUNK",
+    "LISTED_COLUMNS",
     "RUN_COLUMNS",
+    "Listing",
     "StoredRunRecord",
     "build_records",
     "chunks",
     "driver_rows",
+    "later_fields",
+    "listed_records",
     "records_of",
 ]
 
@@ -101,7 +115,12 @@ def _json(value: Any) -> Any:
 
 
 class _Decoded:
-    """A field of a :class:`StoredRunRecord` decoded from its stored form on first read."""
+    """A field of a :class:`StoredRunRecord` decoded from its stored form on first read.
+
+    Not a data descriptor: once decoded, the value sits in the record's ``__dict__`` (as it
+    does when ``RunRecord.__init__`` sets it, for ``dataclasses.replace``) and later reads
+    never come here. A listed record without the stored form reads it with its listing first.
+    """
 
     __slots__ = ("decode", "name", "raw")
 
@@ -114,16 +133,81 @@ class _Decoded:
         if record is None:
             return self
         fields = record.__dict__
-        try:
-            return fields[self.name]
-        except KeyError:
-            # The stored form stays: two threads reading a shared record both find it.
-            value = fields[self.name] = self.decode(fields[self.raw])
-            return value
+        if self.raw not in fields:
+            _read_later(fields, self.raw, self.name)
+        # The stored form stays: two threads reading a shared record both find it.
+        value = fields[self.name] = self.decode(fields[self.raw])
+        return value
 
-    def __set__(self, record: object, value: Any) -> None:
-        # dataclasses.replace() builds a new record through RunRecord's __init__.
-        record.__dict__[self.name] = value
+
+class _Later:
+    """A field a listed :class:`StoredRunRecord` reads when first asked for, with the same
+    field of every record listed with it. Not a data descriptor either: once read, the
+    value sits in the record's ``__dict__``."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, record: object, owner: type | None = None) -> Any:
+        if record is None:
+            return self
+        fields = record.__dict__
+        _read_later(fields, self.name, self.name)
+        return fields[self.name]
+
+
+def _read_later(fields: dict[str, Any], key: str, name: str) -> None:
+    """Read the group of field ``name`` (``__dict__`` key ``key``) for the record of
+    ``fields`` and every record listed with it.
+
+    Raises:
+        NotFoundError: the run was deleted after it was listed (as ``pt.Run`` of it is now).
+    """
+    listing: Listing | None = fields.get("_listing")
+    if listing is None:
+        raise AttributeError(name)
+    group = _GROUP_OF.get(key)
+    if group is None:
+        raise AttributeError(name)
+    listing.read(group)
+    if key not in fields:
+        raise NotFoundError(
+            f"no run with id {fields['id']} in the store: it was deleted after it was listed, "
+            f"and its {name} is read when first asked for; list the runs again"
+        )
+
+
+class Listing:
+    """Records listed together, and what they read later: each group of fields (``tags``,
+    ``created``) in one call of ``read(group, run ids)`` for all of them, the first time one
+    of them is asked for a field of it.
+
+    ``read`` returns ``{run id: record __dict__ entries}`` for the runs still in the store.
+    What it reads is what the store holds then, for every record of the listing, and stays as
+    read: ``pt.Run(pathspec)`` reads the same at that moment and keeps it likewise.
+    """
+
+    __slots__ = ("_done", "_lock", "_read", "records")
+
+    def __init__(self, read: Callable[[str, list[int]], dict[int, dict[str, Any]]]) -> None:
+        self._read = read
+        self._lock = threading.Lock()
+        self._done: set[str] = set()
+        self.records: list[RunRecord] = []
+
+    def read(self, group: str) -> None:
+        with self._lock:
+            if group in self._done:
+                return
+            records = self.records
+            found = self._read(group, [r.id for r in records])
+            for record in records:
+                fields = found.get(record.id)
+                if fields is not None:
+                    record.__dict__.update(fields)
+            self._done.add(group)
 
 
 #: The fields decoded on first read, and how.
@@ -156,6 +240,10 @@ class StoredRunRecord(RunRecord):
 
     __hash__ = RunRecord.__hash__
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Every field as read (a listed record reads what it has not yet): no listing, no store.
+        return {f: getattr(self, f) for f in _FIELDS}
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{f}={getattr(self, f)!r}" for f in _FIELDS)
         return f"RunRecord({shown})"
@@ -163,6 +251,37 @@ class StoredRunRecord(RunRecord):
 
 for _name, _decode in _LAZY.items():
     setattr(StoredRunRecord, _name, _Decoded(_name, _decode))
+
+#: The fields a listed record reads later, by group: its tags, and what the run recorded when
+#: it was created (never changed after, so reading them later reads what the listing would).
+_LATER_GROUPS: dict[str, tuple[str, ...]] = {
+    "tags": ("user_tags", "system_tags"),
+    "created": (
+        "host",
+        "trigger",
+        "param_types",
+        "variables",
+        "origin_run_id",
+        "git",
+        "code_key",
+        "timeout_s",
+        "sla_due_at",
+        "version",
+        "environment_hash",
+        "dag",
+        "cause",
+    ),
+}
+#: The group of each ``__dict__`` key a listed record fills later.
+_GROUP_OF = {
+    ("_stored_" + name if name in _LAZY else name): group
+    for group, names in _LATER_GROUPS.items()
+    for name in names
+}
+for _names in _LATER_GROUPS.values():
+    for _name in _names:
+        if _name not in _LAZY:
+            setattr(StoredRunRecord, _name, _Later(_name))
 
 _FIELDS = tuple(RunRecord.__dataclass_fields__)
 
@@ -252,10 +371,8 @@ def records_of(
             if found is None:
                 found = tags[run_id] = ([], [])
             found[1 if system else 0].append(tag)
-    # One decoded DAG per version, not per run: thousands of runs share a handful.
     if dags is None:
-        versions = list({r[_VERSION_AT] for r in rows})
-        dags = dict(conn.execute(_DAGS_OF, {"ids": versions}).all())
+        dags = _dags_of(conn, {r[_VERSION_AT] for r in rows})
     upstream: dict[int, str] = {}
     upstream_ids = list({r[_UPSTREAM_AT] for r in rows} - {None})
     if upstream_ids:
@@ -301,3 +418,151 @@ def build_records(
         set_fields(record, "__dict__", fields)
         append(record)
     return records
+
+
+def _dags_of(conn: Connection, versions: set[int]) -> dict[int, Any]:
+    """The decoded DAG of each version id: one per version, not per run (thousands of runs
+    share a handful)."""
+    dags: dict[int, Any] = {}
+    for chunk in chunks(list(versions)):
+        dags.update(conn.execute(_DAGS_OF, {"ids": chunk}).all())
+    return dags
+
+
+# -- listings -----------------------------------------------------------------------------------
+
+#: The ``pipeline_run`` columns of a listed record, copied as they are into its ``__dict__``
+#: (then the pipeline's name): what a listed run is mostly read for, and every column that
+#: changes while a run goes on (so none of those is read at another time than the listing).
+_LISTED = (
+    "id",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "user",
+    "params",
+    "error",
+    "heartbeat_at",
+    "runner_host",
+    "runner_pid",
+    "cancel_requested_at",
+    "lease",
+    "sla_state",
+    "sla_missed_at",
+    "status",
+)
+LISTED_COLUMNS: tuple[ColumnElement[Any], ...] = tuple(
+    type_coerce(pipeline_run.c[name], NullType()).label(name)
+    if name in _LAZY
+    else pipeline_run.c[name]
+    for name in _LISTED
+)
+#: A listed record's ``__dict__`` keys of a row's columns (raw fields under their stored name),
+#: then the pipeline's name.
+_LISTED_KEYS = (*(f"_stored_{name}" if name in _LAZY else name for name in _LISTED), "pipeline")
+
+
+def listed_records(
+    rows: Sequence[Sequence[Any]], read: Callable[[str, list[int]], dict[int, dict[str, Any]]]
+) -> list[RunRecord]:
+    """Records of rows of :data:`LISTED_COLUMNS` followed by the pipeline's name, listed
+    together: their other fields are read by ``read`` (see :class:`Listing`), for all of
+    them at once, when one of them is first asked for one."""
+    listing = Listing(read)
+    new, set_fields, keys, statuses = object.__new__, object.__setattr__, _LISTED_KEYS, _STATUS
+    records: list[RunRecord] = []
+    append = records.append
+    for row in rows:
+        fields = dict(zip(keys, row, strict=False))
+        fields["status"] = statuses[fields["status"]]
+        fields["_listing"] = listing
+        record = new(StoredRunRecord)
+        set_fields(record, "__dict__", fields)
+        append(record)
+    listing.records = records
+    return records
+
+
+#: The tags of runs, a row per tag and one without a tag for a run that has none: a run with no
+#: row is no longer in the store. User tags come first as in ``_TAGS_OF``.
+_LATER_TAGS = (
+    select(pipeline_run.c.id, run_tag.c.tag, run_tag.c.system)
+    .select_from(pipeline_run)
+    .outerjoin(run_tag, run_tag.c.run_id == pipeline_run.c.id)
+    .where(pipeline_run.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(pipeline_run.c.id, run_tag.c.tag)
+)
+_CREATED = _LATER_GROUPS["created"][:9]
+_upstream = pipeline_run.alias("upstream_run")
+_upstream_pipeline = pipeline.alias("upstream_pipeline")
+#: What runs recorded when created, as the driver gives it (decoded by the record), then their
+#: version id, cause, version, environment hash and the upstream run's pipeline name.
+_LATER_CREATED = (
+    select(
+        pipeline_run.c.id,
+        *(
+            type_coerce(pipeline_run.c[name], NullType()).label(name)
+            if name in _LAZY
+            else pipeline_run.c[name]
+            for name in _CREATED
+        ),
+        pipeline_run.c.version_id,
+        pipeline_run.c.trigger_name,
+        type_coerce(pipeline_run.c.scheduled_at, NullType()).label("scheduled_at"),
+        pipeline_run.c.upstream_run_id,
+        pipeline_version.c.version,
+        environment.c.hash,
+        _upstream_pipeline.c.name,
+    )
+    .join(pipeline_version, pipeline_version.c.id == pipeline_run.c.version_id)
+    .outerjoin(environment, environment.c.id == pipeline_run.c.environment_id)
+    .outerjoin(_upstream, _upstream.c.id == pipeline_run.c.upstream_run_id)
+    .outerjoin(_upstream_pipeline, _upstream_pipeline.c.id == _upstream.c.pipeline_id)
+    .where(pipeline_run.c.id.in_(bindparam("ids", expanding=True)))
+)
+_CREATED_KEYS = tuple(f"_stored_{name}" if name in _LAZY else name for name in _CREATED)
+
+
+def later_fields(conn: Connection, group: str, ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The ``__dict__`` entries of ``group`` (``tags`` or ``created``) of the runs ``ids``
+    still in the store, by run id: a query per 1,000 runs (and one for their DAGs)."""
+    found: dict[int, dict[str, Any]] = {}
+    if group == "tags":
+        tags: dict[int, tuple[list[str], list[str]]] = {}
+        for chunk in chunks(ids):
+            for run_id, tag, system in driver_rows(conn, _LATER_TAGS, {"ids": chunk}):
+                lists = tags.get(run_id)
+                if lists is None:
+                    lists = tags[run_id] = ([], [])
+                if tag is not None:
+                    lists[1 if system else 0].append(tag)
+        for run_id, (user, system_tags) in tags.items():
+            found[run_id] = {"user_tags": tuple(user), "system_tags": tuple(system_tags)}
+        return found
+    if group != "created":
+        raise ValueError(f"no group of fields {group!r}; groups: {sorted(_LATER_GROUPS)}")
+    rows = [
+        row for chunk in chunks(ids) for row in driver_rows(conn, _LATER_CREATED, {"ids": chunk})
+    ]
+    size = len(_CREATED)
+    dags = _dags_of(conn, {row[size + 1] for row in rows})
+    for row in rows:
+        fields = dict(zip(_CREATED_KEYS, row[1 : size + 1], strict=True))
+        version_id, trigger, scheduled, upstream_id, version, env_hash, upstream_pipeline = row[
+            size + 1 :
+        ]
+        fields["version"] = version
+        fields["environment_hash"] = env_hash
+        fields["dag"] = dags[version_id]
+        fields["cause"] = (
+            None
+            if trigger is None
+            else RunCause(
+                trigger,
+                _time(scheduled),  # type: ignore[arg-type]
+                upstream_id,
+                None if upstream_pipeline is None else f"{upstream_pipeline}/{upstream_id}",
+            )
+        )
+        found[row[0]] = fields
+    return found

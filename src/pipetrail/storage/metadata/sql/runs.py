@@ -40,7 +40,14 @@ from pipetrail.storage.metadata.base import (
     VersionStats,
 )
 from pipetrail.storage.metadata.sql.engine import Prepared, for_update, upsert
-from pipetrail.storage.metadata.sql.run_records import RUN_COLUMNS, driver_rows, records_of
+from pipetrail.storage.metadata.sql.run_records import (
+    LISTED_COLUMNS,
+    RUN_COLUMNS,
+    driver_rows,
+    later_fields,
+    listed_records,
+    records_of,
+)
 from pipetrail.storage.metadata.sql.search import SearchOrder, filter_condition, search_plan
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
@@ -78,6 +85,10 @@ def _run_rows(*extra: Any) -> Select[Any]:
 
 
 _GET_RUN = _run_rows(pipeline_version.c.dag).where(pipeline_run.c.id == bindparam("run_id"))
+#: Rows of ``LISTED_COLUMNS``, then the pipeline's name (a lazy listing's).
+_LISTED_ROWS = select(*LISTED_COLUMNS, pipeline.c.name).join(
+    pipeline, pipeline.c.id == pipeline_run.c.pipeline_id
+)
 
 # The statements every run writes, compiled once and run on the driver's cursor.
 _RUN_INSERT_COLUMNS = (
@@ -521,11 +532,18 @@ class RunRows(SqlSession):
         return self._records(conn, rows, {rows[0][_VERSION_AT]: rows[0][-1]})[0]
 
     @patient("read")
-    def list_runs(self, query: RunQuery) -> list[RunRecord]:
+    def list_runs(self, query: RunQuery, *, lazy: bool = False) -> list[RunRecord]:
         """Runs matching ``query``, newest first unless ``query.order_by`` says otherwise.
 
         ``since`` is inclusive and ``until`` exclusive (both on ``created``); ``filter`` and
         ``order_by`` are the search language of ``pipetrail.core.query``, compiled to SQL.
+
+        ``lazy`` (the client's listings): the records hold the columns a listed run is mostly
+        read for and every one that changes while a run goes on, as of the listing; their
+        tags and what the runs recorded when created are read the first time a record is
+        asked for one, for all the records at once (``run_records.Listing``): the tags as
+        they are then, as ``get_run`` would read them then. A field read so of a run deleted
+        meanwhile raises NotFoundError.
 
         Raises:
             QuerySyntaxError: a malformed ``filter`` or ``order_by``, before touching the store.
@@ -535,7 +553,13 @@ class RunRows(SqlSession):
         filtered, order = search_plan(node, parse_order_by(query.order_by))
         conditions += filtered
         with self._read() as conn:
-            return self._runs(conn, conditions, limit=query.limit, order=order)
+            return self._runs(conn, conditions, limit=query.limit, order=order, lazy=lazy)
+
+    @patient("read")
+    def _read_later(self, group: str, run_ids: list[int]) -> dict[int, dict[str, Any]]:
+        """The fields of ``group`` of lazily listed records (``run_records.later_fields``)."""
+        with self._read() as conn:
+            return later_fields(conn, group, run_ids)
 
     @patient("read")
     def count_runs(self, query: RunQuery) -> int:
@@ -625,16 +649,21 @@ class RunRows(SqlSession):
         conditions: Sequence[Any],
         limit: int | None,
         order: SearchOrder | None = None,
+        *,
+        lazy: bool = False,
     ) -> list[RunRecord]:
         order = order or SearchOrder()
-        stmt = _run_rows()
+        stmt = _LISTED_ROWS if lazy else _run_rows()
         for table, on in order.joins:
             stmt = stmt.join(table, on) if table in order.inner else stmt.outerjoin(table, on)
         stmt = stmt.where(and_(True, *conditions)).order_by(*order.clauses)
         if limit is not None:
             stmt = stmt.limit(limit)
         # The driver's tuples, decoded by the records when a field is read (run_records.py).
-        return self._records(conn, driver_rows(conn, stmt))
+        rows = driver_rows(conn, stmt)
+        if lazy:
+            return listed_records(rows, self._read_later)
+        return self._records(conn, rows)
 
     def _records(
         self, conn: Connection, rows: Sequence[Any], dags: dict[int, Any] | None = None
