@@ -7,7 +7,7 @@ import threading
 import pytest
 
 from pipetrail.errors import StoreError
-from pipetrail.runtime.context import MetricBuffer
+from pipetrail.runtime.context import BACKLOG, MetricBuffer
 from pipetrail.storage.metadata.base import MetricRow, SpoolBatch
 
 
@@ -48,9 +48,10 @@ def test_a_failed_write_keeps_the_points_in_order() -> None:
 def test_back_pressure_bounds_what_is_pending() -> None:
     store = FlakyStore(failures=0)
     buffer = MetricBuffer(store.write, interval=60, batch=100)
-    for i in range(1000):
+    points = 100 * (3 * BACKLOG + 1)
+    for i in range(points):
         buffer.add(_row(i))
-        assert buffer.pending <= 400
+        assert buffer.pending <= 100 * (BACKLOG + 1)
     buffer.close()
-    assert [r.step for r in store.written] == list(range(1000))
+    assert [r.step for r in store.written] == list(range(points))
     assert store.batches >= 3

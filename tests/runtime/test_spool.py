@@ -20,7 +20,8 @@ from pipetrail.runtime.spool import POINT, TaskSpool, read_records, tag_event
 from pipetrail.storage.metadata.base import MetricRow
 from pipetrail.workspace import Workspace
 
-#: Past the drain's batch (10,000) and its back-pressure limit (40,000) of pending points.
+#: Past the drain's batch (10,000) several times (tests/runtime/test_metric_buffer.py takes the
+#: back-pressure limit, BACKLOG batches, with small batches).
 POINTS = 45_000
 NAMES = [f"m{i}" for i in range(10)]
 

@@ -22,6 +22,7 @@ from pipetrail.runtime.spool import LogTail, TaskSpool, link_event, tag_event
 from pipetrail.storage.metadata.base import MetricRow, NewLink, SpoolBatch
 
 __all__ = [
+    "BACKLOG",
     "ArtifactRef",
     "Current",
     "MetricBuffer",
@@ -53,7 +54,7 @@ class MetricBuffer:
     else: the process's drain thread reads the points back out of the spool and writes them,
     with the log output the task printed meanwhile (``logs``), every ``interval`` seconds or at
     once when ``batch`` points are waiting. The task flushes at its end, so a step that raises
-    still has every point it logged in the store. Before ``4 * batch`` points wait the logging
+    still has every point it logged in the store. Before ``BACKLOG`` batches wait the logging
     thread writes itself, so a step cannot outrun the store without bound.
 
     Args:
@@ -126,10 +127,10 @@ class MetricBuffer:
             self._spool.event(doc)
 
     def _pressure(self, slot: int) -> None:
-        # Called by a logging thread once per ``batch`` points: writing itself past 3 batches
-        # waiting, it never lets 4 wait.
+        # Called by a logging thread once per ``batch`` points: writing itself past BACKLOG
+        # batches waiting, it never lets more wait.
         self._spool.due = slot + self._batch
-        if slot + 1 - self._stored > 3 * self._batch:
+        if slot + 1 - self._stored > BACKLOG * self._batch:
             self.flush()
         else:
             _drainer.wake()
@@ -187,6 +188,12 @@ class MetricBuffer:
 
 #: Most points in one write (one transaction): bounds what a drain holds in memory at once.
 _MOST_PER_WRITE = 50_000
+#: Batches waiting (in the spool's pages, 32 bytes a point) before the logging thread writes
+#: itself. A write takes a few statements whatever its size, but each hands the GIL back and
+#: forth with a busy logging thread (up to the switch interval, 5 ms, every time), so a drain
+#: takes tens of milliseconds of wall time while costing a few of CPU: a backlog of a few
+#: batches would stop the logging thread to wait for it.
+BACKLOG = 16
 
 
 class _Drainer:

@@ -188,6 +188,8 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
     latest: list[Latest] = []
     run_id, task_id, names = points.run_id, points.task_id, points.names
     values, steps, times, missing = points.values, points.steps, points.times, points.missing
+    # The series of one log_metrics call share their times: the newest is found once.
+    seen_times, newest = b"", 0
     for number, lead, stride, pick in _series(points.ids, count):
         if stride is not None:
             end = lead + stride * ((count - 1 - lead) // stride) + 1
@@ -204,8 +206,10 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
         if gaps is not None and gaps.count(0) == size:
             gaps = None
         last_time = tms[-1]
-        newest_time = max(tms)
-        newest = size - 1 if last_time == newest_time else _last_index(tms, newest_time)
+        time_data = _pack(tms, "d")
+        if time_data != seen_times:
+            seen_times, newest_time = time_data, max(tms)
+            newest = size - 1 if last_time == newest_time else _last_index(tms, newest_time)
         first_step = None if gaps is not None and gaps[0] else int(stps[0])
         last_step = None if gaps is not None and gaps[-1] else int(stps[-1])
         all_missing = gaps is not None and gaps.count(0) == 0
@@ -227,7 +231,7 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
                 _pack(vals, "d"),
                 None if all_missing else _pack(stps, "q"),
                 gaps,
-                _pack(tms, "d"),
+                time_data,
             )
         )
         step = None if gaps is not None and gaps[newest] else int(stps[newest])
