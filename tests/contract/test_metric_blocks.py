@@ -114,6 +114,42 @@ def test_series_interleaved_with_no_regular_order_and_no_steps(workspace: Worksp
     assert [p.step for _, p in workspace.store.metric_history(run_id, "c")] == [None] * 4
 
 
+def _blocks(ws: Workspace, run_id: int) -> int:
+    with ws.store.engine.connect() as conn:
+        return int(
+            conn.execute(
+                select(func.count())
+                .select_from(metric_block)
+                .where(metric_block.c.run_id == run_id)
+            ).scalar_one()
+        )
+
+
+def test_a_point_of_another_series_cuts_a_regular_write_in_stretches(
+    workspace: Workspace,
+) -> None:
+    # 10 names logged together, with one system sample in the middle: three regular stretches
+    # (10 + 1 + 10 blocks), each read back in its place.
+    run_id, (task,) = _tasks(workspace, 1)
+    rows: list[MetricRow] = []
+    for i in range(200):
+        at = T0 + i
+        rows += [MetricRow(run_id, task, f"m{k}", i + k / 10, i, at) for k in range(10)]
+        if i == 90:
+            rows.append(MetricRow(run_id, task, "system/cpu_percent", 12.5, None, at))
+    workspace.store.add_metrics(rows)
+    _check(workspace, run_id, rows)
+    assert _blocks(workspace, run_id) == 21
+
+
+def test_a_write_with_no_long_regular_stretch_is_grouped_by_name(workspace: Workspace) -> None:
+    run_id, (task,) = _tasks(workspace, 1)
+    rows = [MetricRow(run_id, task, "ab"[i % 3 != 0], float(i), i, T0 + i / 8) for i in range(300)]
+    workspace.store.add_metrics(rows)
+    _check(workspace, run_id, rows)
+    assert _blocks(workspace, run_id) == 2, "one block per name, its positions packed"
+
+
 def test_one_write_of_several_tasks_keeps_each_stretch(workspace: Workspace) -> None:
     run_id, (a, b) = _tasks(workspace, 2)
     rows = [

@@ -190,10 +190,9 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
     values, steps, times, missing = points.values, points.steps, points.times, points.missing
     # The series of one log_metrics call share their times: the newest is found once.
     seen_times, newest = b"", 0
-    for number, lead, stride, pick in _series(points.ids, count):
+    for start, number, lead, stride, pick in _series(points.ids, count, len(names)):
         if stride is not None:
-            end = lead + stride * ((count - 1 - lead) // stride) + 1
-            cut = slice(lead, end, stride)
+            cut = slice(start + lead, pick[0], stride)
             vals, stps, tms = values[cut], steps[cut], times[cut]
             gaps = missing[cut] if missing is not None else None
             positions = None
@@ -201,7 +200,7 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
             take = _taker(pick)
             vals, stps, tms = take(values), take(steps), take(times)
             gaps = bytes(take(missing)) if missing is not None else None
-            positions = _pack(pick, "I")
+            positions = _pack([spot - start for spot in pick], "I")
         size = len(tms)
         if gaps is not None and gaps.count(0) == size:
             gaps = None
@@ -250,20 +249,37 @@ def pack_blocks(points: MetricColumns) -> tuple[list[tuple[Any, ...]], list[Late
     return blocks, latest
 
 
-def _series(ids: Sequence[int], count: int) -> list[tuple[int, int, int | None, list[int]]]:
-    """(name number, first position, stride or None, positions when no stride) of each series
-    in ``ids``, the series of position 0 first."""
+#: A write cut into stretches of fewer points a block than this is grouped by name instead.
+_POINTS_PER_BLOCK = 64
+
+
+def _series(
+    ids: Sequence[int], count: int, names: int
+) -> list[tuple[int, int, int, int | None, list[int]]]:
+    """The series of a write's points: (start of its stretch, name number, first position in
+    the stretch, stride, then [end] with a stride, else the points' indices), each stretch's
+    series of its position 0 first. ``names``: how many names ``ids`` may number.
+
+    A stretch is regular: one series, or the same names in the same order over and over
+    (log_metrics of one dict), the last round maybe cut short; found with byte compares in C,
+    so a point of another series now and then (the system sampler's) only cuts the write in
+    three stretches. A write that would be cut into many small stretches is one stretch whose
+    points are grouped by name (a Python pass over them), their positions packed.
+    """
     raw = _pack(ids, "I")
-    item = 4
-    # One series, or the same names in the same order over and over (log_metrics of one dict),
-    # the last round maybe cut short: found with byte compares in C.
-    at = raw.find(raw[:item], item)
-    while at > 0 and at % item:
-        at = raw.find(raw[:item], at + 1)
-    period = at // item if at > 0 else count
-    template = raw[: period * item]
-    if len(set(ids[:period])) == period and (template * -(-count // period))[: len(raw)] == raw:
-        return [(int(ids[k]), k, period, []) for k in range(period)]
+    stretches: list[tuple[int, int, int]] = []
+    start = blocks = 0
+    while start < count:
+        end, period = _regular(raw, start, count, names)
+        stretches.append((start, end, period))
+        blocks += min(period, end - start)
+        start = end
+    if len(stretches) == 1 or blocks * _POINTS_PER_BLOCK <= count:
+        return [
+            (start, int(ids[start + k]), k, period, [end])
+            for start, end, period in stretches
+            for k in range(min(period, end - start))
+        ]
     found: dict[int, list[int]] = {}
     for index, number in enumerate(ids):
         spots = found.get(number)
@@ -271,7 +287,35 @@ def _series(ids: Sequence[int], count: int) -> list[tuple[int, int, int | None, 
             found[number] = [index]
         else:
             spots.append(index)
-    return [(int(number), spots[0], None, spots) for number, spots in found.items()]
+    return [(0, int(number), spots[0], None, spots) for number, spots in found.items()]
+
+
+def _regular(raw: bytes, start: int, count: int, names: int) -> tuple[int, int]:
+    """(end, period) of the longest regular stretch of the packed name numbers ``raw`` from
+    point ``start``: the names of its first ``period`` points, all different (so no more than
+    ``names``), over and over."""
+    item = 4
+    first = raw[start * item : (start + 1) * item]
+    at = raw.find(first, (start + 1) * item)
+    while at > 0 and at % item:
+        at = raw.find(first, at + 1)
+    period = at // item - start if at > 0 else count - start
+    round_ = raw[start * item : (start + period) * item]
+    if period > names or len({round_[i : i + item] for i in range(0, len(round_), item)}) != period:
+        return start + 1, 1  # a name twice in a round: this point alone
+    left = count - start
+    pattern = round_ * -(-left // period)
+    body = raw[start * item :]
+    if body == pattern[: len(body)]:
+        return count, period
+    low, high = period, left  # the stretch holds low points and not high ones
+    while high - low > 1:
+        middle = (low + high) // 2
+        if body[: middle * item] == pattern[: middle * item]:
+            low = middle
+        else:
+            high = middle
+    return start + low, period
 
 
 def _taker(pick: list[int]) -> Callable[[Any], Sequence[Any]]:
