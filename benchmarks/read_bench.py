@@ -1,5 +1,6 @@
 """The client's read paths over a store of many runs: a listing's first page, a search of
-1,000 runs with their params and metrics, one run by pathspec (issue 13's targets).
+1,000 runs with their params and metrics, one run by pathspec (issue 13's targets), and for
+scale the same search reading every field of every run.
 
 The store is seeded with ``seed.py``'s runs through the bulk import (5 params, 5 metrics and
 3 tags each). Each figure is the median of repeats after one warm-up call, with the SQL
@@ -9,6 +10,7 @@ CPU time beside it (on a loaded machine the wall time waits for a core; the CPU 
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -61,6 +63,7 @@ def reads(home: Path, sizes: Sizes) -> Outcome:
     from scenarios import Figure, Outcome, VerificationError, _workspace
 
     import pipetrail as pt
+    from pipetrail.core.model import RunRecord
     from pipetrail.storage.metadata.base import RunQuery
 
     count = sizes.search_runs // 2
@@ -86,6 +89,19 @@ def reads(home: Path, sizes: Sizes) -> Outcome:
             if len(read) != returns or not all(p and m for p, m in read):
                 raise VerificationError(f"search read {len(read)} runs, expected {returns}")
 
+        fields = [f.name for f in dataclasses.fields(RunRecord)]
+        params_at, dag_at = fields.index("params"), fields.index("dag")
+
+        def search_all() -> None:
+            # Every field: a listing reads its runs' tags and creation facts when first asked,
+            # for all its runs at once, so this is the search's statements plus three.
+            found = pt.search_runs(
+                SEARCH_FILTER, order_by=SEARCH_ORDER, limit=returns, reader=reader
+            )
+            read = [([getattr(r.record, f) for f in fields], r.metrics) for r in found]
+            if len(read) != returns or not all(v[params_at] and v[dag_at] and m for v, m in read):
+                raise VerificationError(f"search read {len(read)} whole runs, expected {returns}")
+
         newest = ws.store.list_runs(RunQuery(limit=1))[0].pathspec
 
         def one() -> None:
@@ -93,12 +109,13 @@ def reads(home: Path, sizes: Sizes) -> Outcome:
             if not (run.params and run.metrics):
                 raise VerificationError(f"{newest} read back without params or metrics")
 
-        timings = {name: _timed(fn, repeats) for name, fn in _cases(listing, search, one)}
+        cases = _cases(listing, search, one, search_all)
+        timings = {name: _timed(fn, repeats) for name, fn in cases}
         if len(listed) != 100 or [r.id for r in listed] != sorted(
             (r.id for r in listed), reverse=True
         ):
             raise VerificationError(f"listing read {len(listed)} runs, not the newest 100")
-        queries = {name: _statements(ws, fn) for name, fn in _cases(listing, search, one)}
+        queries = {name: _statements(ws, fn) for name, fn in cases}
     finally:
         ws.close()
     of = f"median of {repeats}, {count:,} seeded runs (SQLite)"
@@ -134,6 +151,15 @@ def reads(home: Path, sizes: Sizes) -> Outcome:
             f"pt.Run(pathspec) + .params + .metrics, {queries['run']} statements, "
             f"{cpu('run')}, {of}",
         ),
+        Figure(
+            "reads.search_1000_all",
+            timings["search_all"][0] * 1000,
+            "ms",
+            None,
+            None,
+            f"search_runs returning {returns} + every field of each run's record and .metrics, "
+            f"{queries['search_all']} statements, {cpu('search_all')}, {of}",
+        ),
     ]
     return Outcome(
         figures,
@@ -149,6 +175,9 @@ def reads(home: Path, sizes: Sizes) -> Outcome:
 
 
 def _cases(
-    listing: Callable[[], None], search: Callable[[], None], one: Callable[[], None]
+    listing: Callable[[], None],
+    search: Callable[[], None],
+    one: Callable[[], None],
+    search_all: Callable[[], None],
 ) -> list[tuple[str, Callable[[], None]]]:
-    return [("list", listing), ("search", search), ("run", one)]
+    return [("list", listing), ("search", search), ("run", one), ("search_all", search_all)]
