@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -90,8 +91,12 @@ class RunLoop(RunControls):
         if started is None:
             if not self._wait_for_slot():
                 return self._finish(RunStatus.CANCELLED, self._cancel_reason)
-            started = self.store.get_run(self.run.id)
-        self.run = started
+            self.run = self.store.get_run(self.run.id)
+        else:
+            # What the start changed, without reading the run again.
+            self.run = dataclasses.replace(
+                self.run, status=RunStatus.RUNNING, started_at=started, heartbeat_at=started
+            )
         self.observer.run_started(self.run, self.spec)
         if self._run_timeout:
             self._run_deadline = time.monotonic() + self._run_timeout
@@ -561,6 +566,4 @@ def _takes_kwargs(func: Any) -> bool:
 
 
 def _replace(outcome: TaskOutcome, **changes: Any) -> TaskOutcome:
-    from dataclasses import replace
-
-    return replace(outcome, **changes)
+    return dataclasses.replace(outcome, **changes)

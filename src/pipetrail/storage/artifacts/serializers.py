@@ -11,7 +11,7 @@ import pickle
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, TypeGuard, runtime_checkable
 
 from pipetrail.errors import ArtifactError, SerializationError
 from pipetrail.storage.artifacts.cas import ContentAddressedStore
@@ -404,7 +404,7 @@ def dump_to_store(
         serializer.dump(obj, fileobj)
 
     try:
-        views = serializer.buffers(obj) if isinstance(serializer, BufferSerializer) else None
+        views = serializer.buffers(obj) if _gives_buffers(serializer) else None
         result = store.put_stream(write) if views is None else store.put_buffers(views)
     except ArtifactError:
         raise
@@ -421,6 +421,19 @@ def dump_to_store(
         type_name=type_name(obj),
         existed=result.existed,
     )
+
+
+#: Serializer class -> whether it is a BufferSerializer: checking a runtime protocol costs
+#: tens of microseconds a call, more than storing a small value.
+_BUFFERED: dict[type, bool] = {}
+
+
+def _gives_buffers(serializer: Serializer) -> TypeGuard[BufferSerializer]:
+    kind = type(serializer)
+    known = _BUFFERED.get(kind)
+    if known is None:
+        known = _BUFFERED[kind] = isinstance(serializer, BufferSerializer)
+    return known
 
 
 def load_from_store(

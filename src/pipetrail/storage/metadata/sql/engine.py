@@ -47,6 +47,7 @@ __all__ = [
     "listen_for_begin",
     "make_engine",
     "migration_lock",
+    "prepared_upsert",
     "regex_match",
     "short",
     "sqlite_path",
@@ -146,7 +147,13 @@ def begin_sqlite(conn: Connection, *, write: bool) -> None:
     Does nothing on other databases.
     """
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # On the driver's connection: SQLAlchemy's own execution path (events, a result)
+        # costs more than the BEGIN; its errors are translated as SQLAlchemy's would be.
+        sql = "BEGIN IMMEDIATE" if write else "BEGIN"
+        try:
+            conn.connection.dbapi_connection.execute(sql)  # type: ignore[union-attr]
+        except sqlite3.Error as exc:
+            raise DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
 
 def listen_for_begin(conn: Connection) -> None:
@@ -325,6 +332,7 @@ def _build_upsert(
     update: Sequence[str],
     where_newer: str | None,
     merge: Callable[[Any], dict[str, Any]] | None,
+    values: Mapping[str, Any] | None = None,
 ) -> Any:
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -334,15 +342,33 @@ def _build_upsert(
         from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
         stmt = sqlite_insert(table)
+    if values is not None:
+        stmt = stmt.values(dict(values))
     if update or merge:
         condition = None
         if where_newer is not None:
             condition = stmt.excluded[where_newer] >= table.c[where_newer]
-        values: dict[str, Any] = {c: stmt.excluded[c] for c in update}
+        changes: dict[str, Any] = {c: stmt.excluded[c] for c in update}
         if merge is not None:
-            values.update(merge(stmt.excluded))
-        return stmt.on_conflict_do_update(index_elements=list(keys), set_=values, where=condition)
+            changes.update(merge(stmt.excluded))
+        return stmt.on_conflict_do_update(index_elements=list(keys), set_=changes, where=condition)
     return stmt.on_conflict_do_nothing(index_elements=list(keys))
+
+
+def prepared_upsert(
+    table: Table,
+    columns: Sequence[str],
+    keys: Sequence[str],
+    merge: Callable[[Any], dict[str, Any]] | None = None,
+) -> Callable[[str], Any]:
+    """For :class:`Prepared`: :func:`upsert` of ``columns`` (bound by their names), as a function
+    of the dialect's name."""
+
+    def build(dialect: str) -> Any:
+        values: dict[str, Any] = {c: bindparam(c) for c in columns}
+        return _build_upsert(dialect, table, keys, (), None, merge, values)
+
+    return build
 
 
 def insert_ignore(table: Table, columns: Sequence[str]) -> Callable[[str], Any]:
@@ -417,6 +443,7 @@ class Prepared:
         # A statement, or a function of the dialect's name making one (an upsert).
         self.statement = statement
         self._compiled: dict[str, tuple[str, list[str] | None, dict[str, Any]]] = {}
+        self._results: dict[str, list[Callable[[Any], Any] | None]] = {}
 
     def _for(self, conn: Connection) -> tuple[str, list[str] | None, dict[str, Any]]:
         dialect = conn.dialect
@@ -433,6 +460,12 @@ class Prepared:
                 if processor is not None:
                     processors[name] = processor
             known = self._compiled[dialect.name] = (str(compiled), names, processors)
+            # What a query's columns come back as through Core (a timestamp, not SQLite's text).
+            selected = getattr(statement, "selected_columns", None)
+            if selected is not None and not getattr(statement, "is_dml", False):
+                self._results[dialect.name] = [
+                    c.type.dialect_impl(dialect).result_processor(dialect, None) for c in selected
+                ]
         return known
 
     def _rows(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> tuple[str, list[Any]]:
@@ -474,6 +507,24 @@ class Prepared:
             raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
         finally:
             cursor.close()
+
+    def first(self, conn: Connection, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row a query returns (None if none), its values as Core gives them."""
+        sql, params = self._rows(conn, [row])
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params[0])
+            found = cursor.fetchone()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
+        if found is None:
+            return None
+        results = self._results[conn.dialect.name]
+        return tuple(
+            v if p is None or v is None else p(v) for v, p in zip(found, results, strict=True)
+        )
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of parameters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -39,7 +40,7 @@ from pipetrail.storage.metadata.base import (
     RunSummary,
     VersionStats,
 )
-from pipetrail.storage.metadata.sql.engine import Prepared, for_update, upsert
+from pipetrail.storage.metadata.sql.engine import Prepared, for_update, prepared_upsert, upsert
 from pipetrail.storage.metadata.sql.run_records import (
     LISTED_COLUMNS,
     RUN_COLUMNS,
@@ -133,6 +134,27 @@ _RUN_EVENT_COLUMNS = ("run_id", "block_run_id", "kind", "status", "previous", "a
 _INSERT_RUN_EVENT = Prepared(
     insert(run_event).values({c: bindparam(c) for c in _RUN_EVENT_COLUMNS})
 )
+_STATS_COLUMNS = ("pipeline_id", "status", "runs", "duration_sum", "duration_count")
+
+
+def _run_state(locked: bool) -> Callable[[str], Any]:
+    """The run's row as a status change reads it; ``locked``: FOR UPDATE on PostgreSQL."""
+
+    def build(dialect: str) -> Any:
+        query = select(
+            pipeline_run.c.status,
+            pipeline_run.c.lease,
+            pipeline_run.c.pipeline_id,
+            pipeline_run.c.started_at,
+            pipeline_run.c.trigger_name,
+        ).where(pipeline_run.c.id == bindparam("run_id"))
+        return query.with_for_update() if locked and dialect == "postgresql" else query
+
+    return build
+
+
+_RUN_STATE = Prepared(_run_state(locked=True))
+_RUN_STATE_UNLOCKED = Prepared(_run_state(locked=False))
 
 
 def _run_event(
@@ -318,26 +340,19 @@ class RunRows(SqlSession):
     ) -> RunRecord:
         """Move a run to ``status`` (checked against the state machine) and record the event."""
         with self._write() as conn:
-            query = select(
-                pipeline_run.c.status,
-                pipeline_run.c.lease,
-                pipeline_run.c.pipeline_id,
-                pipeline_run.c.started_at,
-            ).where(pipeline_run.c.id == run_id)
-            if for_update(conn):
-                query = query.with_for_update()
-            row = conn.execute(query).first()
+            row = _RUN_STATE.first(conn, {"run_id": run_id})
             if row is None:
                 raise NotFoundError(f"no run with id {run_id} in the store")
-            self._check_lease(conn, run_id, row.lease)
+            current, lease, pipeline_id, started = row[:4]
+            self._check_lease(conn, run_id, lease)
             self._set_status(
                 conn,
                 run_id,
-                RunStatus(row.status),
+                RunStatus(current),
                 status,
                 error,
                 message,
-                known=(row.pipeline_id, row.started_at),
+                known=(pipeline_id, started),
             )
             return self._record_of(conn, run_id)
 
@@ -351,20 +366,21 @@ class RunRows(SqlSession):
         message: str | None,
         *,
         known: tuple[int, datetime | None] | None = None,
-    ) -> None:
-        """``known``: the run's pipeline id and start, when the caller has read them already."""
+    ) -> datetime:
+        """``known``: the run's pipeline id and start, when the caller has read them already.
+
+        Returns when the change happened.
+        """
         check_run_transition(current, status)
         at = _now()
         values: dict[str, Any] = {"status": status.value, "heartbeat_at": at}
         if status is RunStatus.RUNNING:
             values["started_at"] = at
         if known is None:
-            row = conn.execute(
-                select(pipeline_run.c.pipeline_id, pipeline_run.c.started_at).where(
-                    pipeline_run.c.id == run_id
-                )
-            ).one()
-            known = (row.pipeline_id, row.started_at)
+            row = _RUN_STATE_UNLOCKED.first(conn, {"run_id": run_id})
+            if row is None:
+                raise NotFoundError(f"no run with id {run_id} in the store")
+            known = (row[2], row[3])
         pipeline_id, started = known
         deltas: dict[tuple[int, str], tuple[int, float, int]] = {
             (pipeline_id, current.value): (-1, 0.0, 0),
@@ -378,11 +394,14 @@ class RunRows(SqlSession):
                 values["started_at"] = at
         if error is not None:
             values["error"] = error
-        conn.execute(update(pipeline_run).where(pipeline_run.c.id == run_id).values(**values))
+        _set_run_columns(tuple(values)).run(
+            conn, {"b_id": run_id, **{f"v_{k}": v for k, v in values.items()}}
+        )
         tally(conn, deltas)
         _INSERT_RUN_EVENT.run(
             conn, _run_event(run_id, status.value, current.value, at, message or error)
         )
+        return at
 
     @patient("write")
     def heartbeat(self, run_id: int) -> None:
@@ -809,24 +828,21 @@ class RunRows(SqlSession):
         run starts at once.
         """
         with self._write() as conn:
-            return self._claim(conn, run_id, limit, trigger_limit)
+            return self._claim(conn, run_id, limit, trigger_limit) is not None
 
     def _claim(
         self, conn: Connection, run_id: int, limit: int | None, trigger_limit: int | None
-    ) -> bool:
-        """claim_slot's work, in the caller's transaction."""
-        run = select(
-            pipeline_run.c.pipeline_id,
-            pipeline_run.c.status,
-            pipeline_run.c.lease,
-            pipeline_run.c.trigger_name,
-        ).where(pipeline_run.c.id == run_id)
-        row = conn.execute(run).one()
+    ) -> datetime | None:
+        """claim_slot's work, in the caller's transaction: when the run started, or None."""
+        row = _RUN_STATE_UNLOCKED.first(conn, {"run_id": run_id})
+        if row is None:
+            raise NotFoundError(f"no run with id {run_id} in the store")
+        pipeline_id, trigger_name = row[2], row[4]
         groups = []
         if limit is not None:
-            groups.append((pipeline_run.c.pipeline_id == row.pipeline_id, limit))
-        if trigger_limit is not None and row.trigger_name is not None:
-            groups.append((pipeline_run.c.trigger_name == row.trigger_name, trigger_limit))
+            groups.append((pipeline_run.c.pipeline_id == pipeline_id, limit))
+        if trigger_limit is not None and trigger_name is not None:
+            groups.append((pipeline_run.c.trigger_name == trigger_name, trigger_limit))
         if for_update(conn):
             if groups:
                 # Claims of one pipeline (a trigger runs one pipeline) queue on its row, so
@@ -835,29 +851,30 @@ class RunRows(SqlSession):
                 # of the pipeline), so a writer holding a run's row never waits on a claim.
                 conn.execute(
                     select(pipeline.c.id)
-                    .where(pipeline.c.id == row.pipeline_id)
+                    .where(pipeline.c.id == pipeline_id)
                     .with_for_update(key_share=True)
                 )
             # Then the run's own row, read again under its lock: a reaper on another host
             # may have failed it (and moved its lease on) since the read above, and the
             # claim must not turn that back into running. Locks in one order: pipeline, run.
-            row = conn.execute(run.with_for_update()).one()
-        self._check_lease(conn, run_id, row.lease)
-        if row.status != RunStatus.INITIAL.value:
-            return False
+            row = _RUN_STATE.first(conn, {"run_id": run_id})
+            assert row is not None  # a run's row is never deleted while it is waiting
+        status, lease = row[0], row[1]
+        self._check_lease(conn, run_id, lease)
+        if status != RunStatus.INITIAL.value:
+            return None
         for same, most in groups:
             if not self._slot_free(conn, run_id, same, most):
-                return False
-        self._set_status(
+                return None
+        return self._set_status(
             conn,
             run_id,
             RunStatus.INITIAL,
             RunStatus.RUNNING,
             None,
             None,
-            known=(row.pipeline_id, None),
+            known=(pipeline_id, None),
         )
-        return True
 
     def _slot_free(self, conn: Connection, run_id: int, same: Any, limit: int) -> bool:
         running = conn.execute(
@@ -1024,11 +1041,25 @@ def tally(conn: Connection, deltas: Mapping[tuple[int, str], tuple[int, float, i
         }
         for key, change in sorted(deltas.items())
     ]
-    upsert(conn, run_stats, rows, ["pipeline_id", "status"], merge=_add_stats)
+    _TALLY.run_many(conn, rows)
 
 
 def _add_stats(new: Any) -> dict[str, Any]:
     return {c: run_stats.c[c] + new[c] for c in ("runs", "duration_sum", "duration_count")}
+
+
+_TALLY = Prepared(prepared_upsert(run_stats, _STATS_COLUMNS, ["pipeline_id", "status"], _add_stats))
+
+
+@functools.lru_cache(maxsize=32)
+def _set_run_columns(columns: tuple[str, ...]) -> Prepared:
+    """``UPDATE pipeline_run SET <columns>`` of one run (``b_id``), values bound as ``v_<column>``:
+    one statement per set of columns a status change writes, compiled once."""
+    return Prepared(
+        update(pipeline_run)
+        .where(pipeline_run.c.id == bindparam("b_id"))
+        .values({c: bindparam(f"v_{c}") for c in columns})
+    )
 
 
 def _flat_params(params: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 
 from sqlalchemy import bindparam, delete, update
 
@@ -50,17 +51,18 @@ class SqlMetadataStore(
         limit: int | None,
         *,
         trigger_limit: int | None = None,
-    ) -> tuple[dict[tuple[str, int, int], int], RunRecord | None]:
+    ) -> tuple[dict[tuple[str, int, int], int], datetime | None]:
         """Create a run's first task attempts and take its slot, in one transaction.
 
-        Returns the tasks' ids (as ``create_tasks``) and the run as it started, or None when
-        it has to wait for a slot (``claim_slot`` takes it later, as it does here). A run taken
-        from this runner raises LeaseLostError and nothing is written.
+        Returns the tasks' ids (as ``create_tasks``) and when the run started (its
+        ``started_at``, also its ``heartbeat_at``), or None when it has to wait for a slot
+        (``claim_slot`` takes it later, as it does here). A run taken from this runner raises
+        LeaseLostError and nothing is written.
         """
         with self._write() as conn:
-            claimed = self._claim(conn, run_id, limit, trigger_limit)
+            started = self._claim(conn, run_id, limit, trigger_limit)
             ids = self._insert_tasks(conn, run_id, steps) if steps else {}
-            return ids, self._record_of(conn, run_id) if claimed else None
+            return ids, started
 
     @patient("write")
     def record_spool(self, batch: SpoolBatch) -> None:
