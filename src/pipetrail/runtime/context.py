@@ -164,11 +164,38 @@ class MetricBuffer:
                 if len(points) < _MOST_PER_WRITE:
                     return
 
-    def close(self) -> None:
-        """Write what is left (the output too, to its last byte); raise what a write raised."""
+    def close(self, *, hand_over: bool = False) -> SpoolBatch | None:
+        """Write what is left (the output too, to its last byte); raise what a write raised.
+
+        With ``hand_over``, what is left is returned instead of written when it is small (at
+        most :data:`HAND_OVER_POINTS` points and :data:`HAND_OVER_BYTES` bytes of output), for
+        the caller to store with the task's end; None when it wrote it, or nothing was left.
+        """
         self._closed = True
         _drainer.unregister(self)
+        if hand_over and not self.fenced:
+            with self._flush_lock:
+                last = self._last_batch()
+            if last is not None:
+                return last
         self.flush(final=True)
+        return None
+
+    def _last_batch(self) -> SpoolBatch | None:
+        """What is left to store, if small enough to hand over (else None: it is flushed)."""
+        points, end = self._spool.take(self._stored, HAND_OVER_POINTS + 1)
+        if len(points) > HAND_OVER_POINTS or end < self._spool.slots():
+            return None
+        points.run_id, points.task_id = self._run_id, self._task_id
+        offset = end << 5 if self._spooled else None
+        logs = self._logs.take(final=True) if self._logs is not None else []
+        if sum(chunk.size for chunk in logs) > HAND_OVER_BYTES:
+            if self._logs is not None:
+                self._logs.restore(logs)
+            return None
+        if not len(points) and not logs and offset in (None, self._stored_offset):
+            return None
+        return SpoolBatch(self._run_id, self._task_id, points, offset, logs)
 
     def detach(self) -> None:
         """Stop draining without writing (the task was interrupted: its spool is salvaged)."""
@@ -194,6 +221,10 @@ _MOST_PER_WRITE = 50_000
 #: takes tens of milliseconds of wall time while costing a few of CPU: a backlog of a few
 #: batches would stop the logging thread to wait for it.
 BACKLOG = 16
+#: The most a task's last drain holds to be handed over with its outcome (it may cross a
+#: process boundary); more is written by the task itself.
+HAND_OVER_POINTS = 5_000
+HAND_OVER_BYTES = 256 * 1024
 
 
 class _Drainer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pickle
 import time
@@ -19,7 +20,7 @@ from pipetrail.errors import (
 from pipetrail.runtime.controls import CONTROL_SECONDS, RunControls, watching
 from pipetrail.runtime.planner import retry_delay
 from pipetrail.runtime.run_state import StepState, TaskState
-from pipetrail.runtime.spool import salvage
+from pipetrail.runtime.spool import discard_spool, salvage
 from pipetrail.runtime.task import InputRef, TaskPayload
 from pipetrail.storage.artifacts.serializers import load_from_store
 from pipetrail.storage.metadata.base import TaskOutcome
@@ -430,6 +431,7 @@ class RunLoop(RunControls):
             foreach_param=spec.foreach if spec.foreach in spec.params else None,
             lease=self.run.lease,
             defer_start=executor.defers_start,
+            hand_over=executor.hands_over,
         )
         if not executor.defers_start:
             self.store.set_task_status(task.task_id, TaskStatus.QUEUED)
@@ -455,8 +457,15 @@ class RunLoop(RunControls):
         try:
             self.store.finish_task(task.task_id, outcome, run_id=self.run.id)
         except InvalidTransitionError:
-            # Ended from outside meanwhile (a forced cancel); what it says stands.
+            # Ended from outside meanwhile (a forced cancel); what it says stands. What the
+            # task handed over goes in from its spool, if the run is still this runner's.
+            if outcome.final is not None:
+                with contextlib.suppress(LeaseLostError):
+                    salvage(self.store, self.services.spool_root, self.run.id, task.task_id)
             outcome = _replace(outcome, status=self.store.get_task(task.task_id).status)
+        else:
+            if outcome.final is not None:
+                discard_spool(self.services.spool_root, self.run.id, task.task_id)
         task.status = outcome.status
         duration = None
         if outcome.started_at is not None and outcome.finished_at is not None:

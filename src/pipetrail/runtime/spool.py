@@ -48,6 +48,7 @@ __all__ = [
     "SpoolContents",
     "TaskSpool",
     "default_spool_root",
+    "discard_spool",
     "link_event",
     "read_records",
     "salvage",
@@ -523,6 +524,11 @@ def salvage(
     )
     shutil.rmtree(folder, ignore_errors=True)
     return True
+
+
+def discard_spool(root: Path, run_id: int, task_id: int) -> None:
+    """Delete a task's spool folder, whose contents are all in the store."""
+    shutil.rmtree(spool_folder(root, run_id, task_id), ignore_errors=True)
 
 
 def default_spool_root(home: Path) -> Path:

@@ -88,6 +88,10 @@ class TaskPayload:
     #: Write ``running`` only if the step is still running after a moment (runtime.starts);
     #: its end then records its whole route. For tasks run in the runner's own process.
     defer_start: bool = False
+    #: Hand the last drain of the spool over with the outcome (``TaskOutcome.final``) instead
+    #: of storing it: the runner stores it with the task's end. For executors sharing the
+    #: runner's spool folder.
+    hand_over: bool = False
 
 
 @dataclass
@@ -218,14 +222,18 @@ def _execute(
         except Exception as exc:  # a full disk must not lose what the task recorded
             error = exc
     spool_kept = False
+    final = None
     try:
-        buffer.close()
+        final = buffer.close(hand_over=payload.hand_over)
     except Exception as exc:  # kept in the spool: the runner salvages it
         error = error or exc
         spool_kept = True
         spool.close()
     else:
-        spool.remove()
+        if final is None:
+            spool.remove()
+        else:
+            spool.close()  # deleted once its last drain is stored, with the task's end
     links.extend(context.links)
     status = TaskStatus.COMPLETED if error is None else TaskStatus.FAILED
     exc_type = exc_message = tb = None
@@ -252,6 +260,7 @@ def _execute(
         links=tuple(links),
         tags=tuple(context.tags),
         spool_kept=spool_kept,
+        final=final,
     )
 
 

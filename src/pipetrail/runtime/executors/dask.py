@@ -216,6 +216,7 @@ class DaskExecutor:
 
     name = "dask"
     defers_start = False
+    hands_over = False
 
     def __init__(
         self,

@@ -27,6 +27,7 @@ class InlineExecutor:
     name = "inline"
     max_workers = 1
     defers_start = True
+    hands_over = True
 
     def __init__(self, services: TaskServices, pipeline: Pipeline) -> None:
         self._services = services

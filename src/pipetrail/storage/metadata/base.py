@@ -162,6 +162,9 @@ class TaskOutcome:
     start: tuple[str, int, str | None] | None = None
     #: When the task was handed to its executor, for a ``queued`` event written with its end.
     queued_at: datetime | None = None
+    #: The last drain of the task's spool, handed over to be stored with the task's end (in
+    #: its transaction); its spool is left for whoever stores it to delete.
+    final: SpoolBatch | None = None
 
 
 class MetricRow(NamedTuple):

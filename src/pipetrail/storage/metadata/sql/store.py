@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 
-from sqlalchemy import bindparam, delete, update
+from sqlalchemy import Connection, bindparam, delete, update
 
 from pipetrail.core.model import RunRecord
 from pipetrail.storage.metadata.base import SpoolBatch
@@ -74,24 +74,28 @@ class SqlMetadataStore(
         """
         with self._write() as conn:
             self._check_lease(conn, batch.run_id)
-            if batch.metrics:
-                self._insert_metrics(conn, batch.metrics, fenced={batch.run_id})
-            if batch.offset is not None:
-                _SPOOL_OFFSET.run(conn, {"task_id": batch.task_id, "offset": batch.offset})
-            rows = [
-                {
-                    "block_run_id": batch.task_id,
-                    "stream": c.stream,
-                    "byte_offset": c.offset,
-                    "size": c.size,
-                    "text": c.text,
-                }
-                for c in batch.logs
-            ]
-            upsert(conn, log_chunk, rows, ["block_run_id", "stream", "byte_offset"])
-            self._links(conn, batch.run_id, batch.task_id, batch.links, now())
-            tags = [{"run_id": batch.run_id, "tag": t, "system": False} for t in batch.tags]
-            upsert(conn, run_tag, tags, ["run_id", "tag"])
+            self._record_batch(conn, batch)
+
+    def _record_batch(self, conn: Connection, batch: SpoolBatch) -> None:
+        """record_spool's rows, in the caller's transaction (the run's lease checked)."""
+        if batch.metrics:
+            self._insert_metrics(conn, batch.metrics, fenced={batch.run_id})
+        if batch.offset is not None:
+            _SPOOL_OFFSET.run(conn, {"task_id": batch.task_id, "offset": batch.offset})
+        rows = [
+            {
+                "block_run_id": batch.task_id,
+                "stream": c.stream,
+                "byte_offset": c.offset,
+                "size": c.size,
+                "text": c.text,
+            }
+            for c in batch.logs
+        ]
+        upsert(conn, log_chunk, rows, ["block_run_id", "stream", "byte_offset"])
+        self._links(conn, batch.run_id, batch.task_id, batch.links, now())
+        tags = [{"run_id": batch.run_id, "tag": t, "system": False} for t in batch.tags]
+        upsert(conn, run_tag, tags, ["run_id", "tag"])
 
     def change_tags(
         self,

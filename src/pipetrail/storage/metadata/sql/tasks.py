@@ -11,7 +11,7 @@ from sqlalchemy import Connection, and_, bindparam, exists, func, insert, select
 from pipetrail.core.model import ArtifactLink, ArtifactRecord, TaskRecord
 from pipetrail.core.status import TaskStatus, check_task_transition, transition_path
 from pipetrail.errors import NotFoundError
-from pipetrail.storage.metadata.base import LogChunk, NewLink, TaskOutcome
+from pipetrail.storage.metadata.base import LogChunk, NewLink, SpoolBatch, TaskOutcome
 from pipetrail.storage.metadata.sql.engine import Prepared, for_update, insert_ignore, upsert
 from pipetrail.storage.metadata.sql.session import SqlSession, patient
 from pipetrail.storage.metadata.sql.session import now as _now
@@ -58,6 +58,20 @@ _END_COLUMNS = (
     "note",
 )
 _START_COLUMNS = ("host", "pid", "worker")
+_NEW_TASK_COLUMNS = (
+    "run_id",
+    "step",
+    "task_index",
+    "attempt",
+    "status",
+    "created_at",
+    "allowed_failure",
+    "spool_offset",
+)
+#: One new task attempt (the common case: a one-step run, a retry), its id returned.
+_INSERT_TASK = Prepared(
+    insert(block_run).values({c: bindparam(c) for c in _NEW_TASK_COLUMNS}).returning(block_run.c.id)
+)
 
 
 def _finish_statements(condition: Any) -> tuple[Prepared, Prepared]:
@@ -122,18 +136,36 @@ class TaskRows(SqlSession):
                 "attempt": attempt,
                 "status": TaskStatus.INITIAL.value,
                 "created_at": now,
+                "allowed_failure": False,
+                "spool_offset": 0,
             }
             for step, index, attempt in steps
         ]
-        # One statement for all rows; ids come back in the order the rows were given.
-        created = conn.execute(
-            insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
-        ).scalars()
+        created: Sequence[Any]
+        if len(rows) == 1:
+            created = [_INSERT_TASK.scalar(conn, rows[0])]
+        else:
+            # One statement for all rows; ids come back in the order the rows were given.
+            created = (
+                conn.execute(
+                    insert(block_run).returning(block_run.c.id, sort_by_parameter_order=True), rows
+                )
+                .scalars()
+                .all()
+            )
         ids = {key: int(task_id) for key, task_id in zip(steps, created, strict=True)}
-        conn.execute(
-            insert(run_event),
+        _INSERT_EVENT.run_many(
+            conn,
             [
-                {"run_id": run_id, "block_run_id": i, "status": TaskStatus.INITIAL.value, "at": now}
+                {
+                    "run_id": run_id,
+                    "block_run_id": i,
+                    "kind": "status",
+                    "status": TaskStatus.INITIAL.value,
+                    "previous": None,
+                    "at": now,
+                    "message": None,
+                }
                 for i in ids.values()
             ],
         )
@@ -190,7 +222,8 @@ class TaskRows(SqlSession):
 
         With ``run_id`` and ``outcome.recorded`` (the status its worker left in the store), the
         task row is changed by one conditional UPDATE instead of being read first; when the
-        row is not in that status after all, the end is recorded from the status it has.
+        row is not in that status after all, the end is recorded from the status it has. The
+        last drain of the task's spool (``outcome.final``) is stored in the same transaction.
         """
         with self._write() as conn:
             current: TaskStatus | None = None
@@ -225,6 +258,13 @@ class TaskRows(SqlSession):
             self._task_events(
                 conn, run_id, task_id, current, path, outcome.finished_at or now, message, times
             )
+            if outcome.final is not None:
+                self._record_batch(conn, outcome.final)
+
+    def _record_batch(self, conn: Connection, batch: SpoolBatch) -> None:
+        """One drain of a task's spool in the caller's transaction (the store's, see
+        ``record_spool``)."""
+        raise NotImplementedError
 
     def _finish_row(
         self,
