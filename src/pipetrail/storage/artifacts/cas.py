@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import os
 import re
@@ -10,9 +11,6 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, cast
-
-import fsspec
-from fsspec.implementations.local import LocalFileSystem
 
 from pipetrail.core.hashing import new_hasher
 from pipetrail.errors import (
@@ -40,6 +38,7 @@ from pipetrail.storage.artifacts.remote import (
 )
 
 if TYPE_CHECKING:
+    import fsspec
     from _typeshed import ReadableBuffer
 
 __all__ = ["CHUNK_SIZE", "ContentAddressedStore", "PutResult", "digest_file", "digest_tree"]
@@ -105,24 +104,47 @@ class ContentAddressedStore:
         spool_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         options = dict(storage_options or {})
-        try:
-            if "://" in url and not url.startswith("file://"):
-                # Each store has its own filesystem object, so no listing another user of
-                # fsspec cached in this process can hide content that was written since.
-                options.setdefault("skip_instance_cache", True)
-                # Nor may a listing of its own (gc lists the store) answer a later check of one
-                # object: s3fs would say an object another process removed since is there.
-                options.setdefault("use_listings_cache", False)
-            fs, root = fsspec.core.url_to_fs(url, **options)
-        except (ValueError, ImportError, TypeError) as exc:
-            raise ConfigError(f"cannot open artifact store {url!r}: {exc}") from exc
+        fs: fsspec.AbstractFileSystem | None = None
+        local = _local_folder(url) if not options else None
+        if local is not None:
+            # A plain folder is read and written with os calls: fsspec is not even imported.
+            root = local
+        else:
+            try:
+                import fsspec
+
+                if "://" in url and not url.startswith("file://"):
+                    # Each store has its own filesystem object, so no listing another user of
+                    # fsspec cached in this process can hide content that was written since.
+                    options.setdefault("skip_instance_cache", True)
+                    # Nor may a listing of its own (gc lists the store) answer a later check of
+                    # one object: s3fs would say an object another process removed since is there.
+                    options.setdefault("use_listings_cache", False)
+                fs, root = fsspec.core.url_to_fs(url, **options)
+            except (ValueError, ImportError, TypeError) as exc:
+                raise ConfigError(f"cannot open artifact store {url!r}: {exc}") from exc
+            from fsspec.implementations.local import LocalFileSystem
+
+            local = root if isinstance(fs, LocalFileSystem) else None
         self._url = url
-        self._fs: fsspec.AbstractFileSystem = fs
+        self._fs_made = fs
         self._root: str = root.rstrip("/")
-        self._local = isinstance(fs, LocalFileSystem)
+        self._local = local is not None
         self._folder = FolderWriter(f"{self._root}/{_TMP_DIR}", fsync=fsync)
         self._spool_dir = None if spool_dir is None else os.fspath(spool_dir)
-        self._claims = RemoteClaims(fs, self._root, f"{self._root}/{_TMP_DIR}")
+
+    @property
+    def _fs(self) -> fsspec.AbstractFileSystem:
+        """The store's fsspec filesystem (a local folder's made when first needed)."""
+        if self._fs_made is None:
+            import fsspec
+
+            self._fs_made = fsspec.filesystem("file")
+        return self._fs_made
+
+    @functools.cached_property
+    def _claims(self) -> RemoteClaims:
+        return RemoteClaims(self._fs, self._root, f"{self._root}/{_TMP_DIR}")
 
     @staticmethod
     def digest_file(path: str | os.PathLike[str]) -> tuple[str, int]:
@@ -620,6 +642,18 @@ def _copy(source: io.BufferedReader, name: str, out: BinaryIO) -> None:
         if not count:
             return
         out.write(view[:count])
+
+
+def _local_folder(url: str) -> str | None:
+    """The absolute folder a plain path or ``file://`` URL names; None for any other URL
+    (another protocol, or a chain such as ``simplecache::file://``)."""
+    if "::" in url:
+        return None
+    if url.startswith("file://"):
+        url = url[len("file://") :]
+    elif "://" in url:
+        return None
+    return os.path.abspath(os.path.expanduser(url or "."))
 
 
 def _is_key(key: object) -> bool:

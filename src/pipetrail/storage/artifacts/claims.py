@@ -13,10 +13,12 @@ own, never rewritten, so removing old claims never removes one made since.
 from __future__ import annotations
 
 import uuid
-
-import fsspec
+from typing import TYPE_CHECKING
 
 from pipetrail.storage.artifacts.remote import modified_at
+
+if TYPE_CHECKING:
+    import fsspec
 
 __all__ = ["CLAIMS_DIR", "RemoteClaims"]
 
