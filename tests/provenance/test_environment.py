@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pipetrail.core.hashing import digest_json
 from pipetrail.provenance import environment
 from pipetrail.provenance.environment import (
     EnvironmentSnapshot,
@@ -189,3 +190,30 @@ def test_a_failing_nvidia_smi_means_no_gpus(
 
     assert snapshot.gpus == ()
     assert snapshot.cuda_version is None
+
+
+def test_an_unchanged_environment_is_captured_once_and_hashed_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first = capture_environment(refresh=True)
+    digest = first.content_hash
+    calls: list[object] = []
+    real = digest_json
+
+    def counted(doc: object) -> str:
+        calls.append(doc)
+        return real(doc)
+
+    monkeypatch.setattr(environment, "digest_json", counted)
+
+    again = capture_environment()
+
+    assert again is first
+    assert again.content_hash == digest == real(first.to_dict())
+    assert calls == []
+    # A different environment is a new snapshot with its own hash.
+    other = capture_environment(environ={"CUDA_VERSION": "99.0"})
+    if other.cuda_version == "99.0":  # no nvidia-smi here to override it
+        assert other is not first
+        assert other.content_hash != digest
+        assert len(calls) == 1

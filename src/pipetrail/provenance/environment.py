@@ -115,7 +115,14 @@ class EnvironmentSnapshot:
     @property
     def content_hash(self) -> str:
         """Digest of :meth:`to_dict`: equal environments give equal hashes."""
-        return digest_json(self.to_dict())
+        global _CAPTURED
+        snapshot, digest = _CAPTURED
+        if snapshot is self and digest is not None:
+            return digest
+        digest = digest_json(self.to_dict())
+        if _CAPTURED[0] is self:
+            _CAPTURED = (self, digest)
+        return digest
 
     def package_version(self, name: str) -> str | None:
         """Installed version of distribution ``name`` (any spelling), or ``None`` if absent."""
@@ -244,14 +251,13 @@ def capture_environment(
     if refresh:
         for cached in (_platform_facts, _installed_packages, _nvidia_smi_facts):
             cached.cache_clear()
+    global _CAPTURED
+    if refresh:
+        _total_memory.cache_clear()
     variables = os.environ if environ is None else environ
     implementation, executable, platform_name, machine, system, release = _platform_facts()
     gpus, smi_cuda = _nvidia_smi_facts()
-    try:
-        total_memory: int | None = int(psutil.virtual_memory().total)
-    except (OSError, RuntimeError):
-        total_memory = None
-    return EnvironmentSnapshot(
+    snapshot = EnvironmentSnapshot(
         python_version=platform.python_version(),
         python_implementation=implementation,
         python_executable=executable,
@@ -260,11 +266,29 @@ def capture_environment(
         system=system,
         release=release,
         cpu_count=os.cpu_count(),
-        total_memory_bytes=total_memory,
+        total_memory_bytes=_total_memory(),
         packages=_installed_packages(),
         gpus=gpus,
         cuda_version=smi_cuda or variables.get("CUDA_VERSION") or None,
     )
+    last = _CAPTURED[0]
+    if last is not None and last == snapshot:
+        return last  # the same object: its content hash is computed once
+    _CAPTURED = (snapshot, None)
+    return snapshot
+
+
+#: The last snapshot this process captured, and its content hash once asked for: a process
+#: recording run after run captures the same environment every time, and hashes it once.
+_CAPTURED: tuple[EnvironmentSnapshot | None, str | None] = (None, None)
+
+
+@functools.lru_cache(maxsize=1)
+def _total_memory() -> int | None:
+    try:
+        return int(psutil.virtual_memory().total)
+    except (OSError, RuntimeError):
+        return None
 
 
 @functools.lru_cache(maxsize=1)

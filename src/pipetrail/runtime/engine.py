@@ -31,6 +31,24 @@ HEARTBEAT_SECONDS = 10.0
 _STORED_CODE: dict[tuple[object, ...], str] = {}
 
 
+def _code_files(names: tuple[str | None, ...]) -> list[Path]:
+    """The distinct files a pipeline's code comes from, resolved (symlinks followed), sorted.
+
+    Absolute names are resolved once per process: resolving walks every folder of the path.
+    """
+    known = _RESOLVED.get(names)
+    if known is None:
+        paths = {Path(f).resolve() for f in names if f}
+        known = sorted(p for p in paths if p.is_file())
+        if all(f is None or os.path.isabs(f) for f in names):
+            _RESOLVED[names] = known
+    return known
+
+
+#: Pipeline code files by the names their specs give (see _code_files).
+_RESOLVED: dict[tuple[str | None, ...], list[Path]] = {}
+
+
 def _stat_key(path: Path) -> tuple[int, int, int] | None:
     try:
         st = path.stat()
@@ -181,12 +199,16 @@ class Engine:
         An archive of files unchanged since this process last stored it (same size and change
         times) is not built again, as long as the store still has it.
         """
-        paths = {Path(f).resolve() for f in [spec.file, *(s.file for s in spec.steps)] if f}
-        files = sorted(p for p in paths if p.is_file())
-        if not files:
-            return None
+        names = (spec.file, *(s.file for s in spec.steps))
+        files = _code_files(names)
         cas = self.services.cas
         seen = (cas.url, *((str(p), _stat_key(p)) for p in files))
+        if any(stat is None for _, stat in seen[1:]):  # a file went away since it was resolved
+            _RESOLVED.pop(names, None)
+            files = _code_files(names)
+            seen = (cas.url, *((str(p), _stat_key(p)) for p in files))
+        if not files:
+            return None
         key = _STORED_CODE.get(seen)
         if key is not None and cas.exists(key):
             return key
