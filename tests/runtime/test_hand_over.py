@@ -1,7 +1,7 @@
 """A task's last drain of its spool is stored with its end, in one transaction.
 
 Points, output and tags logged just before a step returns reach the store with the task's end
-(inline executor; the process executor's workers write their own), or by the task itself
+(inline and process executors, which share the runner's host and spool folder), or by the task itself
 when they are too many to hand over; either way every one is stored once and the spool folder
 is gone afterwards.
 """

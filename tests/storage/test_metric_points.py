@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+import pickle
 import struct
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -80,4 +82,19 @@ def test_points_taken_from_a_spool_at_any_cut_read_back_exactly(
         part.run_id, part.task_id = 7, 1
     rows = [MetricRow(7, 1, name, value, step, 1.7e9) for name, value, step in points]
     assert _round_trip([first, rest]) == _expected(rows)
+    spool.close()
+
+
+def test_columns_pickle_whole_from_a_spool_and_empty(tmp_path: Path) -> None:
+    """A task's last drain travels pickled from a worker process with its outcome."""
+    spool = TaskSpool(tmp_path / "spool")
+    for i in range(7):
+        spool.point("a" if i % 2 else "b", i / 3, None if i == 3 else i, 1_700_000_000.5 + i)
+    taken, _ = spool.take(0, 100)
+    assert isinstance(taken.values, memoryview)
+    back = pickle.loads(pickle.dumps(taken))
+    assert list(back) == list(taken) and len(back) == 7
+    assert (back.run_id, back.task_id, back.missing) == (taken.run_id, taken.task_id, taken.missing)
+    empty = MetricColumns(3, 4)
+    assert list(pickle.loads(pickle.dumps(empty))) == []
     spool.close()

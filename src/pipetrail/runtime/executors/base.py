@@ -19,8 +19,8 @@ class Executor(Protocol):
     #: Tasks run in the runner's own process: their start is written only if they run for a
     #: moment (runtime.starts), and ``queued`` with their end.
     defers_start: bool
-    #: Tasks share the runner's spool folder: a task hands its last drain over, to be stored
-    #: with its end in one transaction (see ``TaskOutcome.final``).
+    #: Tasks share the runner's host and spool folder: a task hands its last drain over (with
+    #: its outcome), to be stored with its end in one transaction (``TaskOutcome.final``).
     hands_over: bool
 
     def submit(self, payload: TaskPayload) -> Future[TaskOutcome]:

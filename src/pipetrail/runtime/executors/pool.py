@@ -213,7 +213,7 @@ class ProcessExecutor:
 
     name = "process"
     defers_start = False
-    hands_over = False  # its handed-over points (memoryviews of the spool) do not pickle
+    hands_over = True
 
     def __init__(self, factory: Callable[[], TaskServices], max_workers: int | None = None) -> None:
         self.max_workers = max_workers or os.cpu_count() or 2

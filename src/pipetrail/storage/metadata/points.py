@@ -140,6 +140,39 @@ class MetricColumns(Sequence[MetricRow]):
     def __repr__(self) -> str:
         return f"<MetricColumns run {self.run_id} task {self.task_id}: {len(self)} points>"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled with its columns copied out (memoryviews over a spool do not pickle), so a
+        task's last drain can travel with its outcome from a worker process."""
+        columns = [_portable(c) for c in (self.ids, self.values, self.steps, self.times)]
+        missing = None if self.missing is None else bytes(self.missing)
+        return (_rebuild, (self.run_id, self.task_id, list(self.names), columns, missing))
+
+
+class _Packed(NamedTuple):
+    """A memoryview column as it is pickled: its items' format and bytes (contiguous)."""
+
+    format: str
+    data: bytes
+
+
+def _portable(column: Sequence[Any]) -> Any:
+    if isinstance(column, memoryview):
+        return _Packed(column.format, column.tobytes())
+    return column
+
+
+def _column(portable: Any) -> Any:
+    if isinstance(portable, _Packed):
+        return cast(Any, memoryview(portable.data)).cast(portable.format)
+    return portable
+
+
+def _rebuild(
+    run_id: int, task_id: int, names: list[str], columns: list[Any], missing: bytes | None
+) -> MetricColumns:
+    ids, values, steps, times = (_column(c) for c in columns)
+    return MetricColumns(run_id, task_id, names, ids, values, steps, times, missing)
+
 
 #: A block's columns, in the order :func:`pack_blocks` gives each block's values.
 BLOCK_COLUMNS = (
