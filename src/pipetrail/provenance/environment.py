@@ -248,12 +248,10 @@ def capture_environment(
     Returns:
         The snapshot; its :attr:`~EnvironmentSnapshot.content_hash` is stable for this environment.
     """
-    if refresh:
-        for cached in (_platform_facts, _installed_packages, _nvidia_smi_facts):
-            cached.cache_clear()
     global _CAPTURED
     if refresh:
-        _total_memory.cache_clear()
+        for cached in (_platform_facts, _installed_packages, _nvidia_smi_facts, _total_memory):
+            cached.cache_clear()
     variables = os.environ if environ is None else environ
     implementation, executable, platform_name, machine, system, release = _platform_facts()
     gpus, smi_cuda = _nvidia_smi_facts()

@@ -461,7 +461,13 @@ class RunLoop(RunControls):
             # task handed over goes in from its spool, if the run is still this runner's.
             if outcome.final is not None:
                 with contextlib.suppress(LeaseLostError):
-                    salvage(self.store, self.services.spool_root, self.run.id, task.task_id)
+                    salvage(
+                        self.store,
+                        self.services.spool_root,
+                        self.run.id,
+                        task.task_id,
+                        events=False,
+                    )
             outcome = _replace(outcome, status=self.store.get_task(task.task_id).status)
         else:
             if outcome.final is not None:

@@ -497,34 +497,29 @@ class Prepared:
     def scalar(self, conn: Connection, row: Mapping[str, Any]) -> Any:
         """The first column of the first row a query returns (None if none), as the driver
         gives it: for integer and text columns, which no result processor changes."""
-        sql, params = self._rows(conn, [row])
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, params[0])
-            found = cursor.fetchone()
-            return None if found is None else found[0]
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
+        found = self._fetch_one(conn, row)
+        return None if found is None else found[0]
 
     def first(self, conn: Connection, row: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row a query returns (None if none), its values as Core gives them."""
-        sql, params = self._rows(conn, [row])
-        cursor = conn.connection.cursor()
-        try:
-            cursor.execute(sql, params[0])
-            found = cursor.fetchone()
-        except conn.dialect.loaded_dbapi.Error as exc:
-            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
-        finally:
-            cursor.close()
+        found = self._fetch_one(conn, row)
         if found is None:
             return None
         results = self._results[conn.dialect.name]
         return tuple(
             v if p is None or v is None else p(v) for v, p in zip(found, results, strict=True)
         )
+
+    def _fetch_one(self, conn: Connection, row: Mapping[str, Any]) -> Any:
+        sql, params = self._rows(conn, [row])
+        cursor = conn.connection.cursor()
+        try:
+            cursor.execute(sql, params[0])
+            return cursor.fetchone()
+        except conn.dialect.loaded_dbapi.Error as exc:
+            raise DBAPIError.instance(sql, params[0], exc, conn.dialect.loaded_dbapi.Error) from exc
+        finally:
+            cursor.close()
 
     def run_many(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         """Execute once per row of parameters."""
