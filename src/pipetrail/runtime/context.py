@@ -143,26 +143,34 @@ class MetricBuffer:
         """
         with self._flush_lock:
             while not self.fenced:
-                points, end = self._spool.take(self._stored, _MOST_PER_WRITE)
-                points.run_id, points.task_id = self._run_id, self._task_id
-                offset = end << 5 if self._spooled else None
-                logs = self._logs.take(final=final) if self._logs is not None else []
-                if not len(points) and not logs and offset in (None, self._stored_offset):
+                batch, end = self._next(_MOST_PER_WRITE, final=final)
+                if batch is None:
                     return
                 try:
-                    self._write(SpoolBatch(self._run_id, self._task_id, points, offset, logs))
+                    self._write(batch)
                 except LeaseLostError:
                     self.fenced = True
                     raise
                 except BaseException:
                     if self._logs is not None:
-                        self._logs.restore(logs)
+                        self._logs.restore(batch.logs)
                     raise
                 self._stored = end
-                self._stored_offset = offset or 0
+                self._stored_offset = batch.offset or 0
                 self._spool.forget(end)
-                if len(points) < _MOST_PER_WRITE:
+                if len(batch.metrics) < _MOST_PER_WRITE:
                     return
+
+    def _next(self, most: int, *, final: bool) -> tuple[SpoolBatch | None, int]:
+        """The next batch to store (at most ``most`` points, the output so far) and the slot
+        after its last point; None when there is nothing new."""
+        points, end = self._spool.take(self._stored, most)
+        points.run_id, points.task_id = self._run_id, self._task_id
+        offset = end << 5 if self._spooled else None
+        logs = self._logs.take(final=final) if self._logs is not None else []
+        if not len(points) and not logs and offset in (None, self._stored_offset):
+            return None, end
+        return SpoolBatch(self._run_id, self._task_id, points, offset, logs), end
 
     def close(self, *, hand_over: bool = False) -> SpoolBatch | None:
         """Write what is left (the output too, to its last byte); raise what a write raised.
@@ -183,19 +191,15 @@ class MetricBuffer:
 
     def _last_batch(self) -> SpoolBatch | None:
         """What is left to store, if small enough to hand over (else None: it is flushed)."""
-        points, end = self._spool.take(self._stored, HAND_OVER_POINTS + 1)
-        if len(points) > HAND_OVER_POINTS or end < self._spool.slots():
+        batch, end = self._next(HAND_OVER_POINTS + 1, final=True)
+        if batch is None:
             return None
-        points.run_id, points.task_id = self._run_id, self._task_id
-        offset = end << 5 if self._spooled else None
-        logs = self._logs.take(final=True) if self._logs is not None else []
-        if sum(chunk.size for chunk in logs) > HAND_OVER_BYTES:
+        too_big = len(batch.metrics) > HAND_OVER_POINTS or end < self._spool.slots()
+        if too_big or sum(chunk.size for chunk in batch.logs) > HAND_OVER_BYTES:
             if self._logs is not None:
-                self._logs.restore(logs)
+                self._logs.restore(batch.logs)
             return None
-        if not len(points) and not logs and offset in (None, self._stored_offset):
-            return None
-        return SpoolBatch(self._run_id, self._task_id, points, offset, logs)
+        return batch
 
     def detach(self) -> None:
         """Stop draining without writing (the task was interrupted: its spool is salvaged)."""

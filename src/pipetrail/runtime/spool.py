@@ -448,7 +448,7 @@ class LogTail:
                 continue
         return chunks
 
-    def restore(self, chunks: list[LogChunk]) -> None:
+    def restore(self, chunks: Sequence[LogChunk]) -> None:
         """Give back chunks that could not be stored: the next ``take`` returns them again."""
         for chunk in chunks:
             self._offsets[chunk.stream] = min(self._offsets[chunk.stream], chunk.offset)
