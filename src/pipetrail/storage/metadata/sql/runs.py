@@ -858,7 +858,8 @@ class RunRows(SqlSession):
             # may have failed it (and moved its lease on) since the read above, and the
             # claim must not turn that back into running. Locks in one order: pipeline, run.
             row = _RUN_STATE.first(conn, {"run_id": run_id})
-            assert row is not None  # a run's row is never deleted while it is waiting
+            if row is None:  # deleted meanwhile (only ended runs are, so not in practice)
+                raise NotFoundError(f"no run with id {run_id} in the store")
         status, lease = row[0], row[1]
         self._check_lease(conn, run_id, lease)
         if status != RunStatus.INITIAL.value:
